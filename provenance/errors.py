@@ -1,0 +1,54 @@
+"""Typed errors and warnings.
+
+Fatal problems raise a subclass of :class:`TailguardError`; the CLI turns any of them into a single
+line on stderr and exit code 1, so a message must make sense on its own: say what was wrong, where
+(file, line or row, field) and, where there is one, what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class TailguardError(Exception):
+    """Base class of every error tailguard raises on purpose."""
+
+
+class InputError(TailguardError):
+    """An input file or value cannot be used (missing, unsupported, malformed).
+
+    ``file``, ``line`` (1-based line of a text file, or 0-based row of a table) and ``field`` are
+    kept as attributes so that callers can act on them, and are folded into the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        row: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file, self.line, self.row, self.field = file, line, row, field
+        where = []
+        if file is not None:
+            where.append(str(file))
+        if line is not None:
+            where.append(f"line {line}")
+        if row is not None:
+            where.append(f"row {row}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class ConfigError(TailguardError):
+    """A parameter or specification is invalid (the message names the parameter and the fix)."""
+
+
+class LedgerError(TailguardError):
+    """The ledger database cannot be opened or does not match the requested configuration."""
+
+
+class TailguardWarning(UserWarning):
+    """Something still runs but deserves attention (a remedial hint is in the message)."""

@@ -1,0 +1,135 @@
+"""What a tagged document is: the provenance columns, their types and their vocabulary.
+
+This is the one place that names the columns every tailguard step keeps ("provenance is a column
+that every step keeps"). Other modules import the constants instead of spelling column names, so
+a rename happens here or nowhere.
+
+Labels map to the vocabularies users already publish with:
+
+* Hugging Face dataset cards, ``language_creators``: ``machine-generated`` vs ``found`` /
+  ``crowdsourced`` / ``expert-generated``;
+* IPTC Digital Source Type: ``trainedAlgorithmicMedia`` vs ``digitalCapture``;
+* the Data Provenance Initiative's "Model Generated" flag.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import polars as pl
+
+#: Default names of the identifier and text columns of an input corpus.
+ID = "id"
+TEXT = "text"
+
+PROV_LABEL = "prov_label"
+PROV_SCORE = "prov_score"
+PROV_EVIDENCE = "prov_evidence"
+PROV_GENERATOR = "prov_generator"
+PROV_GENERATION = "prov_generation"
+PROV_DETAIL = "prov_detail"
+
+
+class Label(str, Enum):
+    """Whether a document was written by people or produced by a model.
+
+    ``unknown`` means *no evidence either way*; it is never silently read as human.
+    """
+
+    HUMAN = "human"
+    SYNTHETIC = "synthetic"
+    UNKNOWN = "unknown"
+
+    @property
+    def hf_language_creators(self) -> str | None:
+        """The Hugging Face dataset-card ``language_creators`` term for this label."""
+        return {Label.HUMAN: "found", Label.SYNTHETIC: "machine-generated"}.get(self)
+
+    @property
+    def iptc_digital_source_type(self) -> str | None:
+        """The IPTC Digital Source Type code (``http://cv.iptc.org/newscodes/digitalsourcetype/``)."""
+        return {
+            Label.HUMAN: "digitalCapture",
+            Label.SYNTHETIC: "trainedAlgorithmicMedia",
+        }.get(self)
+
+    @property
+    def dpi_model_generated(self) -> bool | None:
+        """The Data Provenance Initiative's "Model Generated" flag."""
+        return {Label.HUMAN: False, Label.SYNTHETIC: True}.get(self)
+
+
+class Evidence(str, Enum):
+    """Kinds of evidence, listed from most to least reliable.
+
+    The order is the fusion order of :mod:`provenance.tagger`: the first kind that reaches a
+    decision for a document decides it.
+    """
+
+    DECLARED = "declared"
+    LEDGER_EXACT = "ledger_exact"
+    WATERMARK = "watermark"
+    LEDGER_NEAR = "ledger_near"
+    DETECTOR = "detector"
+    NONE = "none"
+
+    @property
+    def priority(self) -> int:
+        """Position in the fusion order (0 = most reliable)."""
+        return list(Evidence).index(self)
+
+
+#: Polars dtypes of the tag columns. Strings rather than ``pl.Enum`` so that parquet files read
+#: back the same in pandas, pyarrow and ``datasets``.
+TAG_SCHEMA: dict[str, pl.DataType] = {
+    PROV_LABEL: pl.String(),
+    PROV_SCORE: pl.Float64(),
+    PROV_EVIDENCE: pl.String(),
+    PROV_GENERATOR: pl.String(),
+    PROV_GENERATION: pl.Int64(),
+    PROV_DETAIL: pl.String(),
+}
+TAG_COLUMNS: tuple[str, ...] = tuple(TAG_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Tag:
+    """The provenance of one document, with the evidence that decided it.
+
+    ``score`` is P(synthetic) in [0, 1], or ``None`` when nothing was observed. ``detail`` holds
+    the deciding evidence's numbers (matched record, similarity, declared field and value,
+    z-score ...) and is stored as a JSON string column.
+    """
+
+    label: Label = Label.UNKNOWN
+    score: float | None = None
+    evidence: Evidence = Evidence.NONE
+    generator: str | None = None
+    generation: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.score is not None and not 0.0 <= self.score <= 1.0:
+            raise ValueError(f"Tag.score must be in [0, 1] or None, got {self.score}")
+
+    def as_row(self) -> dict[str, Any]:
+        """The tag as a row of the provenance columns."""
+        return {
+            PROV_LABEL: self.label.value,
+            PROV_SCORE: self.score,
+            PROV_EVIDENCE: self.evidence.value,
+            PROV_GENERATOR: self.generator,
+            PROV_GENERATION: self.generation,
+            PROV_DETAIL: json.dumps(self.detail, sort_keys=True, ensure_ascii=False),
+        }
+
+
+UNTAGGED = Tag()
+
+
+def tags_frame(tags: list[Tag]) -> pl.DataFrame:
+    """Provenance columns for a list of tags, with the dtypes of :data:`TAG_SCHEMA`."""
+    return pl.DataFrame([t.as_row() for t in tags], schema=TAG_SCHEMA, orient="row")

@@ -1,0 +1,154 @@
+"""CLI wiring and messages: exit codes, one-line errors, summaries, --json, help examples.
+
+Behaviour is tested in the library tests; these check that each command reaches it and reports
+what happened. Commands run in-process through click's runner, and one through the installed
+console script, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+
+COMMANDS = [["tag"], ["ledger"], ["ledger", "add"], ["ledger", "lookup"], ["ledger", "stats"],
+            ["demo"]]
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def crawl(tmp_path: Path) -> Path:
+    lines = [
+        json.dumps({"id": "a", "text": "the quick brown fox jumps over the lazy dog again"}),
+        json.dumps({"id": "b", "text": "a generated sentence about tails and model collapse",
+                    "is_synthetic": True}),
+        '{"id": "c", "text": ',
+        json.dumps({"id": "d", "text": "a human written note", "language_creators": ["found"]}),
+    ]
+    path = tmp_path / "crawl.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_an_example(command: list[str]) -> None:
+    code, out, _ = run(*command, "--help")
+    assert code == 0
+    assert "Example:" in out and "tailguard " in out
+
+
+def test_version() -> None:
+    code, out, _ = run("--version")
+    assert code == 0 and out.startswith("tailguard, version ")
+
+
+def test_tag_summary_and_outputs(crawl: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tagged.parquet"
+    code, stdout, _ = run("tag", str(crawl), "-o", str(out), "-q")
+    assert code == 0, stdout
+    assert "read 4 rows from 1 file(s): 3 kept, 1 rejected" in stdout
+    assert "rejected malformed_json: 1" in stdout
+    assert "declared" in stdout and "wrote 3 tagged rows" in stdout
+    assert pl.read_parquet(out).height == 3
+    assert (tmp_path / "tagged.parquet.rejects.jsonl").exists()
+
+
+def test_tag_json_output_is_machine_readable(crawl: Path, tmp_path: Path) -> None:
+    code, stdout, _ = run("tag", str(crawl), "-o", str(tmp_path / "t.jsonl"), "--json")
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["by_label"] == {"human": 1, "synthetic": 1, "unknown": 1}
+    assert summary["read"] == summary["accepted"] + summary["rejected"] == 4
+
+
+def test_tag_with_ledger_and_custom_declared_field(crawl: Path, tmp_path: Path) -> None:
+    ledger = tmp_path / "l.sqlite"
+    generated = tmp_path / "gen.jsonl"
+    text = "the quick brown fox jumps over the lazy dog again"
+    generated.write_text(json.dumps({"id": "g1", "text": text}) + "\n")
+    assert run("ledger", "add", str(generated), "--ledger", str(ledger), "--generator", "m",
+               "-q")[0] == 0
+    code, stdout, _ = run("tag", str(crawl), "-o", str(tmp_path / "t.parquet"), "--ledger",
+                          str(ledger), "--declared-field", "is_synthetic", "--json")
+    assert code == 0
+    assert json.loads(stdout)["by_evidence"] == {"declared": 1, "ledger_exact": 1, "none": 1}
+
+
+def test_strict_stops_with_one_line_and_exit_1(crawl: Path, tmp_path: Path) -> None:
+    code, _, stderr = run("tag", str(crawl), "-o", str(tmp_path / "t.parquet"), "--strict")
+    assert code == 1
+    assert stderr.strip().count("\n") == 0
+    assert "crawl.jsonl, line 3: malformed_json" in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["tag", "missing.jsonl", "-o", "x.parquet"], 1, "missing.jsonl: no such file or folder"),
+        (["tag", "{crawl}", "-o", "x.csv"], 1, "name the output .parquet, .jsonl or .jsonl.gz"),
+        (["tag", "{crawl}", "-o", "x.parquet", "--ledger", "nope.sqlite"], 1, "no ledger at"),
+        (["tag", "{crawl}"], 2, "Missing option '-o'"),
+        (["tag", "{crawl}", "-o", "x.parquet", "--near-threshold", "1.5"], 2, "--near-threshold"),
+        (["tag", "{crawl}", "-o", "x.parquet", "--declared-field", "label=robot:alien"], 2,
+         "label must be one of human, synthetic, unknown"),
+        (["ledger", "stats", "nope.sqlite"], 1, "no ledger at"),
+        (["ledger", "add", "{crawl}", "--ledger", "l.sqlite", "--generation", "-1"], 2,
+         "--generation"),
+    ],
+)
+def test_bad_input_gives_clear_errors(
+    crawl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], code: int,
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    got, _, stderr = run(*[a.replace("{crawl}", str(crawl)) for a in args])
+    assert got == code
+    assert message in stderr
+    if code == 1:
+        assert stderr.startswith("error: ") and stderr.strip().count("\n") == 0
+
+
+def test_ledger_add_lookup_stats(crawl: Path, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "l.sqlite")
+    code, stdout, _ = run("ledger", "add", str(crawl), "--ledger", ledger, "--generator", "gpt",
+                          "--generation", "1", "-q")
+    assert code == 0 and "added 3 records" in stdout and "1 rejected" in stdout
+    code, stdout, _ = run("ledger", "add", str(crawl), "--ledger", ledger, "--generator", "gpt",
+                          "--generation", "1", "--json")
+    assert json.loads(stdout)["already_present"] == 3
+    out = tmp_path / "m.parquet"
+    code, stdout, _ = run("ledger", "lookup", str(crawl), "--ledger", ledger, "-o", str(out), "-q")
+    assert code == 0 and "exact" in stdout and "record " in stdout
+    assert pl.read_parquet(out).get_column("match").to_list() == ["exact"] * 3
+    code, stdout, _ = run("ledger", "stats", ledger, "--json")
+    stats = json.loads(stdout)
+    assert stats["records"] == 3 and stats["by_generator"] == {"gpt": 3}
+
+
+def test_demo_runs_and_scores_against_truth(tmp_path: Path) -> None:
+    code, stdout, _ = run("demo", "-o", str(tmp_path / "demo"), "--docs-per-kind", "20", "--json")
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["tag"]["rejected"] == 5
+    assert summary["confusion"]["human"].get("synthetic", 0) == 0
+
+
+@pytest.mark.skipif(shutil.which("tailguard") is None, reason="console script not installed")
+def test_installed_console_script(crawl: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        ["tailguard", "tag", str(crawl), "-o", str(tmp_path / "o.parquet"), "-q"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "3 kept, 1 rejected" in proc.stdout
