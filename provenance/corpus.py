@@ -382,6 +382,13 @@ class CorpusReader:
                 line=lineno, raw=line,
             )
             return None
+        if "\\u" in line and _has_lone_surrogate(record):
+            self._reject(
+                name, RejectReason.INVALID_UTF8,
+                "a \\uD800-\\uDFFF escape without its pair is not valid Unicode text",
+                line=lineno, raw=line,
+            )
+            return None
         if not isinstance(record, dict):
             self._reject(
                 name, RejectReason.NOT_AN_OBJECT,
@@ -675,6 +682,15 @@ def _load_dataset(path: Path) -> Any:
             file=str(path),
         )
     return loaded
+
+
+def _has_lone_surrogate(record: Any) -> bool:
+    """True when JSON escapes produced a lone surrogate, which no UTF-8 writer can store."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _count_lines(path: Path) -> int:

@@ -71,7 +71,8 @@ def add_corpus(
     Document ids are stored with each record, so a later match says which generated document
     it was. Re-adding the same corpus is a no-op (``already_present`` counts it), which makes an
     interrupted add safe to rerun. ``ledger_options`` (``num_perm``, ``ngram``, ``seed``,
-    ``lsh_threshold``) only apply when the ledger is created.
+    ``lsh_threshold``) set up a new ledger; for an existing one they must match what it stored
+    (leave them out to use the stored settings).
 
     Examples
     --------

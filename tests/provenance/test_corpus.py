@@ -15,6 +15,7 @@ import pytest
 from provenance.corpus import (
     CorpusReader,
     CorpusWriter,
+    Reject,
     RejectReason,
     RejectsWriter,
     content_id,
@@ -48,6 +49,7 @@ BAD_LINES: list[tuple[bytes | str, RejectReason]] = [
     (rec(id="e", text="   \n "), RejectReason.EMPTY_TEXT),
     (rec(id="a", text="a second document claiming id a"), RejectReason.DUPLICATE_ID),
     (rec(id={"nested": 1}, text="object id"), RejectReason.BAD_ID),
+    ('{"id": "s", "text": "lone \\ud800 surrogate"}', RejectReason.INVALID_UTF8),
 ]
 
 
@@ -81,7 +83,9 @@ def test_blank_lines_are_not_documents(dirty_jsonl: Path) -> None:
 
 
 def test_reject_keeps_the_raw_record_exactly(dirty_jsonl: Path) -> None:
-    rejects = {r.reason: r for r in read_corpus(dirty_jsonl).rejects}
+    rejects: dict[RejectReason, Reject] = {}
+    for reject in read_corpus(dirty_jsonl).rejects:
+        rejects.setdefault(reject.reason, reject)
     bad_utf8 = rejects[RejectReason.INVALID_UTF8]
     assert base64.b64decode(bad_utf8.raw_base64) == b'{"id": "u", "text": "caf\xe9 au lait"}'
     assert rejects[RejectReason.MALFORMED_JSON].raw == '{"id": "m", "text": "unterminated'
