@@ -316,3 +316,12 @@ def test_rejects_writer_creates_file_only_when_needed(tmp_path: Path, dirty_json
 def test_unsupported_output_name(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="name the output .parquet, .jsonl or .jsonl.gz"):
         CorpusWriter(tmp_path / "out.csv")
+
+
+def test_unicode_line_separators_inside_text_do_not_split_a_record(tmp_path: Path) -> None:
+    text = "first\u2028second\u0085third\x0cfourth"
+    path = tmp_path / "u.jsonl"
+    path.write_text(json.dumps({"id": "u", "text": text}, ensure_ascii=False) + "\n")
+    corpus = read_corpus(path)
+    assert corpus.frame.get_column("text").to_list() == [text]
+    assert corpus.counts.rejected == 0
