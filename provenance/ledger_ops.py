@@ -87,11 +87,13 @@ def add_corpus(
     start = time.perf_counter()
     added = present = 0
     rejects_file = Path(rejects) if rejects else rejects_path_for(ledger)
-    with Ledger(ledger, **ledger_options) as db, RejectsWriter(rejects_file) as sink:
-        reader = CorpusReader(
-            corpus, id_field=id_field, text_field=text_field, batch_size=batch_size,
-            strict=strict, on_reject=sink,
-        )
+    sink = RejectsWriter(rejects_file)
+    # Resolve the input before opening the ledger, so a typo does not create an empty ledger.
+    reader = CorpusReader(
+        corpus, id_field=id_field, text_field=text_field, batch_size=batch_size,
+        strict=strict, on_reject=sink,
+    )
+    with Ledger(ledger, **ledger_options) as db, sink:
         with progress_bar(reader, "registering", progress) as bar:
             for batch in reader:
                 result = db.register(

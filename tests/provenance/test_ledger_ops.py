@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from provenance.errors import ConfigError, LedgerError
+from provenance.errors import ConfigError, InputError, LedgerError
 from provenance.ledger import Ledger
 from provenance.ledger_ops import add_corpus, lookup_corpus
 
@@ -69,3 +69,9 @@ def test_lookup_needs_an_existing_ledger(tmp_path: Path, generated: Path) -> Non
     with pytest.raises(LedgerError, match="no ledger at"):
         lookup_corpus(tmp_path / "missing.sqlite", generated)
     assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_missing_input_does_not_create_a_ledger(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file or folder"):
+        add_corpus(tmp_path / "l.sqlite", tmp_path / "typo.jsonl")
+    assert list(tmp_path.iterdir()) == []
