@@ -390,6 +390,100 @@ def ledger_stats(ledger_path: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--human", multiple=True, metavar="PATH", help="Original human data (repeatable).")
+@click.option("--synthetic", multiple=True, metavar="PATH",
+              help="Known synthetic data, e.g. a folder per generation (repeatable).")
+@click.option("--tagged", multiple=True, metavar="PATH",
+              help="Tagged corpus (tailguard tag output): role from its prov_label (repeatable).")
+@click.option("--config", type=click.Path(dir_okay=False),
+              help="Spec file (.toml/.yaml) with the same field names; flags override it.")
+@click.option("--target-docs", type=click.IntRange(min=1), help="Mixture size in documents.")
+@click.option("--target-tokens", type=click.IntRange(min=1), help="Mixture size in tokens.")
+@click.option("--tokenizer", help="Token counting for --target-tokens: whitespace (default) or a "
+              "Hugging Face tokenizer name/path.")
+@click.option("--synthetic-ratio", type=click.FloatRange(0, 1),
+              help="Share of the target drawn from the synthetic pool.")
+@click.option("--retain-original", type=click.FloatRange(0, 1),
+              help="Minimum share of the target drawn from original human data.")
+@click.option("--strategy", type=click.Choice(["replace", "retain", "accumulate", "filter",
+                                                "reweight"]), help="How pools are formed.")
+@click.option("--drop-label", "drop_labels", multiple=True,
+              type=click.Choice(["synthetic", "unknown", "human"]),
+              help="Drop scraped documents with this label (repeatable).")
+@click.option("--max-score", type=click.FloatRange(0, 1),
+              help="Drop scraped documents whose prov_score is above this.")
+@click.option("--reweight-power", type=click.FloatRange(min=0, min_open=True),
+              help="Exponent b of the reweight strategy's weight (1 - prov_score)^b.")
+@click.option("--dedup", type=click.Choice(["none", "exact", "near"]),
+              help="Deduplicate across sources, keeping the human copy.")
+@click.option("--dedup-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="MinHash Jaccard threshold for --dedup near (default 0.8).")
+@click.option("--allow-upsample", is_flag=True, default=None,
+              help="Repeat documents when a pool is smaller than its share.")
+@click.option("--seed", type=click.IntRange(min=0), help="Selection seed (default 0).")
+@click.option("--id-field", default=None, help="Id column (default id).")
+@click.option("--text-field", default=None, help="Text column (default text).")
+@click.option("-o", "--output", "out_dir", help="Output folder for shards and manifest.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
+@click.option("--overwrite", is_flag=True, help="Replace a mixture already in the output folder.")
+@output_options
+def mix(
+    human: tuple[str, ...], synthetic: tuple[str, ...], tagged: tuple[str, ...],
+    config: str | None, out_dir: str | None, dry_run: bool, overwrite: bool, as_json: bool,
+    quiet: bool, **fields: Any,
+) -> None:
+    """Build a training mixture with an exact synthetic share and an original-data floor.
+
+    Documents are ranked by a keyed hash of (seed, source, id), so counts are exact and the
+    same spec gives the same bytes. Writes parquet shards, manifest.json (requested vs
+    achieved, estimated true synthetic share, shard sha256s) and dataset_card.md.
+
+    \b
+    Example:
+      tailguard mix --human wiki.parquet --synthetic gen1/ --synthetic gen2/ \\
+          --target-docs 100000 --synthetic-ratio 0.3 --retain-original 0.1 \\
+          --strategy accumulate --dedup exact --seed 7 -o runs/mix
+    """
+    from mixers.build import build_mixture
+    from mixers.spec import build_spec
+
+    if not out_dir and not dry_run:
+        raise click.UsageError("give -o/--output, or --dry-run")
+    spec = build_spec(config=config, human=human, synthetic=synthetic, tagged=tagged,
+                      **{k: (tuple(v) if isinstance(v, tuple) else v) for k, v in fields.items()})
+    manifest = build_mixture(spec, out_dir, dry_run=dry_run, overwrite=overwrite,
+                             progress=not (quiet or as_json))
+    summary = manifest.as_dict()
+    summary.get("dedup", {}).pop("dropped_ids", None)
+    plan = summary["plan"]
+    lines = [f"plan: {plan['target']:,} {plan['unit']}, spec {summary['spec_hash'][:12]}"]
+    lines.append(f"  {'pool':<10}{'available':>12}{'requested':>12}{'achieved':>12}")
+    achieved = summary["achieved"].get("documents_by_pool", {})
+    for pool, p in plan["pools"].items():
+        have = p["available_docs"] if plan["unit"] == "docs" else p["available_tokens"]
+        got = achieved.get(pool, "-") if not dry_run else "-"
+        lines.append(f"  {pool:<10}{have:>12,}{p['requested']:>12,}{got:>12}")
+    lines.append(f"  {'source':<28}{'read':>10}{'rejected':>10}{'filtered':>10}"
+                 f"{'dedup':>8}{'selected':>10}")
+    for name, src in summary["sources"].items():
+        lines.append(f"  {name[:28]:<28}{src['read']:>10,}{src['rejected']:>10,}"
+                     f"{src['filtered'] + src['excluded_by_strategy']:>10,}"
+                     f"{src['deduplicated']:>8,}{src['selected']:>10,}")
+    if dry_run:
+        lines.append("dry run: nothing written")
+    else:
+        share = summary["synthetic_share"]
+        lines.append(
+            f"synthetic share: requested {summary['requested']['synthetic_ratio']}, achieved "
+            f"{summary['achieved']['synthetic_share']}, estimated true {share['estimate']} "
+            f"(95% {share['low']}-{share['high']})"
+        )
+        lines.append(f"wrote {len(summary['shards'])} shard(s), manifest.json and "
+                     f"dataset_card.md to {out_dir}")
+    _emit(summary, as_json, lines)
+
+
+@main.command()
 @click.option("-o", "--output", "out_dir", default="runs/demo", show_default=True,
               help="Folder for the crawl, ledger, tagged corpus and rejects.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole demo.")

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from cli import main
 
 COMMANDS = [["tag"], ["ledger"], ["ledger", "add"], ["ledger", "lookup"], ["ledger", "stats"],
-            ["demo"]]
+            ["demo"], ["mix"]]
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -152,3 +152,59 @@ def test_installed_console_script(crawl: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "3 kept, 1 rejected" in proc.stdout
+
+
+@pytest.fixture
+def pools(tmp_path: Path) -> dict[str, Path]:
+    human, gen = tmp_path / "human.parquet", tmp_path / "gen.parquet"
+    pl.DataFrame({"id": [f"h{i}" for i in range(500)],
+                  "text": [f"human {i}" for i in range(500)]}).write_parquet(human)
+    pl.DataFrame({"id": [f"g{i}" for i in range(300)],
+                  "text": [f"gen {i}" for i in range(300)]}).write_parquet(gen)
+    return {"human": human, "gen": gen}
+
+
+def test_mix_builds_and_summarises(pools: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "mix"
+    code, stdout, _ = run("mix", "--human", str(pools["human"]), "--synthetic", str(pools["gen"]),
+                          "--target-docs", "200", "--synthetic-ratio", "0.25", "-o", str(out),
+                          "-q")
+    assert code == 0, stdout
+    assert "synthetic share: requested 0.25, achieved 0.25" in stdout
+    assert (out / "manifest.json").exists() and (out / "dataset_card.md").exists()
+
+
+def test_mix_config_file_with_flag_overrides_and_dry_run(
+    pools: dict[str, Path], tmp_path: Path
+) -> None:
+    config = tmp_path / "spec.toml"
+    config.write_text(
+        "target_docs = 100\nsynthetic_ratio = 0.5\nseed = 3\n"
+        f"[[sources]]\npath = '{pools['human']}'\nrole = 'human'\n"
+        f"[[sources]]\npath = '{pools['gen']}'\nrole = 'synthetic'\n"
+    )
+    code, stdout, _ = run("mix", "--config", str(config), "--synthetic-ratio", "0.1",
+                          "--dry-run", "--json")
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["dry_run"] and summary["plan"]["pools"]["synthetic"]["requested"] == 10
+    assert not list(tmp_path.glob("part-*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--target-docs", "10"], 2, "give -o/--output, or --dry-run"),
+        (["--target-docs", "10", "--synthetic-ratio", "1.5", "--dry-run"], 2,
+         "--synthetic-ratio"),
+        (["--target-docs", "10", "--synthetic-ratio", "0.6", "--retain-original", "0.6",
+          "--dry-run"], 1, "retain_original + synthetic_ratio must be <= 1"),
+        (["--target-docs", "100000", "--dry-run"], 1, "--allow-upsample"),
+        (["--dry-run"], 1, "give exactly one of target_docs and target_tokens"),
+    ],
+)
+def test_mix_errors(pools: dict[str, Path], args: list[str], code: int, message: str) -> None:
+    got, _, stderr = run("mix", "--human", str(pools["human"]), "--synthetic", str(pools["gen"]),
+                         *args)
+    assert got == code
+    assert message in stderr

@@ -1,0 +1,172 @@
+"""The manifest: what a mixture was asked to be, what it is, and how sure we are of its content.
+
+Written next to the shards as ``manifest.json`` (plus a Hugging Face dataset-card snippet), so
+anyone holding the data can audit it: the spec and its hash, per-source counts in and out,
+requested vs achieved shares, the estimated true synthetic share with a 95% interval, and a
+sha256 for every shard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from provenance.atomic import atomic_path
+
+Z95 = 1.959963984540054
+
+
+def tool_version() -> str:
+    try:
+        return version("tailguard")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass
+class SyntheticShare:
+    """Running estimate of the true synthetic share of the written documents.
+
+    Each document contributes its ``prov_score`` (P(synthetic)) as a Bernoulli probability; the
+    variance of the total is the Poisson-binomial sum of p(1 - p). Documents with no score (no
+    evidence either way) cannot be estimated, so the interval's bounds count them as all human
+    (low) and all synthetic (high); the point estimate leaves them out.
+    """
+
+    n: int = 0
+    scored: int = 0
+    sum_p: float = 0.0
+    sum_var: float = 0.0
+
+    def add(self, n: int, scored: int, sum_p: float, sum_var: float) -> None:
+        self.n += n
+        self.scored += scored
+        self.sum_p += sum_p
+        self.sum_var += sum_var
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.n == 0:
+            return {"estimate": None, "low": None, "high": None, "unscored_documents": 0}
+        unscored = self.n - self.scored
+        sd = math.sqrt(self.sum_var)
+        estimate = self.sum_p / self.scored if self.scored else None
+        low = max(0.0, (self.sum_p - Z95 * sd) / self.n)
+        high = min(1.0, (self.sum_p + Z95 * sd + unscored) / self.n)
+        return {
+            "estimate": None if estimate is None else round(estimate, 6),
+            "low": round(low, 6),
+            "high": round(high, 6),
+            "confidence": 0.95,
+            "unscored_documents": unscored,
+            "method": "sum of prov_score (Poisson-binomial normal interval); unscored documents "
+            "bound the interval at 0 and 1",
+        }
+
+
+@dataclass
+class Manifest:
+    """Everything a reader of the mixture needs to trust it."""
+
+    spec: dict[str, Any]
+    spec_hash: str
+    plan: dict[str, Any]
+    sources: dict[str, dict[str, Any]]
+    requested: dict[str, Any]
+    achieved: dict[str, Any]
+    synthetic_share: dict[str, Any]
+    dedup: dict[str, Any]
+    rejects: dict[str, Any]
+    shards: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    tool_version: str = field(default_factory=tool_version)
+    out_dir: str | None = None
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, out_dir: str | os.PathLike) -> Path:
+        path = Path(out_dir) / "manifest.json"
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.as_dict(), indent=2, sort_keys=False) + "\n")
+        return path
+
+    def dataset_card(self) -> str:
+        """A Hugging Face dataset-card YAML header describing the mixture's provenance."""
+        creators = []
+        if self.achieved.get("documents_by_pool", {}).get("original") or self.achieved.get(
+            "documents_by_pool", {}
+        ).get("scraped"):
+            creators.append("found")
+        if self.achieved.get("documents_by_pool", {}).get("synthetic"):
+            creators.append("machine-generated")
+        share = self.synthetic_share
+        lines = ["---", "language_creators:"] + [f"- {c}" for c in creators]
+        lines += ["source_datasets:"] + [f"- {name}" for name in self.sources]
+        lines += [
+            "tags:",
+            "- tailguard-mixture",
+            "---",
+            "",
+            f"Built by tailguard {self.tool_version} from spec `{self.spec_hash[:12]}`: "
+            f"{self.achieved.get('documents', 0):,} documents, requested synthetic share "
+            f"{self.requested.get('synthetic_ratio')}, achieved "
+            f"{self.achieved.get('synthetic_share')}; estimated true synthetic share "
+            f"{share.get('estimate')} (95% interval {share.get('low')}-{share.get('high')}).",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def write_card(self, out_dir: str | os.PathLike) -> Path:
+        path = Path(out_dir) / "dataset_card.md"
+        with atomic_path(path) as tmp:
+            tmp.write_text(self.dataset_card())
+        return path
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a built mixture, as written."""
+    return json.loads((Path(out_dir) / "manifest.json").read_text())
+
+
+def verify_shards(out_dir: str | os.PathLike) -> list[str]:
+    """Problems found when checking every shard against the manifest's sha256 and row count.
+
+    An empty list means the mixture on disk is exactly the one the manifest describes.
+    """
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    problems = []
+    for shard in read_manifest(out)["shards"]:
+        path = out / shard["file"]
+        if not path.exists():
+            problems.append(f"{shard['file']}: missing")
+            continue
+        if hashlib.sha256(path.read_bytes()).hexdigest() != shard["sha256"]:
+            problems.append(f"{shard['file']}: sha256 differs from the manifest")
+        elif pq.ParquetFile(path).metadata.num_rows != shard["rows"]:
+            problems.append(f"{shard['file']}: row count differs from the manifest")
+    return problems
+
+
+def load_mixture(out_dir: str | os.PathLike, *, verify: bool = True) -> Any:
+    """A built mixture as a ``datasets.Dataset`` (shards checked against the manifest first)."""
+    import datasets
+
+    from provenance.errors import InputError
+
+    out = Path(out_dir)
+    if verify:
+        problems = verify_shards(out)
+        if problems:
+            raise InputError(f"mixture does not match its manifest: {'; '.join(problems)}",
+                             file=str(out))
+    files = [str(out / s["file"]) for s in read_manifest(out)["shards"]]
+    return datasets.Dataset.from_parquet(files)

@@ -1,0 +1,188 @@
+"""Deterministic, engine-independent selection: rank by a keyed hash and take the first k.
+
+Sampling with a random number generator makes a mixture depend on row order, batch sizes and the
+engine that ran it. Ranking every row by a keyed hash of (seed, source, id) instead gives the same
+answer on any engine and any partitioning, with exact counts: the k rows with the smallest keys.
+
+The hash is XXH64 (a published, frozen algorithm) computed by a small numba kernel over Arrow
+string buffers, so a published mixture does not change when polars is upgraded (polars'
+``Expr.hash`` is only stable within one polars version). It equals
+``xxhash.xxh64_intdigest(source + "\\x1f" + id, seed)``.
+
+Weighted selection (the ``reweight`` strategy) uses the exponential-race form of
+Efraimidis-Spirakis sampling: with u the hash mapped to (0, 1), the row's key is -ln(u) / w, and
+the k smallest keys are a weighted sample without replacement.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+SEPARATOR = "\x1f"
+
+# The five primes of the XXH64 specification.
+_P1 = np.uint64(0x9E3779B185EBCA87)
+_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_P3 = np.uint64(0x165667B19E3779F9)
+_P4 = np.uint64(0x85EBCA77C2B2AE63)
+_P5 = np.uint64(0x27D4EB2F165667C5)
+
+
+@numba.njit(cache=True, inline="always")
+def _rotl64(x, r):
+    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
+
+
+@numba.njit(cache=True, inline="always")
+def _read64(buf, p):
+    v = np.uint64(0)
+    for i in range(8):
+        v |= np.uint64(buf[p + i]) << np.uint64(8 * i)
+    return v
+
+
+@numba.njit(cache=True, inline="always")
+def _read32(buf, p):
+    v = np.uint64(0)
+    for i in range(4):
+        v |= np.uint64(buf[p + i]) << np.uint64(8 * i)
+    return v
+
+
+@numba.njit(cache=True, inline="always")
+def _round(acc, lane):
+    acc = acc + lane * _P2
+    acc = _rotl64(acc, 31)
+    return acc * _P1
+
+
+@numba.njit(cache=True, inline="always")
+def _merge(acc, val):
+    acc ^= _round(np.uint64(0), val)
+    return acc * _P1 + _P4
+
+
+@numba.njit(cache=True)
+def _xxh64(buf, start, end, seed):
+    p = start
+    length = end - start
+    if length >= 32:
+        v1 = seed + _P1 + _P2
+        v2 = seed + _P2
+        v3 = seed
+        v4 = seed - _P1
+        limit = end - 32
+        while p <= limit:
+            v1 = _round(v1, _read64(buf, p))
+            v2 = _round(v2, _read64(buf, p + 8))
+            v3 = _round(v3, _read64(buf, p + 16))
+            v4 = _round(v4, _read64(buf, p + 24))
+            p += 32
+        h = _rotl64(v1, 1) + _rotl64(v2, 7) + _rotl64(v3, 12) + _rotl64(v4, 18)
+        h = _merge(h, v1)
+        h = _merge(h, v2)
+        h = _merge(h, v3)
+        h = _merge(h, v4)
+    else:
+        h = seed + _P5
+    h += np.uint64(length)
+    while p + 8 <= end:
+        h ^= _round(np.uint64(0), _read64(buf, p))
+        h = _rotl64(h, 27) * _P1 + _P4
+        p += 8
+    if p + 4 <= end:
+        h ^= _read32(buf, p) * _P1
+        h = _rotl64(h, 23) * _P2 + _P3
+        p += 4
+    while p < end:
+        h ^= np.uint64(buf[p]) * _P5
+        h = _rotl64(h, 11) * _P1
+        p += 1
+    h ^= h >> np.uint64(33)
+    h *= _P2
+    h ^= h >> np.uint64(29)
+    h *= _P3
+    h ^= h >> np.uint64(32)
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def _xxh64_many(buf, offsets, seed, out):
+    for i in range(offsets.size - 1):
+        out[i] = _xxh64(buf, offsets[i], offsets[i + 1], seed)
+
+
+def xxh64_strings(values: pl.Series | pa.Array, seed: int) -> np.ndarray:
+    """XXH64 of every string's UTF-8 bytes with ``seed`` (nulls hash like the empty string).
+
+    Examples
+    --------
+    >>> import xxhash
+    >>> int(xxh64_strings(pl.Series(["abc"]), seed=7)[0]) == xxhash.xxh64_intdigest(b"abc", 7)
+    True
+    """
+    arr = values.to_arrow() if isinstance(values, pl.Series) else values
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    if arr.null_count:
+        arr = arr.fill_null("")
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8)
+        if data_buf is not None
+        else np.zeros(0, dtype=np.uint8)
+    )
+    out = np.empty(len(arr), dtype=np.uint64)
+    _xxh64_many(data, np.ascontiguousarray(offsets), np.uint64(seed), out)
+    return out
+
+
+def selection_key(source: str | pl.Expr, id_col: str, seed: int) -> pl.Expr:
+    """UInt64 ranking key XXH64(seed, source + "\\x1f" + id) as a streaming-friendly expression."""
+    prefix = pl.lit(source) if isinstance(source, str) else source
+    identity = pl.concat_str([prefix, pl.lit(SEPARATOR), pl.col(id_col).cast(pl.String)])
+    return identity.map_batches(
+        lambda s: pl.Series(s.name, xxh64_strings(s, seed), dtype=pl.UInt64),
+        return_dtype=pl.UInt64,
+        is_elementwise=True,
+    )
+
+
+def weighted_key(key: pl.Expr, weight: pl.Expr) -> pl.Expr:
+    """Efraimidis-Spirakis key -ln(u)/w: the k smallest are a weighted sample without replacement.
+
+    ``u`` is the top 53 bits of the hash mapped into (0, 1). A weight of 0 gives +inf (drawn last).
+    """
+    u = ((key // 2048).cast(pl.Float64) + 0.5) / float(2**53)
+    return pl.when(weight > 0).then(-(u.log()) / weight).otherwise(float("inf"))
+
+
+def kth_smallest(values: np.ndarray, k: int) -> float | int | None:
+    """The k-th smallest value (1-based), or None for k == 0."""
+    if k <= 0:
+        return None
+    if k > values.size:
+        raise ValueError(f"k={k} exceeds the {values.size} values")
+    return np.partition(values, k - 1)[k - 1].item()
+
+
+def budget_prefix(keys: np.ndarray, tokens: np.ndarray, budget: int) -> tuple[float | int | None,
+                                                                                int, int]:
+    """Threshold key for the longest rank-ordered prefix whose token sum stays within ``budget``.
+
+    Returns (threshold key, documents taken, tokens taken). Stopping before the document that
+    would overshoot meets the budget to within one document.
+    """
+    if budget <= 0 or keys.size == 0:
+        return None, 0, 0
+    order = np.argsort(keys, kind="stable")
+    cumulative = np.cumsum(tokens[order])
+    n = int(np.searchsorted(cumulative, budget, side="right"))
+    if n == 0:
+        return None, 0, 0
+    return keys[order[n - 1]].item(), n, int(cumulative[n - 1])

@@ -1,0 +1,71 @@
+"""Keyed-hash selection: version-stable XXH64, exact k, weighted draws, token prefixes."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import polars as pl
+import pytest
+import xxhash
+
+from mixers.sampling import budget_prefix, kth_smallest, selection_key, weighted_key, xxh64_strings
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2**64 - 1])
+def test_xxh64_equals_the_reference_implementation(seed: int) -> None:
+    rng = random.Random(seed % 1000)
+    values = ["", "a", "x" * 31, "y" * 32, "z" * 33, "é" * 40]
+    values += ["".join(chr(rng.randint(32, 0x2FFF)) for _ in range(rng.randint(0, 90)))
+               for _ in range(500)]
+    got = xxh64_strings(pl.Series(values), seed)
+    assert [int(h) for h in got] == [xxhash.xxh64_intdigest(v.encode(), seed) for v in values]
+
+
+def test_xxh64_on_sliced_and_chunked_arrays() -> None:
+    series = pl.concat([pl.Series(["a", "b", "c"]), pl.Series(["d", "e"])], rechunk=False)
+    assert list(xxh64_strings(series.slice(1, 3), 5)) == [
+        xxhash.xxh64_intdigest(v.encode(), 5) for v in "bcd"
+    ]
+
+
+def test_selection_key_is_keyed_by_seed_source_and_id() -> None:
+    frame = pl.LazyFrame({"id": ["a", "b"]})
+    key = frame.select(selection_key("src", "id", 3)).collect().to_series().to_list()
+    assert key == [xxhash.xxh64_intdigest(f"src\x1f{i}".encode(), 3) for i in "ab"]
+    other_seed = frame.select(selection_key("src", "id", 4)).collect().to_series().to_list()
+    other_source = frame.select(selection_key("s2", "id", 3)).collect().to_series().to_list()
+    assert key != other_seed and key != other_source
+
+
+def test_kth_smallest_and_errors() -> None:
+    values = np.array([5, 1, 4, 2, 3], dtype=np.uint64)
+    assert kth_smallest(values, 1) == 1 and kth_smallest(values, 5) == 5
+    assert kth_smallest(values, 0) is None
+    with pytest.raises(ValueError, match="k=6 exceeds the 5 values"):
+        kth_smallest(values, 6)
+
+
+def test_budget_prefix_stays_within_one_document() -> None:
+    keys = np.array([3, 1, 2, 5, 4])
+    tokens = np.array([10, 7, 8, 9, 6])
+    # rank order 1, 2, 3, 4, 5 -> tokens 7, 8, 10, 6, 9 -> cumulative 7, 15, 25, 31, 40
+    assert budget_prefix(keys, tokens, 30) == (3, 3, 25)
+    assert budget_prefix(keys, tokens, 31) == (4, 4, 31)
+    assert budget_prefix(keys, tokens, 6) == (None, 0, 0)
+
+
+def test_weighted_key_draws_in_proportion_to_weight() -> None:
+    n = 20_000
+    frame = pl.DataFrame({"id": [str(i) for i in range(n)],
+                          "w": [1.0 if i % 2 else 0.25 for i in range(n)]})
+    ranked = frame.with_columns(
+        weighted_key(selection_key("s", "id", 1), pl.col("w")).alias("r")
+    ).sort("r").head(1000)
+    heavy = (ranked.get_column("w") == 1.0).mean()
+    # With k << n the first draws approach weight-proportional odds: 1 / (1 + 0.25) = 0.8.
+    assert 0.76 < heavy < 0.84
+    zero = pl.DataFrame({"id": ["a"], "w": [0.0]}).select(
+        weighted_key(selection_key("s", "id", 1), pl.col("w"))
+    ).item()
+    assert zero == float("inf")
