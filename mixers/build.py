@@ -33,14 +33,18 @@ from mixers.dedup import find_duplicates
 from mixers.manifest import Manifest, SyntheticShare
 from mixers.sampling import budget_prefix, kth_smallest, weighted_key
 from mixers.sources import (
+    FILE_COL,
     GEN_COL,
     KEY_COL,
     POOL_COL,
     POOLS,
+    REJECT_COL,
+    ROW_COL,
     SOURCE_COL,
     TOKENS_COL,
     LoadedSource,
     load_source,
+    reject_from_row,
     source_names,
 )
 from mixers.spec import MixtureSpec
@@ -49,6 +53,7 @@ from provenance.errors import ConfigError, InputError
 from provenance.schema import PROV_LABEL, PROV_SCORE
 
 RANK_COL = "_rank"
+IDX_COL = "_idx"
 COPY_COL = "mix_copy"
 INTERNAL = (KEY_COL, GEN_COL, TOKENS_COL, RANK_COL, "_filtered", "_excluded")
 
@@ -134,21 +139,16 @@ def _token_expr(spec: MixtureSpec) -> pl.Expr:
     return text.map_batches(count, return_dtype=pl.Int64, is_elementwise=True)
 
 
-def _eligible(frame: pl.LazyFrame, spec: MixtureSpec, newest: int | None) -> pl.LazyFrame:
-    """Flag documents the provenance filter drops (scraped pool) and old generations."""
+def _filtered_expr(spec: MixtureSpec) -> pl.Expr:
+    """Scraped documents the provenance filter drops."""
     scraped = pl.col(POOL_COL) == "scraped"
     filtered = pl.lit(False)
     labels = spec.effective_drop_labels
     if labels:
-        filtered = filtered | (scraped & pl.col(PROV_LABEL).is_in(list(labels)))
+        filtered = filtered | (scraped & pl.col(PROV_LABEL).is_in(list(labels)).fill_null(False))
     if spec.max_score is not None:
         filtered = filtered | (scraped & (pl.col(PROV_SCORE) > spec.max_score).fill_null(False))
-    excluded = pl.lit(False)
-    if newest is not None:
-        excluded = (pl.col(POOL_COL) == "synthetic") & (
-            pl.col(GEN_COL).fill_null(newest) != newest
-        )
-    return frame.with_columns(filtered.alias("_filtered"), excluded.alias("_excluded"))
+    return filtered
 
 
 def _rank_expr(spec: MixtureSpec) -> pl.Expr:
@@ -156,57 +156,72 @@ def _rank_expr(spec: MixtureSpec) -> pl.Expr:
     if spec.strategy != "reweight":
         return key
     weight = (1.0 - pl.col(PROV_SCORE).fill_null(0.0).clip(0.0, 1.0)) ** spec.reweight_power
-    scraped_rank = weighted_key(key, weight)
-    # Other pools keep plain keys, mapped to (0, inf) the same way with weight 1.
-    return pl.when(pl.col(POOL_COL) == "scraped").then(scraped_rank).otherwise(
+    # Other pools are drawn with weight 1 on the same (0, inf) scale.
+    return pl.when(pl.col(POOL_COL) == "scraped").then(weighted_key(key, weight)).otherwise(
         weighted_key(key, pl.lit(1.0))
     )
 
 
-def _newest_generation(frame: pl.LazyFrame, spec: MixtureSpec) -> int | None:
-    if spec.strategy not in ("replace", "retain"):
-        return None
-    value = (
-        frame.filter(pl.col(POOL_COL) == "synthetic")
-        .select(pl.col(GEN_COL).max())
-        .collect(engine="streaming")
-        .item()
-    )
-    return None if value is None else int(value)
+def _metadata(frame: pl.LazyFrame, spec: MixtureSpec, names: list[str]) -> pl.DataFrame:
+    """The one streaming pass over all sources: a few bytes of metadata per document."""
+    columns = [
+        pl.col(IDX_COL),
+        pl.col(SOURCE_COL).cast(pl.Enum(names)),
+        pl.col(POOL_COL),
+        pl.col(REJECT_COL).is_not_null().alias("_bad"),
+        pl.col(KEY_COL),
+        _filtered_expr(spec).alias("_filtered"),
+    ]
+    if spec.strategy in ("replace", "retain"):
+        columns.append(pl.col(GEN_COL))
+    if spec.strategy == "reweight":
+        columns.append(_rank_expr(spec).alias(RANK_COL))
+    if spec.target_tokens is not None:
+        columns.append(_token_expr(spec).alias(TOKENS_COL))
+    return frame.select(columns).collect(engine="streaming")
 
 
-def _source_counts(frame: pl.LazyFrame) -> pl.DataFrame:
-    return (
-        frame.group_by(SOURCE_COL)
-        .agg(
-            pl.len().alias("valid"),
-            pl.col("_filtered").sum().alias("filtered"),
-            (pl.col("_excluded") & ~pl.col("_filtered")).sum().alias("excluded_by_strategy"),
-            pl.col(KEY_COL).n_unique().alias("unique_keys"),
+def _route_rejects(
+    frame: pl.LazyFrame, meta: pl.DataFrame, spec: MixtureSpec, sink: RejectsWriter
+) -> Counter:
+    """Fetch the rows the metadata pass marked bad (rare) and write them to the rejects."""
+    per_source: Counter = Counter()
+    if not meta.get_column("_bad").any():
+        return per_source
+    bad = frame.filter(pl.col(REJECT_COL).is_not_null()).drop(
+        [c for c in (KEY_COL, IDX_COL, POOL_COL, GEN_COL) if c in frame.collect_schema()]
+    ).collect(engine="streaming")
+    for rec in bad.iter_rows(named=True):
+        per_source[rec.pop(SOURCE_COL)] += 1
+        sink(reject_from_row(rec, spec))
+    return per_source
+
+
+def _dedup(frame: pl.LazyFrame, eligible: pl.DataFrame, spec: MixtureSpec) -> pl.DataFrame:
+    docs = (
+        frame.join(eligible.select(IDX_COL).lazy(), on=IDX_COL, how="semi")
+        .select(
+            pl.col(IDX_COL),
+            pl.col(KEY_COL).alias("key"),
+            pl.col(spec.id_field).alias("id"),
+            pl.col(SOURCE_COL).alias("source"),
+            pl.col(POOL_COL).cast(pl.String).alias("pool"),
+            pl.col(PROV_LABEL).alias("label"),
+            pl.col(spec.text_field).alias("text"),
         )
         .collect(engine="streaming")
     )
+    dropped = find_duplicates(docs.drop(IDX_COL), near=spec.dedup == "near",
+                              threshold=spec.dedup_threshold)
+    return dropped.join(
+        docs.select(pl.col(IDX_COL), pl.col("id"), pl.col("source")), on=["id", "source"]
+    )
 
 
-def _dedup(frame: pl.LazyFrame, spec: MixtureSpec) -> pl.DataFrame:
-    docs = frame.select(
-        pl.col(KEY_COL).alias("key"),
-        pl.col(spec.id_field).alias("id"),
-        pl.col(SOURCE_COL).alias("source"),
-        pl.col(POOL_COL).alias("pool"),
-        pl.col(PROV_LABEL).alias("label"),
-        pl.col(spec.text_field).alias("text"),
-    ).collect(engine="streaming")
-    return find_duplicates(docs, near=spec.dedup == "near", threshold=spec.dedup_threshold)
-
-
-def _plan(
-    spec: MixtureSpec, ranks: pl.DataFrame, source_rows: dict[str, dict[str, int]],
-    newest: int | None,
-) -> MixturePlan:
+def _plan(spec: MixtureSpec, eligible: pl.DataFrame, newest: int | None) -> MixturePlan:
     unit = "docs" if spec.target_docs is not None else "tokens"
     target = spec.target_docs if spec.target_docs is not None else spec.target_tokens
-    by_pool = {p: ranks.filter(pl.col(POOL_COL) == p) for p in POOLS}
+    by_pool = {p: eligible.filter(pl.col(POOL_COL) == p) for p in POOLS}
     available_docs = {p: f.height for p, f in by_pool.items()}
     available_tokens = (
         {p: int(f.get_column(TOKENS_COL).sum()) for p, f in by_pool.items()}
@@ -229,43 +244,53 @@ def _plan(
         if requested > 0 and have == 0:
             raise ConfigError(f"the {pool} pool is empty but {requested:,} {unit} are requested")
         pools[pool] = _select(plan, by_pool[pool], requested, have)
-    return MixturePlan(unit, target, pools, source_rows, newest)
+    return MixturePlan(unit, target, pools, {}, newest)
 
 
-def _select(plan: PoolPlan, ranks: pl.DataFrame, requested: int, have: int) -> PoolPlan:
+def _select(plan: PoolPlan, rows: pl.DataFrame, requested: int, have: int) -> PoolPlan:
     if requested == 0:
         return plan
     plan.repeats, remainder = divmod(requested, have) if requested >= have else (0, requested)
-    rank = ranks.get_column(RANK_COL).to_numpy()
+    rank = rows.get_column(RANK_COL).to_numpy()
     if plan.unit == "docs":
         plan.threshold = kth_smallest(rank, remainder)
         plan.take_docs = plan.repeats * have + remainder
         return plan
-    tokens = ranks.get_column(TOKENS_COL).to_numpy()
+    tokens = rows.get_column(TOKENS_COL).to_numpy()
     plan.threshold, n, got = budget_prefix(rank, tokens, remainder)
     plan.take_docs = plan.repeats * plan.available_docs + n
     plan.take_tokens = plan.repeats * have + got
     return plan
 
 
-def _selected(frame: pl.LazyFrame, plan: MixturePlan) -> pl.LazyFrame:
-    parts = []
-    for pool, pool_plan in plan.pools.items():
-        in_pool = frame.filter(pl.col(POOL_COL) == pool)
-        for copy in range(pool_plan.repeats):
-            parts.append(in_pool.with_columns(pl.lit(copy, dtype=pl.Int32).alias(COPY_COL)))
-        if pool_plan.threshold is not None:
-            parts.append(
-                in_pool.filter(pl.col(RANK_COL) <= pool_plan.threshold).with_columns(
-                    pl.lit(pool_plan.repeats, dtype=pl.Int32).alias(COPY_COL)
-                )
-            )
+def _copies(eligible: pl.DataFrame, plan: MixturePlan) -> list[pl.Series]:
+    """Row indices written in each copy: copy c holds every pool with more than c full repeats,
+    and the rank prefix of each pool whose repeats equal c."""
+    copies: list[pl.Series] = []
+    for copy in range(max((p.repeats for p in plan.pools.values()), default=0) + 1):
+        parts = []
+        for pool, pool_plan in plan.pools.items():
+            in_pool = eligible.filter(pl.col(POOL_COL) == pool)
+            if copy < pool_plan.repeats:
+                parts.append(in_pool.get_column(IDX_COL))
+            elif copy == pool_plan.repeats and pool_plan.threshold is not None:
+                parts.append(in_pool.filter(pl.col(RANK_COL) <= pool_plan.threshold)
+                             .get_column(IDX_COL))
+        copies.append(pl.concat(parts) if parts else pl.Series(IDX_COL, [], dtype=pl.UInt64))
+    return copies
+
+
+def _selected(frame: pl.LazyFrame, copies: list[pl.Series]) -> pl.LazyFrame:
+    parts = [
+        frame.filter(pl.col(IDX_COL).is_in(indices.implode())).with_columns(
+            pl.lit(copy, dtype=pl.Int32).alias(COPY_COL)
+        )
+        for copy, indices in enumerate(copies)
+        if indices.len()
+    ]
     if not parts:
         return frame.head(0).with_columns(pl.lit(0, dtype=pl.Int32).alias(COPY_COL))
     return pl.concat(parts, how="diagonal_relaxed")
-
-
-# ------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -323,8 +348,7 @@ def build_mixture(
     ``mix_pool``, ``mix_copy``), ``manifest.json``, ``dataset_card.md`` and, if any row could
     not be read, ``rejects.jsonl``. The manifest is written last, so a folder with a manifest
     holds a complete mixture. ``dry_run`` plans (reading the data to count it) and writes
-    nothing. With ``out_dir=None`` the mixture is not written; use :func:`select_mixture` to
-    get it as a LazyFrame.
+    nothing. Use :func:`select_mixture` to get a mixture as a LazyFrame instead.
     """
     start = time.perf_counter()
     if out_dir is None and not dry_run:
@@ -335,20 +359,20 @@ def build_mixture(
         _prepare_out_dir(out, overwrite)
     with tempfile.TemporaryDirectory(prefix="tailguard-mix-") as tmp:
         sink = RejectsWriter(Path(tmp) / "rejects.jsonl")
-        frame, plan, loaded, dropped = _prepare(spec, Path(tmp), sink)
+        prepared = _prepare(spec, Path(tmp), sink)
         sink.close()
-        rejects_count = sink.count
-        if rejects_count and out is not None and not dry_run:
+        if sink.count and out is not None and not dry_run:
             shutil.move(sink.path, out / "rejects.jsonl")
-        selected = _selected(frame, plan).drop(INTERNAL, strict=False)
-        achieved, share, shards = _write(selected, spec, plan, out, dry_run, progress)
-    manifest = _manifest(spec, plan, loaded, dropped, achieved, share, shards, rejects_count)
+        achieved, share, shards = (
+            ({}, SyntheticShare(), []) if dry_run else _write(prepared, spec, out, progress)
+        )
+    manifest = _manifest(spec, prepared, achieved, share, shards, sink.count)
     manifest.seconds = round(time.perf_counter() - start, 3)
     manifest.out_dir = None if out is None else str(out)
     manifest.dry_run = dry_run
     if out is not None and not dry_run:
-        if dropped.height:
-            dropped.write_parquet(out / "dedup_dropped.parquet")
+        if prepared.dropped.height:
+            prepared.dropped.drop(IDX_COL).write_parquet(out / "dedup_dropped.parquet")
         manifest.write_card(out)
         manifest.write(out)
     return manifest
@@ -360,109 +384,141 @@ def select_mixture(spec: MixtureSpec, workdir: str | os.PathLike) -> pl.LazyFram
     ``workdir`` holds staged copies of non-parquet sources and must outlive the frame.
     """
     sink = RejectsWriter(Path(workdir) / "rejects.jsonl")
-    frame, plan, _, _ = _prepare(spec, Path(workdir), sink)
+    prepared = _prepare(spec, Path(workdir), sink)
     sink.close()
-    return _selected(frame, plan).drop(INTERNAL, strict=False)
+    return _output_frame(prepared)
 
 
-def _prepare(
-    spec: MixtureSpec, workdir: Path, sink: RejectsWriter
-) -> tuple[pl.LazyFrame, MixturePlan, list[LoadedSource], pl.DataFrame]:
+@dataclass
+class _Prepared:
+    frame: pl.LazyFrame
+    plan: MixturePlan
+    loaded: list[LoadedSource]
+    copies: list[pl.Series]
+    eligible: pl.DataFrame
+    dropped: pl.DataFrame
+    per_source: dict[str, dict[str, int]]
+
+
+def _output_frame(prepared: _Prepared) -> pl.LazyFrame:
+    drop = (*INTERNAL, IDX_COL, REJECT_COL, FILE_COL, ROW_COL)
+    return _selected(prepared.frame, prepared.copies).drop(drop, strict=False)
+
+
+def _prepare(spec: MixtureSpec, workdir: Path, sink: RejectsWriter) -> _Prepared:
     names = source_names(spec.sources)
     loaded = [
         load_source(s, n, spec, workdir=workdir, on_reject=sink)
         for s, n in zip(spec.sources, names, strict=True)
     ]
-    frame = pl.concat([ls.frame for ls in loaded], how="diagonal_relaxed")
-    if spec.target_tokens is not None:
-        frame = frame.with_columns(_token_expr(spec).alias(TOKENS_COL))
-    newest = _newest_generation(frame, spec)
-    frame = _eligible(frame, spec, newest)
-    counts = _source_counts(frame)
-    for row in counts.iter_rows(named=True):
-        if row["unique_keys"] < row["valid"]:
-            raise InputError(
-                f"source {row[SOURCE_COL]!r} has {row['valid'] - row['unique_keys']:,} duplicate "
-                f"ids; ids must be unique within a source (tailguard tag rejects duplicates)"
-            )
-    source_rows = {
-        r[SOURCE_COL]: {k: int(v) for k, v in r.items() if k not in (SOURCE_COL, "unique_keys")}
-        for r in counts.iter_rows(named=True)
-    }
-    frame = frame.filter(~pl.col("_filtered") & ~pl.col("_excluded"))
-    dropped = pl.DataFrame(schema={"id": pl.String, "source": pl.String})
+    frame = pl.concat([ls.frame for ls in loaded], how="diagonal_relaxed").with_row_index(IDX_COL)
+    meta = _metadata(frame, spec, names)
+    rejected = _route_rejects(frame, meta, spec, sink)
+    valid = meta.filter(~pl.col("_bad"))
+    newest = None
+    if spec.strategy in ("replace", "retain"):
+        gens = valid.filter(pl.col(POOL_COL) == "synthetic").get_column(GEN_COL)
+        newest = None if gens.null_count() == gens.len() else int(gens.max())
+    excluded = pl.lit(False)
+    if newest is not None:
+        excluded = (pl.col(POOL_COL) == "synthetic") & (pl.col(GEN_COL).fill_null(newest) != newest)
+    valid = valid.with_columns(excluded.alias("_excluded"))
+    per_source = _per_source(meta, valid, rejected, loaded)
+    eligible = valid.filter(~pl.col("_filtered") & ~pl.col("_excluded"))
+    duplicated = eligible.filter(pl.col(KEY_COL).is_duplicated())
+    if duplicated.height:
+        counts = duplicated.get_column(SOURCE_COL).value_counts().iter_rows()
+        detail = ", ".join(f"{name!s}: {n:,}" for name, n in counts)
+        raise InputError(
+            f"duplicate ids within a source ({detail} rows share an id); ids must be unique "
+            "within a source (tailguard tag rejects duplicates)"
+        )
+    dropped = pl.DataFrame(schema={IDX_COL: pl.UInt32, "id": pl.String, "source": pl.String})
     if spec.dedup != "none":
-        dropped = _dedup(frame, spec)
-        if dropped.height:
-            gone = dropped.select(
-                pl.col("source").alias(SOURCE_COL), pl.col("id").alias(spec.id_field)
-            ).lazy()
-            frame = frame.join(gone, on=[SOURCE_COL, spec.id_field], how="anti")
-    frame = frame.with_columns(_rank_expr(spec).alias(RANK_COL))
-    columns = [POOL_COL, RANK_COL] + ([TOKENS_COL] if spec.target_tokens is not None else [])
-    ranks = frame.select(columns).collect(engine="streaming")
-    plan = _plan(spec, ranks, source_rows, newest)
-    return frame, plan, loaded, dropped
+        dropped = _dedup(frame, eligible, spec)
+        eligible = eligible.join(dropped.select(IDX_COL), on=IDX_COL, how="anti")
+    if RANK_COL not in eligible.columns:
+        eligible = eligible.with_columns(pl.col(KEY_COL).alias(RANK_COL))
+    plan = _plan(spec, eligible, newest)
+    copies = _copies(eligible, plan)
+    return _Prepared(frame, plan, loaded, copies, eligible, dropped, per_source)
+
+
+def _per_source(
+    meta: pl.DataFrame, valid: pl.DataFrame, rejected: Counter, loaded: list[LoadedSource]
+) -> dict[str, dict[str, int]]:
+    rows = dict(meta.get_column(SOURCE_COL).cast(pl.String).value_counts().iter_rows())
+    flags = valid.group_by(pl.col(SOURCE_COL).cast(pl.String)).agg(
+        pl.col("_filtered").sum(), (pl.col("_excluded") & ~pl.col("_filtered")).sum()
+    )
+    by_flag = {r[0]: (int(r[1]), int(r[2])) for r in flags.iter_rows()}
+    out = {}
+    for ls in loaded:
+        n = int(rows.get(ls.name, 0))
+        if ls.staged:
+            read, bad = ls.counts.read, ls.counts.rejected
+        else:
+            read, bad = n, rejected.get(ls.name, 0)
+        filtered, excluded = by_flag.get(ls.name, (0, 0))
+        out[ls.name] = {"read": read, "rejected": bad, "filtered": filtered,
+                        "excluded_by_strategy": excluded}
+    return out
 
 
 def _write(
-    selected: pl.LazyFrame, spec: MixtureSpec, plan: MixturePlan, out: Path | None,
-    dry_run: bool, progress: bool,
+    prepared: _Prepared, spec: MixtureSpec, out: Path, progress: bool
 ) -> tuple[dict[str, Any], SyntheticShare, list[dict[str, Any]]]:
     by_source: Counter = Counter()
     by_pool: Counter = Counter()
-    tokens = 0
     share = SyntheticShare()
-    if dry_run:
-        return {}, share, []
-    writer = _ShardWriter(out, spec.shard_rows) if out is not None else None
-    total = sum(p.take_docs for p in plan.pools.values())
+    writer = _ShardWriter(out, spec.shard_rows)
+    total = sum(c.len() for c in prepared.copies)
     bar = tqdm(total=total, unit="doc", desc="mixing", disable=None if progress else True)
     with bar:
-        for batch in selected.collect_batches(chunk_size=50_000):
+        for batch in _output_frame(prepared).collect_batches(chunk_size=100_000):
             by_source.update(dict(batch.get_column(SOURCE_COL).value_counts().iter_rows()))
-            by_pool.update(dict(batch.get_column(POOL_COL).value_counts().iter_rows()))
-            if spec.target_tokens is not None:
-                tokens += int(batch.select(_token_expr(spec).sum()).item())
+            by_pool.update(dict(batch.get_column(POOL_COL).cast(pl.String)
+                                .value_counts().iter_rows()))
             score = batch.get_column(PROV_SCORE).cast(pl.Float64)
             scored = score.drop_nulls()
             share.add(batch.height, scored.len(), float(scored.sum()),
                       float((scored * (1 - scored)).sum()))
-            if writer is not None:
-                writer.add(batch)
+            writer.add(batch)
             bar.update(batch.height)
-    if writer is not None:
-        writer.flush()
+    writer.flush()
     documents = sum(by_pool.values())
+    tokens = None
+    if spec.target_tokens is not None:
+        per_row = prepared.eligible.select(IDX_COL, TOKENS_COL)
+        tokens = sum(
+            int(per_row.filter(pl.col(IDX_COL).is_in(c.implode()))[TOKENS_COL].sum())
+            for c in prepared.copies
+        )
     achieved = {
         "documents": documents,
-        "tokens": tokens if spec.target_tokens is not None else None,
+        "tokens": tokens,
         "documents_by_pool": {p: by_pool.get(p, 0) for p in POOLS},
         "documents_by_source": dict(sorted(by_source.items())),
         "synthetic_share": round(by_pool.get("synthetic", 0) / documents, 6) if documents else None,
         "original_share": round(by_pool.get("original", 0) / documents, 6) if documents else None,
     }
-    return achieved, share, writer.shards if writer is not None else []
+    return achieved, share, writer.shards
 
 
 def _manifest(
-    spec: MixtureSpec, plan: MixturePlan, loaded: list[LoadedSource], dropped: pl.DataFrame,
-    achieved: dict[str, Any], share: SyntheticShare, shards: list[dict[str, Any]],
-    rejects: int,
+    spec: MixtureSpec, prepared: _Prepared, achieved: dict[str, Any], share: SyntheticShare,
+    shards: list[dict[str, Any]], rejects: int,
 ) -> Manifest:
-    sources: dict[str, dict[str, Any]] = {}
+    dropped, plan = prepared.dropped, prepared.plan
     dedup_by_source = (
         dict(dropped.get_column("source").value_counts().iter_rows()) if dropped.height else {}
     )
-    for ls in loaded:
-        rows = plan.sources.get(ls.name, {})
+    sources: dict[str, dict[str, Any]] = {}
+    for ls in prepared.loaded:
         sources[ls.name] = {
             "path": ls.source.as_dict()["path"],
             "role": ls.source.role,
-            "read": ls.counts.read,
-            "rejected": ls.counts.rejected,
-            "filtered": rows.get("filtered", 0),
-            "excluded_by_strategy": rows.get("excluded_by_strategy", 0),
+            **prepared.per_source[ls.name],
             "deduplicated": int(dedup_by_source.get(ls.name, 0)),
             "selected": achieved.get("documents_by_source", {}).get(ls.name, 0),
         }
@@ -471,7 +527,7 @@ def _manifest(
         dedup_info["by_kind"] = (
             dict(dropped.get_column("kind").value_counts().iter_rows()) if dropped.height else {}
         )
-        dedup_info["dropped_ids"] = dropped.head(10_000).to_dicts()
+        dedup_info["dropped_ids"] = dropped.drop(IDX_COL).head(10_000).to_dicts()
         dedup_info["dropped_file"] = "dedup_dropped.parquet" if dropped.height else None
     requested = {
         "unit": plan.unit,

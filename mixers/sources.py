@@ -49,17 +49,23 @@ POOL_COL = "mix_pool"
 KEY_COL = "_key"
 GEN_COL = "_generation"
 TOKENS_COL = "_tokens"
+REJECT_COL = "_reject"
+FILE_COL = "_file"
+ROW_COL = "_row"
 POOLS = ("original", "synthetic", "scraped")
+POOL_DTYPE = pl.Enum(POOLS)
 
 
 @dataclass
 class LoadedSource:
-    """A source ready for mixing, and what reading it cost."""
+    """A source ready for mixing. ``counts`` is filled while reading for staged sources and by
+    the build's metadata pass for parquet sources (``staged`` tells which)."""
 
     source: Source
     name: str
     frame: pl.LazyFrame
     counts: CorpusCounts = field(default_factory=CorpusCounts)
+    staged: bool = False
 
 
 def source_names(sources: tuple[Source, ...]) -> list[str]:
@@ -99,7 +105,7 @@ def load_source(
     if isinstance(path, (str, os.PathLike)):
         inputs = resolve_inputs(path)
         if all(kind == "parquet" for kind, _ in inputs):
-            frame = _scan_parquet([p for _, p in inputs], spec, counts, on_reject)
+            frame = _scan_parquet([p for _, p in inputs], spec, counts)
             return LoadedSource(source, name, _decorate(frame, source, name, spec), counts)
     reader = CorpusReader(
         path, id_field=spec.id_field, text_field=spec.text_field, on_reject=on_reject
@@ -113,14 +119,20 @@ def load_source(
         pl.scan_parquet(staged)
         if writer.rows
         else pl.LazyFrame(schema={spec.id_field: pl.String, spec.text_field: pl.String})
+    ).with_columns(
+        pl.lit(None, dtype=pl.String).alias(REJECT_COL),
+        pl.lit(None, dtype=pl.String).alias(FILE_COL),
+        pl.lit(None, dtype=pl.UInt32).alias(ROW_COL),
     )
-    return LoadedSource(source, name, _decorate(frame, source, name, spec), counts)
+    return LoadedSource(source, name, _decorate(frame, source, name, spec), counts, staged=True)
 
 
-def _scan_parquet(
-    files: list[Path], spec: MixtureSpec, counts: CorpusCounts, on_reject: Any
-) -> pl.LazyFrame:
-    """Lazily scan parquet files; route rows with no id or no text to the rejects."""
+def _scan_parquet(files: list[Path], spec: MixtureSpec, counts: CorpusCounts) -> pl.LazyFrame:
+    """Lazily scan parquet files, marking (not yet routing) rows without id or text.
+
+    No pass over the data happens here: the reason column ``_reject`` is evaluated in the
+    build's single metadata pass, and only the rare bad rows are fetched in full afterwards.
+    """
     id_col, text_col = spec.id_field, spec.text_field
     frames = []
     for path in files:
@@ -140,9 +152,12 @@ def _scan_parquet(
             raise InputError(f"text column has type {schema[text_col]}, not string",
                              file=str(path), field=text_col)
         counts.files += 1
-        frames.append(pl.scan_parquet(path).with_columns(
-            pl.col(id_col).cast(pl.String)
-        ).with_row_index("_row").with_columns(pl.lit(str(path)).alias("_file")))
+        frames.append(
+            pl.scan_parquet(path)
+            .with_columns(pl.col(id_col).cast(pl.String))
+            .with_row_index(ROW_COL)
+            .with_columns(pl.lit(str(path)).alias(FILE_COL))
+        )
     frame = pl.concat(frames, how="diagonal_relaxed")
     text = pl.col(text_col)
     reason = (
@@ -151,25 +166,16 @@ def _scan_parquet(
         .when(pl.col(id_col).is_null()).then(pl.lit(RejectReason.BAD_ID.value))
         .otherwise(None)
     )
-    frame = frame.with_columns(reason.alias("_reject"))
-    stats = frame.select(
-        pl.len().alias("n"), pl.col("_reject").is_not_null().sum().alias("bad")
-    ).collect(engine="streaming")
-    n, bad = stats.row(0)
-    counts.read += n
-    if bad:
-        for rec in frame.filter(pl.col("_reject").is_not_null()).collect(
-            engine="streaming"
-        ).iter_rows(named=True):
-            reason_value = RejectReason(rec.pop("_reject"))
-            file, row = rec.pop("_file"), rec.pop("_row")
-            field_name = id_col if reason_value is RejectReason.BAD_ID else text_col
-            on_reject(Reject(file=file, reason=reason_value, message=reason_value.value,
-                             row=row, field=field_name, raw=rec))
-            counts.rejected += 1
-            counts.by_reason[reason_value.value] += 1
-    counts.accepted += n - bad
-    return frame.filter(pl.col("_reject").is_null()).drop("_reject", "_row", "_file")
+    return frame.with_columns(reason.alias(REJECT_COL))
+
+
+def reject_from_row(rec: dict[str, Any], spec: MixtureSpec) -> Reject:
+    """The :class:`Reject` for a row the metadata pass marked bad."""
+    reason = RejectReason(rec.pop(REJECT_COL))
+    file, row = rec.pop(FILE_COL), rec.pop(ROW_COL)
+    field_name = spec.id_field if reason is RejectReason.BAD_ID else spec.text_field
+    return Reject(file=file, reason=reason, message=reason.value, row=row, field=field_name,
+                  raw=rec)
 
 
 def _decorate(frame: pl.LazyFrame, source: Source, name: str, spec: MixtureSpec) -> pl.LazyFrame:
@@ -211,7 +217,7 @@ def _decorate(frame: pl.LazyFrame, source: Source, name: str, spec: MixtureSpec)
         generation = pl.lit(source.generation, dtype=pl.Int64)
     return frame.with_columns(
         pl.lit(name).alias(SOURCE_COL),
-        pool.alias(POOL_COL),
+        pool.cast(POOL_DTYPE).alias(POOL_COL),
         generation.alias(GEN_COL),
         selection_key(name, spec.id_field, spec.seed).alias(KEY_COL),
     )

@@ -1,0 +1,158 @@
+"""Mixing at scale: tailguard's streaming build vs a straightforward pandas script, in one run.
+
+Generates N documents as parquet shards (short texts with provenance columns; 70% in a human
+folder, 30% in a synthetic folder), then builds a mixture of M documents with 30% synthetic:
+
+* tailguard: ``build_mixture`` (lazy polars passes, XXH64 keyed ranking, parquet shards);
+* pandas: what a user would write — read everything, ``sample`` per class, concat, write.
+
+Each runs in its own process so that peak RSS (``ru_maxrss``) is its own. Run at two corpus sizes
+to show that tailguard's memory does not grow with the corpus.
+
+    python benchmarks/bench_mix.py                 # 10M documents -> 2M mixture (and 5M -> 2M)
+    python benchmarks/bench_mix.py --quick         # 1M -> 200k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SHARD_ROWS = 1_000_000
+
+
+def generate(folder: Path, n: int) -> None:
+    """Write n documents: 70% under human/, 30% under synthetic/, 1M rows a shard."""
+    import polars as pl
+
+    n_syn = int(n * 0.3)
+    for role, count, offset in (("human", n - n_syn, 0), ("synthetic", n_syn, n - n_syn)):
+        (folder / role).mkdir(parents=True, exist_ok=True)
+        for start in range(0, count, SHARD_ROWS):
+            rows = min(SHARD_ROWS, count - start)
+            idx = pl.int_range(offset + start, offset + start + rows, eager=True)
+            frame = pl.DataFrame({"i": idx}).select(
+                pl.format("doc-{}", "i").alias("id"),
+                pl.format("a short {} document number {} with a few words", pl.lit(role),
+                          "i").alias("text"),
+                pl.lit(role).alias("prov_label"),
+                pl.lit(1.0 if role == "synthetic" else 0.0).alias("prov_score"),
+                pl.lit("declared").alias("prov_evidence"),
+            )
+            frame.write_parquet(folder / role / f"part-{start // SHARD_ROWS:04d}.parquet")
+
+
+def run_tailguard(data: Path, out: Path, target: int) -> dict:
+    from mixers.build import build_mixture
+    from mixers.spec import MixtureSpec, Source
+
+    spec = MixtureSpec(
+        sources=(Source(str(data / "human"), "human"), Source(str(data / "synthetic"),
+                                                              "synthetic")),
+        target_docs=target, synthetic_ratio=0.3, seed=1, shard_rows=500_000,
+    )
+    manifest = build_mixture(spec, out)
+    return {"documents": manifest.achieved["documents"],
+            "synthetic_share": manifest.achieved["synthetic_share"]}
+
+
+def run_pandas(data: Path, out: Path, target: int) -> dict:
+    import pandas as pd
+
+    human = pd.read_parquet(data / "human")
+    synthetic = pd.read_parquet(data / "synthetic")
+    n_syn = int(target * 0.3)
+    mixture = pd.concat([
+        human.sample(n=target - n_syn, random_state=1),
+        synthetic.sample(n=n_syn, random_state=1),
+    ])
+    out.mkdir(parents=True, exist_ok=True)
+    mixture.to_parquet(out / "mixture.parquet", index=False)
+    return {"documents": len(mixture), "synthetic_share": n_syn / len(mixture)}
+
+
+def child(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    runner = run_tailguard if args.child == "tailguard" else run_pandas
+    result = runner(Path(args.data), Path(args.out), args.target)
+    result["seconds"] = time.perf_counter() - start
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def measure(which: str, data: Path, out: Path, target: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", which, "--data", str(data), "--out", str(out),
+           "--target", str(target)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{which} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", choices=["tailguard", "pandas"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--target", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    sizes = [1_000_000] if args.quick else [5_000_000, 10_000_000]
+    target = 200_000 if args.quick else 2_000_000
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="bench-mix-") as tmp:
+        for n in sizes:
+            data = Path(tmp) / f"corpus-{n}"
+            t0 = time.perf_counter()
+            generate(data, n)
+            print(f"generated {n:,} documents in {time.perf_counter() - t0:.1f} s")
+            ours = measure("tailguard", data, Path(tmp) / f"ours-{n}", target)
+            theirs = measure("pandas", data, Path(tmp) / f"pandas-{n}", target)
+            runs[n] = {"tailguard": ours, "pandas": theirs}
+            print(f"  {n:>11,} docs  tailguard {ours['seconds']:6.1f} s {ours['peak_rss_mb']:7.0f}"
+                  f" MB   pandas {theirs['seconds']:6.1f} s {theirs['peak_rss_mb']:7.0f} MB   "
+                  f"speed {theirs['seconds'] / ours['seconds']:.1f}x, memory "
+                  f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f} of pandas")
+            import shutil
+
+            shutil.rmtree(data)
+    largest = runs[max(runs)]
+    ours, theirs = largest["tailguard"], largest["pandas"]
+    out = {
+        "benchmark": "mix",
+        "unit": "seconds",
+        "results": {"tailguard": round(ours["seconds"], 2), "pandas": round(theirs["seconds"], 2)},
+        "speedup": {"vs_pandas": round(theirs["seconds"] / ours["seconds"], 2)},
+        "peak_rss_mb": {"tailguard": round(ours["peak_rss_mb"]),
+                        "pandas": round(theirs["peak_rss_mb"])},
+        "params": {"corpus_docs": max(runs), "mixture_docs": target, "synthetic_ratio": 0.3,
+                   "hash": "xxh64", "quick": args.quick,
+                   "by_corpus_size": {str(n): r for n, r in runs.items()}},
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "python": platform.python_version()},
+    }
+    from provenance.atomic import atomic_path
+
+    dest = ROOT / "benchmarks" / "results" / "bench_mix.json"
+    with atomic_path(dest) as tmp_file:
+        tmp_file.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {dest.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
