@@ -237,7 +237,8 @@ def test_bad_rows_go_to_rejects_and_counts_add_up(tmp_path: Path) -> None:
 
 def test_input_errors(corpus: Path, tmp_path: Path) -> None:
     pl.DataFrame({"id": ["a", "a"], "text": ["x", "y"]}).write_parquet(tmp_path / "dup.parquet")
-    with pytest.raises(InputError, match="duplicate ids within a source \\(dup.parquet: 2 rows share an id\\)"):
+    expected = "duplicate ids within a source \\(dup.parquet: 2 rows share an id\\)"
+    with pytest.raises(InputError, match=expected):
         build_mixture(MixtureSpec(sources=(Source(str(tmp_path / "dup.parquet"), "human"),),
                                   target_docs=1), tmp_path / "o1")
     with pytest.raises(InputError, match="role from-tags but no prov_label column; tag it first"):
