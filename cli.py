@@ -153,6 +153,15 @@ def main() -> None:
     help="MinHash Jaccard similarity for a ledger near match.",
 )
 @click.option("--no-near", is_flag=True, help="Only exact ledger matches.")
+@click.option("--watermark-key", type=click.Path(dir_okay=False),
+              help="Watermark key file (JSON) of your models' generations.")
+@click.option("--watermark-secret", type=int, envvar="TAILGUARD_WATERMARK_SECRET",
+              help="The key's secret, when the file was saved without it "
+              "(or set TAILGUARD_WATERMARK_SECRET).")
+@click.option("--detector", help="Calibrated detector folder (see tailguard detect-eval) for "
+              "documents no other evidence decides.")
+@click.option("--estimate-prevalence", is_flag=True,
+              help="Report the corpus' synthetic share corrected for the detector's error rates.")
 @corpus_fields
 @strict_option
 @batch_option
@@ -165,6 +174,10 @@ def tag(
     no_declared: bool,
     near_threshold: float,
     no_near: bool,
+    watermark_key: str | None,
+    watermark_secret: int | None,
+    detector: str | None,
+    estimate_prevalence: bool,
     id_field: str,
     text_field: str,
     strict: bool,
@@ -176,7 +189,7 @@ def tag(
 
     INPUT is a .jsonl, .jsonl.gz or .parquet file, a folder or glob of them, or a folder written
     by datasets' save_to_disk. Evidence is fused in order of reliability: declared metadata >
-    exact ledger match > near ledger match. Rows that cannot be read go to
+    exact ledger match > watermark > near ledger match > detector. Rows that cannot be read go to
     OUTPUT.rejects.jsonl with the reason; kept + rejected = rows read.
 
     \b
@@ -193,12 +206,20 @@ def tag(
             declared = [DeclaredRule.parse(spec) for spec in declared_fields]
         except ConfigError as exc:
             raise click.BadParameter(str(exc), param_hint="--declared-field") from None
+    key = None
+    if watermark_key:
+        from provenance.watermark import WatermarkKey
+
+        key = WatermarkKey.load(watermark_key, hashing_key=watermark_secret)
     report = tag_corpus(
         input,
         output,
         ledger=ledger,
         declared=declared,
         near_threshold=None if no_near else near_threshold,
+        watermark=key,
+        detector=detector,
+        estimate_prevalence=estimate_prevalence,
         id_field=id_field,
         text_field=text_field,
         strict=strict,
@@ -214,7 +235,71 @@ def tag(
         f"wrote {kept:,} tagged rows to {output} in {summary['seconds']:.2f} s "
         f"({summary['docs_per_s']:,.0f} docs/s)"
     )
+    corpus_share = summary.get("prevalence", {}).get("corpus")
+    if corpus_share:
+        lines.append(
+            f"estimated synthetic share of the corpus: {corpus_share['estimate']:.3f} "
+            f"(95% interval {corpus_share['low']:.3f}-{corpus_share['high']:.3f})"
+        )
     _emit(summary, as_json, lines)
+
+
+@main.command("detect-eval")
+@click.argument("labelled")
+@click.option("--detector", default="fast-detectgpt", show_default=True,
+              help="A calibrated detector folder, or a zero-shot method: fast-detectgpt, loglik.")
+@click.option("--model", default="smollm2-135m", show_default=True,
+              help="Causal LM for zero-shot methods: a Hugging Face id or path "
+              "(smollm2-135m is the offline default).")
+@click.option("--label-field", default="label", show_default=True,
+              help="Field with human/machine (or synthetic, true/false) labels.")
+@click.option("--group-field", "group_fields", multiple=True, default=("generator", "domain"),
+              show_default=True, help="Fields to break results down by (repeatable).")
+@click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.01, show_default=True,
+              help="FPR for the threshold of an uncalibrated zero-shot detector.")
+@click.option("--max-tokens", type=click.IntRange(min=16), default=512, show_default=True,
+              help="Tokens scored per document.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("-o", "--output", help="Write the full report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@corpus_fields
+def detect_eval(labelled: str, detector: str, model: str, label_field: str,
+                group_fields: tuple[str, ...], target_fpr: float, max_tokens: int, device: str,
+                output: str | None, as_json: bool, id_field: str, text_field: str) -> None:
+    """Measure a detector on a labelled corpus: AUROC, TPR at 1% / 0.1% FPR, per group.
+
+    \b
+    Example:
+      tailguard detect-eval labelled.jsonl --detector fast-detectgpt -o report.json
+      tailguard detect-eval labelled.jsonl --detector runs/detector/
+    """
+    from provenance.detect_eval import evaluate_labelled
+
+    report = evaluate_labelled(
+        labelled, detector=detector, model=model, label_field=label_field,
+        group_fields=group_fields, text_field=text_field, id_field=id_field,
+        target_fpr=target_fpr, max_tokens=max_tokens, device=device, output=output,
+    ).report
+    lines = [
+        f"{report['documents']:,} documents ({report['n_synthetic']:,} synthetic, "
+        f"{report['n_human']:,} human, {report['unscored']:,} unscored) in "
+        f"{report['seconds']:.1f} s",
+        f"AUROC {report['auroc']:.3f}   TPR@1%FPR {report['tpr_at_1pct_fpr']['tpr']:.3f}   "
+        f"TPR@0.1%FPR {report['tpr_at_01pct_fpr']['tpr']:.3f}",
+        f"threshold {report['threshold']:.4g} ({report['threshold_source']}): "
+        f"TPR {report['tpr']:.3f}, FPR {report['fpr']:.3f}, confusion {report['confusion']}",
+    ]
+    for group, values in report["groups"].items():
+        lines.append(f"by {group}:")
+        for name, row in values.items():
+            auroc = "-" if row.get("auroc") is None else f"{row['auroc']:.3f}"
+            tpr = "-" if row.get("tpr") is None else f"{row['tpr']:.3f}"
+            lines.append(f"  {str(name)[:24]:<24} n={row['n']:>6,}  AUROC {auroc:>6}  "
+                         f"TPR {tpr:>6}")
+    if output:
+        lines.append(f"report written to {output}")
+    _emit(report, as_json, lines)
 
 
 @main.group()

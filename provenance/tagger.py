@@ -42,6 +42,8 @@ from provenance.schema import (
     TAG_COLUMNS,
     TEXT,
     UNTAGGED,
+    Evidence,
+    Label,
     Tag,
     tags_frame,
 )
@@ -70,6 +72,7 @@ class Tagger:
             raise ConfigError(f"one signal per kind of evidence; got several for {repeated}")
         self.by_label: Counter = Counter()
         self.by_evidence: Counter = Counter()
+        self.by_evidence_label: Counter = Counter()
 
     def tag_batch(self, batch: pl.DataFrame, text_field: str = TEXT) -> pl.DataFrame:
         """``batch`` with the provenance columns set (existing ones are replaced)."""
@@ -89,6 +92,7 @@ class Tagger:
         final = [UNTAGGED if t is None else t for t in tags]
         self.by_label.update(t.label.value for t in final)
         self.by_evidence.update(t.evidence.value for t in final)
+        self.by_evidence_label.update((t.evidence.value, t.label.value) for t in final)
         kept = batch.drop([c for c in TAG_COLUMNS if c in batch.columns])
         return kept.hstack(tags_frame(final))
 
@@ -112,12 +116,16 @@ def build_signals(
     ledger: Ledger | None = None,
     declared: Sequence[DeclaredRule | str] | None = DEFAULT_RULES,
     near_threshold: float | None = DEFAULT_NEAR_THRESHOLD,
+    watermark: Any = None,
+    detector: Any = None,
 ) -> list[Signal]:
     """The standard signals for the evidence given.
 
     ``declared=None`` (or empty) ignores metadata; ``near_threshold=None`` turns near matching
     off. Rules may be given in their CLI form (see :meth:`DeclaredRule.parse`). A ledger given
-    as a path must be opened by the caller (see :func:`opened_ledger`).
+    as a path must be opened by the caller (see :func:`opened_ledger`). ``watermark`` is a
+    :class:`~provenance.watermark.WatermarkKey` (with its secret) or scorer; ``detector`` a
+    :class:`~provenance.detectors.CalibratedDetector` or a saved detector's folder.
     """
     signals: list[Signal] = []
     if declared:
@@ -129,6 +137,16 @@ def build_signals(
         signals.append(LedgerExactSignal(ledger))
         if near_threshold is not None:
             signals.append(LedgerNearSignal(ledger, near_threshold))
+    if watermark is not None:
+        from provenance.watermark import WatermarkSignal
+
+        signals.append(watermark if isinstance(watermark, Signal) else WatermarkSignal(watermark))
+    if detector is not None:
+        from provenance.detectors import DetectorSignal, load_detector
+
+        if isinstance(detector, (str, os.PathLike)):
+            detector = load_detector(detector)
+        signals.append(detector if isinstance(detector, Signal) else DetectorSignal(detector))
     return signals
 
 
@@ -185,6 +203,8 @@ def tag(
     ledger: Ledger | str | os.PathLike | None = None,
     declared: Sequence[DeclaredRule | str] | None = DEFAULT_RULES,
     near_threshold: float | None = DEFAULT_NEAR_THRESHOLD,
+    watermark: Any = None,
+    detector: Any = None,
     signals: Sequence[Signal] | None = None,
     id_field: str = ID,
     text_field: str = TEXT,
@@ -205,6 +225,10 @@ def tag(
         Metadata fields that declare provenance (default: the standard vocabularies).
     near_threshold : float or None, default 0.8
         Jaccard similarity for a ledger near match; ``None`` disables near matching.
+    watermark : WatermarkKey or WatermarkScorer, optional
+        Detect your models' text watermark (the key must carry its secret).
+    detector : CalibratedDetector or path, optional
+        A calibrated zero-shot or supervised detector for whatever is still undecided.
     signals : sequence of Signal, optional
         Use exactly these signals instead of building them from the arguments above.
     on_reject : callable, optional
@@ -239,7 +263,8 @@ def tag(
     )
     with opened_ledger(ledger) as db:
         if signals is None:
-            signals = build_signals(ledger=db, declared=declared, near_threshold=near_threshold)
+            signals = build_signals(ledger=db, declared=declared, near_threshold=near_threshold,
+                                    watermark=watermark, detector=detector)
         frames = list(iter_tagged(reader, Tagger(signals), progress=progress))
     if rejects:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(reader.counts.by_reason.items()))
@@ -262,11 +287,14 @@ def tag_corpus(
     ledger: Ledger | str | os.PathLike | None = None,
     declared: Sequence[DeclaredRule | str] | None = DEFAULT_RULES,
     near_threshold: float | None = DEFAULT_NEAR_THRESHOLD,
+    watermark: Any = None,
+    detector: Any = None,
     signals: Sequence[Signal] | None = None,
     id_field: str = ID,
     text_field: str = TEXT,
     strict: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    estimate_prevalence: bool = False,
     progress: bool = False,
 ) -> TagReport:
     """Tag a corpus file by file and batch by batch into ``output`` (parquet or jsonl).
@@ -274,7 +302,9 @@ def tag_corpus(
     Memory stays bounded by the batch size. Rows that cannot be read go to
     ``<output>.rejects.jsonl`` (created only if there are any), so that output rows + rejected
     rows = input rows. Both files appear atomically: an interrupted run leaves no partial output.
-    Parameters are those of :func:`tag`.
+    Parameters are those of :func:`tag`. With ``estimate_prevalence`` (needs a detector
+    calibrated on human and machine text), the report adds the share of synthetic documents
+    corrected for the detector's measured error rates (Rogan-Gladen, 95% interval).
     """
     start = time.perf_counter()
     rejects_file = rejects_path_for(output)
@@ -284,8 +314,11 @@ def tag_corpus(
         CorpusWriter(output) as writer,
     ):
         if signals is None:
-            signals = build_signals(ledger=db, declared=declared, near_threshold=near_threshold)
+            signals = build_signals(ledger=db, declared=declared, near_threshold=near_threshold,
+                                    watermark=watermark, detector=detector)
         tagger = Tagger(signals)
+        if estimate_prevalence:
+            _prevalence_detector(tagger)
         reader = CorpusReader(
             input,
             id_field=id_field,
@@ -296,7 +329,9 @@ def tag_corpus(
         )
         for batch in iter_tagged(reader, tagger, progress=progress):
             writer.write(batch)
+    extra = {"prevalence": _prevalence(tagger)} if estimate_prevalence else {}
     return TagReport(
+        extra=extra,
         input=os.fspath(input),
         output=os.fspath(output),
         rejects_file=str(rejects_file) if sink.count else None,
@@ -306,6 +341,56 @@ def tag_corpus(
         signals=tagger.signal_stats(),
         seconds=time.perf_counter() - start,
     )
+
+
+def _prevalence_detector(tagger: Tagger) -> Any:
+    for signal in tagger.signals:
+        if signal.evidence is Evidence.DETECTOR:
+            calibration = signal.detector.calibration
+            if "tpr" not in calibration:
+                raise ConfigError(
+                    "estimate_prevalence needs the detector's true-positive rate: calibrate it "
+                    "with machine_texts as well as human texts"
+                )
+            return signal
+    raise ConfigError("estimate_prevalence needs a calibrated detector (--detector PATH)")
+
+
+def _prevalence(tagger: Tagger) -> dict[str, Any]:
+    """Synthetic share of the corpus: decided evidence counted, the detector's part corrected.
+
+    Documents settled by declared metadata, the ledger or the watermark are counted as labelled.
+    Among the documents the detector scored, the flagged share is corrected for its measured TPR
+    and FPR (Rogan-Gladen), with an interval that includes their calibration error. Documents
+    nobody could score widen the corpus interval (all human to all synthetic).
+    """
+    from provenance.evaluate import estimate_prevalence
+
+    cal = _prevalence_detector(tagger).detector.calibration
+    pairs = tagger.by_evidence_label
+    detector = Evidence.DETECTOR.value
+    flagged = pairs[(detector, Label.SYNTHETIC.value)]
+    scored = flagged + pairs[(detector, Label.HUMAN.value)]
+    total = sum(pairs.values())
+    synthetic_elsewhere = sum(
+        n for (ev, lb), n in pairs.items() if lb == Label.SYNTHETIC.value and ev != detector
+    )
+    decided_elsewhere = sum(
+        n for (ev, _), n in pairs.items() if ev not in (detector, Evidence.NONE.value)
+    )
+    unresolved = total - decided_elsewhere - scored
+    result: dict[str, Any] = {"documents": total, "detector_scored": scored,
+                              "detector_flagged": flagged, "unresolved": unresolved}
+    if scored:
+        est = estimate_prevalence(flagged, scored, cal["tpr"], cal["fpr"],
+                                  cal["n_machine"], cal["n_human"])
+        result["among_detector_scored"] = est.as_dict()
+        result["corpus"] = {
+            "estimate": (synthetic_elsewhere + est.estimate * scored) / total,
+            "low": (synthetic_elsewhere + est.low * scored) / total,
+            "high": (synthetic_elsewhere + est.high * scored + unresolved) / total,
+        }
+    return result
 
 
 __all__ = [

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from cli import main
 
 COMMANDS = [["tag"], ["ledger"], ["ledger", "add"], ["ledger", "lookup"], ["ledger", "stats"],
-            ["demo"], ["mix"]]
+            ["demo"], ["mix"], ["detect-eval"]]
 
 
 def run(*args: str) -> tuple[int, str, str]:
