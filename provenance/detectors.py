@@ -550,7 +550,7 @@ class NgramParams:
     lowercase: bool = False
     sublinear_tf: bool = True
     C: float = 10.0
-    min_tokens: int = 16
+    min_tokens: int = 16  # whitespace-separated words here; shorter texts are not scored
 
     def validate(self) -> NgramParams:
         if self.features not in ("char", "word+char"):
