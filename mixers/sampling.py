@@ -115,8 +115,22 @@ def _xxh64_many(buf, offsets, seed, out):
         out[i] = _xxh64(buf, offsets[i], offsets[i + 1], seed)
 
 
-def xxh64_strings(values: pl.Series | pa.Array, seed: int) -> np.ndarray:
-    """XXH64 of every string's UTF-8 bytes with ``seed`` (nulls hash like the empty string).
+@numba.njit(cache=True, nogil=True)
+def _xxh64_prefixed(prefix, buf, offsets, seed, out):
+    """XXH64(prefix + string) without materialising the concatenated strings."""
+    longest = 0
+    for i in range(offsets.size - 1):
+        longest = max(longest, offsets[i + 1] - offsets[i])
+    scratch = np.empty(prefix.size + longest, dtype=np.uint8)
+    scratch[: prefix.size] = prefix
+    for i in range(offsets.size - 1):
+        n = offsets[i + 1] - offsets[i]
+        scratch[prefix.size : prefix.size + n] = buf[offsets[i] : offsets[i + 1]]
+        out[i] = _xxh64(scratch, 0, prefix.size + n, seed)
+
+
+def xxh64_strings(values: pl.Series | pa.Array, seed: int, prefix: str = "") -> np.ndarray:
+    """XXH64 of ``prefix`` + every string's UTF-8 bytes with ``seed`` (nulls hash like "").
 
     Examples
     --------
@@ -138,16 +152,23 @@ def xxh64_strings(values: pl.Series | pa.Array, seed: int) -> np.ndarray:
         else np.zeros(0, dtype=np.uint8)
     )
     out = np.empty(len(arr), dtype=np.uint64)
-    _xxh64_many(data, np.ascontiguousarray(offsets), np.uint64(seed), out)
+    offsets = np.ascontiguousarray(offsets)
+    if prefix:
+        head = np.frombuffer(prefix.encode("utf-8"), dtype=np.uint8)
+        _xxh64_prefixed(head, data, offsets, np.uint64(seed), out)
+    else:
+        _xxh64_many(data, offsets, np.uint64(seed), out)
     return out
 
 
-def selection_key(source: str | pl.Expr, id_col: str, seed: int) -> pl.Expr:
-    """UInt64 ranking key XXH64(seed, source + "\\x1f" + id) as a streaming-friendly expression."""
-    prefix = pl.lit(source) if isinstance(source, str) else source
-    identity = pl.concat_str([prefix, pl.lit(SEPARATOR), pl.col(id_col).cast(pl.String)])
-    return identity.map_batches(
-        lambda s: pl.Series(s.name, xxh64_strings(s, seed), dtype=pl.UInt64),
+def selection_key(source: str, id_col: str, seed: int) -> pl.Expr:
+    """UInt64 ranking key XXH64(seed, source + "\\x1f" + id) as a streaming-friendly expression.
+
+    The source prefix is hashed inside the kernel, so no concatenated strings are built.
+    """
+    prefix = source + SEPARATOR
+    return pl.col(id_col).cast(pl.String).map_batches(
+        lambda s: pl.Series(s.name, xxh64_strings(s, seed, prefix), dtype=pl.UInt64),
         return_dtype=pl.UInt64,
         is_elementwise=True,
     )
