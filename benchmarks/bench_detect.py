@@ -16,8 +16,7 @@ model, same truncation), both timed on the same documents; their criteria are co
 
 Texts are truncated to 256 tokens by default (``--max-tokens``): on 2 CPU cores SmolLM2 reads
 about 400 tokens/s in float32, so the full run subsamples each file to at most 400 documents
-(half human, machine text spread evenly over generators; ``--max-docs 0`` = all). On a CPU with
-AVX512-BF16, ``--dtype bfloat16`` is about 1.6x faster with the same AUROC.
+(half human, machine text spread evenly over generators; ``--max-docs 0`` = all).
 
     python benchmarks/bench_detect.py             # <= 400 docs per file, ~8 min on 2 cores
     python benchmarks/bench_detect.py --quick     # 60 docs per file
