@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import click
 
 from provenance.errors import ConfigError, TailguardError
-
-
-def _version() -> str:
-    try:
-        return version("tailguard")
-    except PackageNotFoundError:  # running from a checkout without installing
-        return "0+unknown"
+from provenance.version import tool_version
 
 
 class TailguardGroup(click.Group):
@@ -113,7 +106,7 @@ def _counts_lines(summary: dict[str, Any]) -> list[str]:
 
 
 @click.group(cls=TailguardGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), "--version", prog_name="tailguard")
+@click.version_option(tool_version(), "--version", prog_name="tailguard")
 def main() -> None:
     """tailguard: provenance tagging, controlled mixing and model-collapse measurement.
 

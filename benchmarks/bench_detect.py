@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import sys
 import time
@@ -38,11 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import ROOT, machine, write_result  # noqa: E402  (also puts ROOT on sys.path)
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from provenance.atomic import atomic_path  # noqa: E402
 from provenance.detectors import (  # noqa: E402
     FastDetectGPT,
     NgramClassifier,
@@ -212,14 +208,11 @@ def bench_file(path: Path, lm, args: argparse.Namespace) -> dict[str, Any]:
 def machine_info(device: str) -> dict[str, Any]:
     import torch
 
-    info = {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-    }
+    info = machine(
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        load_average_1min_at_end=round(os.getloadavg()[0], 2),
+    )
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -291,9 +284,7 @@ def main() -> None:
         },
         "machine": machine_info(lm.device),
     }
-    with atomic_path(args.output) as tmp:
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_result(args.output, out)
 
 
 def print_table(per_file: dict[str, dict[str, Any]]) -> None:

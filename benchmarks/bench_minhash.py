@@ -21,23 +21,18 @@ import argparse
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import datasketch
 import numba
 import numpy as np
 import xxhash
+from _common import ROOT, machine, write_result  # noqa: E402  (also puts ROOT on sys.path)
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from provenance.atomic import atomic_path  # noqa: E402
 from provenance.minhash import MinHasher, shingles  # noqa: E402
 
 WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2"
@@ -163,22 +158,13 @@ def first_call_in_fresh_processes() -> dict[str, dict[str, float]]:
     return runs
 
 
-def machine() -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "datasketch": datasketch.__version__,
-        "xxhash": xxhash.VERSION,
-    }
+def machine_versions() -> dict[str, object]:
+    return machine(
+        numpy=np.__version__,
+        numba=numba.__version__,
+        datasketch=datasketch.__version__,
+        xxhash=xxhash.VERSION,
+    )
 
 
 def print_table(results: dict[str, float]) -> None:
@@ -264,11 +250,10 @@ def main() -> None:
             "signatures_equal_datasketch": equal,
             "jit_first_call": jit,
         },
-        "machine": machine(),
+        "machine": machine_versions(),
     }
-    with atomic_path(RESULT) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {RESULT.relative_to(ROOT)}")
+    print()
+    write_result(RESULT, report)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, machine, write_result  # noqa: E402  (also puts ROOT on sys.path)
 
 SHARD_ROWS = 1_000_000
 
@@ -143,15 +140,9 @@ def main() -> None:
         "params": {"corpus_docs": max(runs), "mixture_docs": target, "synthetic_ratio": 0.3,
                    "hash": "xxh64", "quick": args.quick,
                    "by_corpus_size": {str(n): r for n, r in runs.items()}},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version()},
+        "machine": machine(),
     }
-    from provenance.atomic import atomic_path
-
-    dest = ROOT / "benchmarks" / "results" / "bench_mix.json"
-    with atomic_path(dest) as tmp_file:
-        tmp_file.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {dest.relative_to(ROOT)}")
+    write_result(ROOT / "benchmarks" / "results" / "bench_mix.json", out)
 
 
 if __name__ == "__main__":

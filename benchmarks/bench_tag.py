@@ -19,21 +19,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
-import platform
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import polars as pl
+from _common import ROOT, machine, write_result  # noqa: E402  (also puts ROOT on sys.path)
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from provenance.atomic import atomic_path  # noqa: E402
 from provenance.demo import TrigramModel, light_edit, stdlib_paragraphs  # noqa: E402
 from provenance.ledger import Ledger  # noqa: E402
 from provenance.minhash import normalize, shingles  # noqa: E402
@@ -171,16 +164,9 @@ def main() -> None:
             "decisions_datasketch": naive_counts,
             "ledger_mb": round(ledger_mb, 1),
         },
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
     }
-    dest = ROOT / "benchmarks" / "results" / "bench_tag.json"
-    with atomic_path(dest) as tmp:
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {dest.relative_to(ROOT)}")
+    write_result(ROOT / "benchmarks" / "results" / "bench_tag.json", out)
 
 
 if __name__ == "__main__":

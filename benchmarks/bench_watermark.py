@@ -21,17 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import ROOT, machine, write_result  # noqa: E402  (also puts ROOT on sys.path)
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from provenance.atomic import atomic_path  # noqa: E402
 from provenance.demo import stdlib_paragraphs  # noqa: E402
 from provenance.models import load_causal_lm  # noqa: E402
 from provenance.watermark import (  # noqa: E402
@@ -262,19 +256,11 @@ def main() -> None:
             "one_at_a_time_is": "transformers WatermarkDetector called per text "
             "(ignore_repeated_ngrams=True)",
         },
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "torch_threads": args.threads,
-            "load_average_at_start": load,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
+        "machine": machine(
+            torch_threads=args.threads, load_average_at_start=load, torch=torch.__version__
+        ),
     }
-    dest = ROOT / "benchmarks" / "results" / "bench_watermark.json"
-    with atomic_path(dest) as tmp:
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {dest.relative_to(ROOT)}")
+    write_result(ROOT / "benchmarks" / "results" / "bench_watermark.json", out)
 
 
 if __name__ == "__main__":

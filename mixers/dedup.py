@@ -14,12 +14,11 @@ above the threshold are joined into clusters (union-find).
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import polars as pl
 
-from provenance.minhash import MinHasher, band_keys, jaccard_estimate, lsh_params, normalize
+from provenance.ledger import content_hash
+from provenance.minhash import MinHasher, band_keys, jaccard_estimate, lsh_params
 
 PRIORITY = {"original": 0, "scraped-human": 1, "scraped-unknown": 2, "scraped-synthetic": 3,
             "synthetic": 3}
@@ -79,7 +78,7 @@ def find_duplicates(
     first_of: dict[bytes, int] = {}
     survivors: list[int] = []
     for i, text in enumerate(texts):
-        digest = hashlib.sha256(normalize(text).encode("utf-8", "surrogatepass")).digest()
+        digest = content_hash(text)
         keep = first_of.setdefault(digest, i)
         if keep == i:
             survivors.append(i)

@@ -12,20 +12,13 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from provenance.atomic import atomic_path
+from provenance.version import tool_version
 
 Z95 = 1.959963984540054
-
-
-def tool_version() -> str:
-    try:
-        return version("tailguard")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 @dataclass

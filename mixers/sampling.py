@@ -37,17 +37,10 @@ def _rotl64(x, r):
 
 
 @numba.njit(cache=True, inline="always")
-def _read64(buf, p):
+def _read_le(buf, p, nbytes):
+    """Little-endian unsigned integer of ``nbytes`` bytes at ``buf[p]``."""
     v = np.uint64(0)
-    for i in range(8):
-        v |= np.uint64(buf[p + i]) << np.uint64(8 * i)
-    return v
-
-
-@numba.njit(cache=True, inline="always")
-def _read32(buf, p):
-    v = np.uint64(0)
-    for i in range(4):
+    for i in range(nbytes):
         v |= np.uint64(buf[p + i]) << np.uint64(8 * i)
     return v
 
@@ -76,10 +69,10 @@ def _xxh64(buf, start, end, seed):
         v4 = seed - _P1
         limit = end - 32
         while p <= limit:
-            v1 = _round(v1, _read64(buf, p))
-            v2 = _round(v2, _read64(buf, p + 8))
-            v3 = _round(v3, _read64(buf, p + 16))
-            v4 = _round(v4, _read64(buf, p + 24))
+            v1 = _round(v1, _read_le(buf, p, 8))
+            v2 = _round(v2, _read_le(buf, p + 8, 8))
+            v3 = _round(v3, _read_le(buf, p + 16, 8))
+            v4 = _round(v4, _read_le(buf, p + 24, 8))
             p += 32
         h = _rotl64(v1, 1) + _rotl64(v2, 7) + _rotl64(v3, 12) + _rotl64(v4, 18)
         h = _merge(h, v1)
@@ -90,11 +83,11 @@ def _xxh64(buf, start, end, seed):
         h = seed + _P5
     h += np.uint64(length)
     while p + 8 <= end:
-        h ^= _round(np.uint64(0), _read64(buf, p))
+        h ^= _round(np.uint64(0), _read_le(buf, p, 8))
         h = _rotl64(h, 27) * _P1 + _P4
         p += 8
     if p + 4 <= end:
-        h ^= _read32(buf, p) * _P1
+        h ^= _read_le(buf, p, 4) * _P1
         h = _rotl64(h, 23) * _P2 + _P3
         p += 4
     while p < end:

@@ -52,6 +52,7 @@ import numpy as np
 
 from provenance.errors import ConfigError, InputError, LedgerError, TailguardWarning
 from provenance.minhash import MinHasher, band_keys, jaccard_estimate, lsh_params, normalize
+from provenance.version import tool_version
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -395,7 +396,7 @@ class Ledger:
             "bands": bands,
             "rows": rows,
             "created_at": time.time(),
-            "tailguard_version": _tailguard_version(),
+            "tailguard_version": tool_version(),
         }
         conn.executemany(
             "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -771,15 +772,6 @@ def _reopen(path: str, read_only: bool, busy_timeout_s: float, requested: dict[s
     return Ledger(
         path, create=False, read_only=read_only, busy_timeout_s=busy_timeout_s, **requested
     )
-
-
-def _tailguard_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("tailguard")
-    except Exception:  # not installed (running from a source checkout)
-        return "unknown"
 
 
 def _hasher_for(config: Mapping[str, Any]) -> MinHasher:
