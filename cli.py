@@ -199,6 +199,8 @@ def tag(
             declared = [DeclaredRule.parse(spec) for spec in declared_fields]
         except ConfigError as exc:
             raise click.BadParameter(str(exc), param_hint="--declared-field") from None
+    if estimate_prevalence and not detector:
+        raise click.UsageError("--estimate-prevalence needs --detector (a calibrated detector)")
     key = None
     if watermark_key:
         from provenance.watermark import WatermarkKey

@@ -322,12 +322,16 @@ class _ShardWriter:
         self._buffer, self._rows = [], 0
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if (out_dir / "manifest.json").exists() and not overwrite:
         raise InputError(
             "already holds a mixture (manifest.json); choose another folder or pass "
             "overwrite=True (--overwrite)", file=str(out_dir),
         )
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    """Create the folder and clear an old mixture, only once the new one has been planned."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("part-*.parquet"):
         old.unlink()
@@ -355,12 +359,15 @@ def build_mixture(
         raise ConfigError("build_mixture needs out_dir (or dry_run=True); "
                           "use select_mixture() for an in-memory mixture")
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and not dry_run:
-        _prepare_out_dir(out, overwrite)
+    writing = out is not None and not dry_run
+    if writing:
+        _check_out_dir(out, overwrite)
     with tempfile.TemporaryDirectory(prefix="tailguard-mix-") as tmp:
         sink = RejectsWriter(Path(tmp) / "rejects.jsonl")
         prepared = _prepare(spec, Path(tmp), sink)
         sink.close()
+        if writing:
+            _prepare_out_dir(out)
         if sink.count and out is not None and not dry_run:
             shutil.move(sink.path, out / "rejects.jsonl")
         achieved, share, shards = (

@@ -103,6 +103,8 @@ def test_strict_stops_with_one_line_and_exit_1(crawl: Path, tmp_path: Path) -> N
         (["tag", "{crawl}", "-o", "x.parquet", "--declared-field", "label=robot:alien"], 2,
          "label must be one of human, synthetic, unknown"),
         (["ledger", "stats", "nope.sqlite"], 1, "no ledger at"),
+        (["tag", "{crawl}", "-o", "x.parquet", "--estimate-prevalence"], 2,
+         "--estimate-prevalence needs --detector"),
         (["ledger", "add", "{crawl}", "--ledger", "l.sqlite", "--generation", "-1"], 2,
          "--generation"),
     ],

@@ -261,6 +261,12 @@ def test_existing_mixture_is_not_overwritten_silently(corpus: Path, tmp_path: Pa
     assert m.achieved["documents"] == 10
 
 
+def test_a_failed_build_creates_no_output_folder(corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--allow-upsample"):
+        build_mixture(spec(corpus, target_docs=10**6), tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
 def test_dry_run_writes_nothing(corpus: Path, tmp_path: Path) -> None:
     m = build_mixture(spec(corpus), tmp_path / "dry", dry_run=True)
     assert not (tmp_path / "dry").exists()
