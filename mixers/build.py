@@ -97,8 +97,15 @@ def _round(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
-def split_target(spec: MixtureSpec, target: int, scraped_available: int) -> dict[str, int]:
+def split_target(
+    spec: MixtureSpec, target: int, scraped_available: int, original_available: int | None = None
+) -> dict[str, int]:
     """Exact amounts per pool: synthetic share, original floor, rest from scraped then original.
+
+    When there is no original data to make up a shortfall of the scraped pool
+    (``original_available == 0``), the scraped pool is asked for the whole rest, so a filtered
+    web corpus on its own reports its own shortfall (and can be upsampled) instead of failing on
+    an empty original pool.
 
     Examples
     --------
@@ -109,11 +116,14 @@ def split_target(spec: MixtureSpec, target: int, scraped_available: int) -> dict
     ...                    target_docs=1000, synthetic_ratio=0.3, retain_original=0.2)
     >>> split_target(spec, 1000, scraped_available=400)
     {'synthetic': 300, 'original': 300, 'scraped': 400}
+    >>> web_only = spec.with_overrides(retain_original=0.0)
+    >>> split_target(web_only, 1000, scraped_available=400, original_available=0)
+    {'synthetic': 300, 'original': 0, 'scraped': 700}
     """
     synthetic = _round(spec.synthetic_ratio * target)
     original = min(_round(spec.retain_original * target), target - synthetic)
     rest = target - synthetic - original
-    scraped = min(rest, scraped_available)
+    scraped = rest if original_available == 0 else min(rest, scraped_available)
     return {"synthetic": synthetic, "original": original + rest - scraped, "scraped": scraped}
 
 
@@ -228,7 +238,9 @@ def _plan(spec: MixtureSpec, eligible: pl.DataFrame, newest: int | None) -> Mixt
         if unit == "tokens" else None
     )
     scraped_available = (available_tokens or available_docs)["scraped"]
-    amounts = split_target(spec, target, scraped_available)
+    amounts = split_target(
+        spec, target, scraped_available, (available_tokens or available_docs)["original"]
+    )
     pools: dict[str, PoolPlan] = {}
     for pool in POOLS:
         requested = amounts[pool]

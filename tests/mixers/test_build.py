@@ -189,6 +189,24 @@ def test_upsampling_only_when_allowed(corpus: Path, tmp_path: Path) -> None:
     assert dict(frame.get_column("mix_copy").value_counts().iter_rows()) == {0: 2000, 1: 1000}
 
 
+def test_a_filtered_web_corpus_alone_reports_and_upsamples_its_own_shortfall(
+    tmp_path: Path,
+) -> None:
+    n = 100
+    labels = ["synthetic" if i % 4 == 0 else "human" for i in range(n)]  # 75 survive the filter
+    pl.DataFrame({"id": [str(i) for i in range(n)], "text": [f"doc {i}" for i in range(n)],
+                  "prov_label": labels}).write_parquet(tmp_path / "web.parquet")
+    web = (Source(str(tmp_path / "web.parquet"), "from-tags"),)
+    with pytest.raises(ConfigError, match="the scraped pool has 75 docs after filtering but 90"):
+        build_mixture(MixtureSpec(sources=web, target_docs=90, strategy="filter"), tmp_path / "a")
+    m = build_mixture(MixtureSpec(sources=web, target_docs=90, strategy="filter",
+                                  allow_upsample=True), tmp_path / "b")
+    frame = shards_frame(tmp_path / "b")
+    assert frame.height == 90 == m.achieved["documents"]
+    assert set(frame["prov_label"]) == {"human"}
+    assert dict(frame.get_column("mix_copy").value_counts().iter_rows()) == {0: 75, 1: 15}
+
+
 def test_dedup_keeps_the_human_copy(tmp_path: Path) -> None:
     shared = [words(i, 40) for i in range(50)]
     # One word changed in 40: true Jaccard of 5-shingles 31/41 = 0.76, 4 standard errors
