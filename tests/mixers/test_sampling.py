@@ -69,3 +69,18 @@ def test_weighted_key_draws_in_proportion_to_weight() -> None:
         weighted_key(selection_key("s", "id", 1), pl.col("w"))
     ).item()
     assert zero == float("inf")
+
+
+def test_integer_ids_hash_like_their_decimal_strings_with_a_seed_per_row() -> None:
+    import numpy as np
+
+    from mixers.sampling import xxh64_int_ids
+
+    ids = np.array([[0, 9, 10, 2**40 + 17], [5, 123456789012, 1, 99]])
+    seeds = np.array([3, 2**63 + 11], dtype=np.uint64)
+    keys = xxh64_int_ids(ids, seeds, "web\x1f")
+    for row in range(2):
+        expected = xxh64_strings(pl.Series([str(i) for i in ids[row]]), int(seeds[row]), "web\x1f")
+        assert keys[row].tolist() == expected.tolist()
+    with pytest.raises(ValueError, match="non-negative"):
+        xxh64_int_ids(np.array([[-1]]), seeds[:1])
