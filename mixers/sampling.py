@@ -22,6 +22,8 @@ import polars as pl
 import pyarrow as pa
 
 SEPARATOR = "\x1f"
+# Smallest weight a weighted key distinguishes; -ln(u) / 1e-300 stays finite for every u.
+MIN_WEIGHT = 1e-300
 
 # The five primes of the XXH64 specification.
 _P1 = np.uint64(0x9E3779B185EBCA87)
@@ -216,10 +218,13 @@ def selection_key(source: str, id_col: str, seed: int) -> pl.Expr:
 def weighted_key(key: pl.Expr, weight: pl.Expr) -> pl.Expr:
     """Efraimidis-Spirakis key -ln(u)/w: the k smallest are a weighted sample without replacement.
 
-    ``u`` is the top 53 bits of the hash mapped into (0, 1). A weight of 0 gives +inf (drawn last).
+    ``u`` is the top 53 bits of the hash mapped into (0, 1). Weights below ``MIN_WEIGHT`` (a weight
+    of 0 included) count as ``MIN_WEIGHT``: such rows are drawn last, in a random order among
+    themselves, and their keys stay finite and distinct — with +inf keys a threshold of +inf would
+    take every zero-weight row instead of exactly the ones needed.
     """
     u = ((key // 2048).cast(pl.Float64) + 0.5) / float(2**53)
-    return pl.when(weight > 0).then(-(u.log()) / weight).otherwise(float("inf"))
+    return -(u.log()) / pl.max_horizontal(weight.fill_nan(0.0), pl.lit(MIN_WEIGHT))
 
 
 def kth_smallest(values: np.ndarray, k: int) -> float | int | None:

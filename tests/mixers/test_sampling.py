@@ -65,15 +65,19 @@ def test_weighted_key_draws_in_proportion_to_weight() -> None:
     heavy = (ranked.get_column("w") == 1.0).mean()
     # With k << n the first draws approach weight-proportional odds: 1 / (1 + 0.25) = 0.8.
     assert 0.76 < heavy < 0.84
-    zero = pl.DataFrame({"id": ["a"], "w": [0.0]}).select(
-        weighted_key(selection_key("s", "id", 1), pl.col("w"))
-    ).item()
-    assert zero == float("inf")
+
+
+def test_zero_weight_rows_come_last_and_a_threshold_still_takes_exactly_k() -> None:
+    n = 100
+    frame = pl.DataFrame({"id": [str(i) for i in range(n)], "w": [1.0] * 10 + [0.0] * 90})
+    rank = frame.select(weighted_key(selection_key("s", "id", 1), pl.col("w"))).to_series()
+    assert rank.is_finite().all() and rank.n_unique() == n
+    assert rank.head(10).max() < rank.tail(90).min()  # every weighted row before any zero one
+    threshold = kth_smallest(rank.to_numpy(), 25)
+    assert int((rank <= threshold).sum()) == 25
 
 
 def test_integer_ids_hash_like_their_decimal_strings_with_a_seed_per_row() -> None:
-    import numpy as np
-
     from mixers.sampling import xxh64_int_ids
 
     ids = np.array([[0, 9, 10, 2**40 + 17], [5, 123456789012, 1, 99]])
