@@ -599,5 +599,134 @@ def demo(out_dir: str, seed: int, docs_per_kind: int, as_json: bool, quiet: bool
     _emit(summary, as_json, lines)
 
 
+# ---- collapse experiments ------------------------------------------------------------------------
+
+DEFAULT_POLICIES = ("replace", "retain:0.1", "accumulate", "scrape", "filter:oracle")
+
+
+def _family_options(family: str, ddof: int | None, components: int | None,
+                    pairs: tuple[str, ...]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}",
+                                     param_hint="--family-option")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    for flag, key, value, owner in (("--ddof", "ddof", ddof, "gaussian"),
+                                    ("--components", "components", components, "gmm")):
+        if value is None:
+            continue
+        if family != owner:
+            raise click.UsageError(f"{flag} applies to the {owner} family only")
+        options[key] = value
+    return options
+
+
+@main.group()
+def collapse() -> None:
+    """Recursive-training experiments: measure model collapse and what prevents it.
+
+    \b
+    Example:
+      tailguard collapse run gaussian --policy replace --policy retain:0.1 \\
+          --policy 'filter:noisy(tpr=0.9,fpr=0.01)' --generations 100 --seeds 64 -o runs/g
+    """
+
+
+@collapse.command("run")
+@click.argument("family", type=click.Choice(["gaussian", "gmm"]))
+@click.option("--policy", "policies", multiple=True, metavar="POLICY",
+              help="replace, retain:F, accumulate, scrape, filter:TAGGER, reweight[:TAGGER]; "
+                   "TAGGER is oracle, noisy(tpr=..,fpr=..) or discriminator (repeatable; "
+                   f"default: {', '.join(DEFAULT_POLICIES)}).")
+@click.option("--generations", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Recursive generations after generation 0 (which fits the original data).")
+@click.option("--samples", type=click.IntRange(min=2), default=None,
+              help="Samples each generation publishes and trains on [gaussian 100, gmm 1000].")
+@click.option("--seeds", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Independent chains per policy (seeds FIRST-SEED .. FIRST-SEED+N-1).")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--original-size", type=click.IntRange(min=2),
+              help="Size of the original data [default: --samples].")
+@click.option("--heldout", type=click.IntRange(min=10), default=2000, show_default=True,
+              help="Held-out original samples per chain for sample metrics.")
+@click.option("--ddof", type=click.IntRange(0, 1),
+              help="gaussian: 1 = unbiased variance (the paper's theorem, default), 0 = MLE.")
+@click.option("--components", type=click.IntRange(min=1), help="gmm: components fitted [2].")
+@click.option("--family-option", "family_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Other family settings, e.g. weights=[0.9,0.1] or tol=1e-4 (repeatable).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]),
+              help="Floating point precision [gaussian float64, gmm float32].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("-o", "--output", "out_dir", required=True, help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in the run folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@output_options
+def collapse_run(family: str, policies: tuple[str, ...], generations: int, samples: int | None,
+                 seeds: int, first_seed: int, original_size: int | None, heldout: int,
+                 ddof: int | None, components: int | None, family_pairs: tuple[str, ...],
+                 dtype: str | None, device: str, out_dir: str, resume: bool, overwrite: bool,
+                 no_plots: bool, quiet: bool, as_json: bool) -> None:
+    """Run the recursion FAMILY (gaussian, gmm) under each policy and write results and plots.
+
+    Writes OUTPUT/results.parquet (family, policy, seed, generation, metric, value, run_id),
+    one PNG per metric under OUTPUT/plots, and a checkpoint per generation (--resume continues
+    after an interruption with identical results).
+
+    \b
+    Example:
+      tailguard collapse run gmm --policy replace --policy retain:0.1 \\
+          --policy 'filter:noisy(tpr=0.9,fpr=0.01)' --generations 200 --seeds 32 -o runs/gmm
+    """
+    from collapse_eval.families import family_class
+    from collapse_eval.loop import CollapseConfig, run_collapse
+
+    config = CollapseConfig(
+        family=family,
+        policies=policies or DEFAULT_POLICIES,
+        generations=generations,
+        samples=samples or (1000 if family == "gmm" else 100),
+        seeds=tuple(range(first_seed, first_seed + seeds)),
+        original_size=original_size,
+        heldout=heldout,
+        dtype=dtype,
+        family_options=_family_options(family, ddof, components, family_pairs),
+    )
+    run = run_collapse(config, out_dir, device=device, resume=resume, overwrite=overwrite,
+                       progress=not (quiet or as_json), plots=not no_plots)
+    shown = family_class(family).summary_metrics
+    summary = run.summary(shown)
+    report = {
+        "out_dir": str(run.out_dir), "run_id": config.run_id(), "seconds": round(run.seconds, 2),
+        "resumed_generations": run.resumed_generations, "rows": run.results.height,
+        "plots": [str(p) for p in run.plots],
+        "final": [dict(zip(summary.columns, row, strict=True)) for row in summary.iter_rows()],
+    }
+    lines = [f"{family}: {len(config.policies)} policies x {len(config.seeds)} seeds x "
+             f"{generations + 1} generations in {run.seconds:.1f} s"
+             + (f" ({run.resumed_generations} resumed from checkpoints)"
+                if run.resumed_generations else "")]
+    lines.append(f"generation {generations}, mean +- standard error across seeds:")
+    width = max(len(p) for p in config.policies)
+    lines.append(f"  {'policy':<{width}}" + "".join(f"{m:>18}" for m in shown))
+    values = {(r["policy"], r["metric"]): r for r in report["final"]}
+    for policy in config.policies:
+        cells = []
+        for metric in shown:
+            row = values.get((policy, metric))
+            cells.append(f"{row['mean']:>10.4g} +-{row['stderr'] or 0:<6.2g}" if row
+                         else f"{'-':>18}")
+        lines.append(f"  {policy:<{width}}" + "".join(cells))
+    lines.append(f"results: {run.out_dir / 'results.parquet'} ({run.results.height:,} rows)")
+    if run.plots:
+        lines.append(f"plots: {run.out_dir / 'plots'} ({len(run.plots)} PNG)")
+    _emit(report, as_json, lines)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -52,9 +52,12 @@ def _shr(z: torch.Tensor, bits: int) -> torch.Tensor:
 
 def _splitmix64_tensor(z: torch.Tensor) -> torch.Tensor:
     z = z + _signed(_GOLDEN)
-    z = (z ^ _shr(z, 30)) * _signed(_M1)
-    z = (z ^ _shr(z, 27)) * _signed(_M2)
-    return z ^ _shr(z, 31)
+    z ^= _shr(z, 30)
+    z *= _signed(_M1)
+    z ^= _shr(z, 27)
+    z *= _signed(_M2)
+    z ^= _shr(z, 31)
+    return z
 
 
 def stream_id(stream: str | int) -> int:
@@ -76,6 +79,7 @@ class ChainRandom:
     def __init__(self, seeds: Sequence[int], device: str | torch.device = "cpu") -> None:
         self.seeds = [int(s) for s in seeds]
         self.device = torch.device(device)
+        self._seed_state: torch.Tensor | None = None
 
     @property
     def chains(self) -> int:
@@ -85,14 +89,20 @@ class ChainRandom:
         """The streams of some chains only (e.g. the chains still iterating)."""
         return ChainRandom([self.seeds[i] for i in index], self.device)
 
+    def keys(self, generation: int, stream: str | int) -> torch.Tensor:
+        """Per-chain ``derive_seed(seed, generation, stream)`` as int64 bits, vectorised."""
+        if self._seed_state is None:
+            seeds = torch.tensor([_signed(s) for s in self.seeds], dtype=torch.int64,
+                                 device=self.device)
+            self._seed_state = _splitmix64_tensor(seeds)
+        z = _splitmix64_tensor(self._seed_state ^ _signed(generation))
+        return _splitmix64_tensor(z ^ _signed(stream_id(stream)))
+
     def bits(self, generation: int, stream: str | int, count: int) -> torch.Tensor:
         """``count`` raw 64-bit values per chain, shape (chains, count), dtype int64."""
-        keys = torch.tensor(
-            [_signed(derive_seed(seed, generation, stream)) for seed in self.seeds],
-            dtype=torch.int64, device=self.device,
-        )
         counter = torch.arange(1, count + 1, dtype=torch.int64, device=self.device)
-        return _splitmix64_tensor(keys[:, None] + counter * _signed(_GOLDEN))
+        return _splitmix64_tensor(self.keys(generation, stream)[:, None]
+                                  + counter * _signed(_GOLDEN))
 
     def uniform(self, generation: int, stream: str | int, shape: tuple[int, ...],
                 dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -1,0 +1,60 @@
+"""What a numeric model family gives the recursive loop: fit, sample and measure, for many chains.
+
+Everything is batched over a leading chain dimension: ``x`` is (chains, n, *features) and a
+model is a dict of tensors with a leading chain dimension (so the loop can checkpoint any family
+with safetensors and never unpickle). Random numbers come from :class:`ChainRandom`, keyed by
+(chain seed, generation, stream), so a chain's results never depend on the chains beside it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+
+from collapse_eval.rng import ChainRandom
+from collapse_eval.taggers import quadratic_features
+
+Params = dict[str, torch.Tensor]
+
+
+class NumericFamily(ABC):
+    """Base class of tensor families (gaussian, gmm; the VAE builds on it too)."""
+
+    name: ClassVar[str]
+    #: the metric that reports treat as "how much of the tail is left" (1 = all of it)
+    tail_metric: ClassVar[str]
+    #: the metrics a one-screen summary shows
+    summary_metrics: ClassVar[tuple[str, ...]]
+    #: the dtype the family runs in unless told otherwise
+    default_dtype: ClassVar[str] = "float64"
+
+    def __init__(self, dtype: torch.dtype = torch.float64, device: str = "cpu") -> None:
+        self.dtype = dtype
+        self.device = torch.device(device)
+
+    @abstractmethod
+    def options(self) -> dict[str, Any]:
+        """The family's settings, part of the run's identity (a resume must match them)."""
+
+    @abstractmethod
+    def original(self, rng: ChainRandom, n: int, stream: str) -> torch.Tensor:
+        """``n`` samples of the true distribution per chain (the original, human data)."""
+
+    @abstractmethod
+    def fit(self, x: torch.Tensor, rng: ChainRandom, generation: int) -> Params:
+        """Train one model per chain on ``x`` (chains, n, *features)."""
+
+    @abstractmethod
+    def sample(self, params: Params, n: int, rng: ChainRandom, generation: int) -> torch.Tensor:
+        """What each chain's model publishes: ``n`` samples, (chains, n, *features)."""
+
+    @abstractmethod
+    def metrics(self, params: Params, samples: torch.Tensor,
+                heldout: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Metrics per chain (names from :data:`collapse_eval.metrics.METRICS`), each (chains,)."""
+
+    def discriminator_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features the learned discriminator sees; quadratic suits low-dimensional data."""
+        return quadratic_features(x.double())

@@ -1,0 +1,418 @@
+"""The recursive-training loop: fit, publish samples, build the next training set, refit.
+
+Generation 0 trains on the original data. At generation g >= 1 the previous model publishes M
+samples and the policy builds the training set from the original data and what has been
+published (:mod:`collapse_eval.policies`, run on tensors by :mod:`collapse_eval.tensor_mix`, with
+the tags of :mod:`collapse_eval.taggers`). All chains (seeds) of a policy run as one batch; every
+chain sees the same original data across policies, so policies are compared on paired data.
+
+Each generation is checkpointed as one safetensors file (the models of every chain and their
+metrics). The samples a model publishes are a pure function of its parameters and the counter
+RNG, so a resumed run regenerates the history it needs instead of storing it, and gives results
+identical to an uninterrupted run.
+
+Output folder::
+
+    config.json              what was run (a resume must match it)
+    checkpoints/<policy>/generation-000012.safetensors
+    results.parquet          family, policy, seed, generation, metric, value, run_id
+    plots/<metric>.png       mean and 95% band across seeds per policy
+    run.json                 wall time, device, versions
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from collapse_eval.families import NumericFamily, Params, family_class, make_family
+from collapse_eval.policies import Policy, generated_source, parse_policies, policy_slug
+from collapse_eval.rng import ChainRandom, derive_seed
+from collapse_eval.taggers import discriminator_tags, noisy_tags, oracle_tags, tagger_rates
+from collapse_eval.tensor_mix import (
+    ORIGIN_GENERATED,
+    ORIGIN_ORIGINAL,
+    UNKNOWN,
+    TensorSource,
+    execute,
+    uids_for,
+)
+from provenance.atomic import atomic_path
+from provenance.errors import ConfigError
+from provenance.models import resolve_device
+from provenance.version import tool_version
+
+RESULT_COLUMNS = ("family", "policy", "seed", "generation", "metric", "value", "run_id")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class CollapseConfig:
+    """Everything that determines a run's results (the device only changes rounding)."""
+
+    family: str
+    policies: tuple[str, ...]
+    generations: int = 100
+    samples: int = 100
+    seeds: tuple[int, ...] = (0,)
+    original_size: int | None = None
+    heldout: int = 2000
+    dtype: str | None = None
+    family_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policies", tuple(p.name for p in parse_policies(self.policies)))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        for name in ("generations", "samples", "heldout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.original_size is not None and self.original_size < 1:
+            raise ConfigError(f"original_size must be a positive integer, got {self.original_size}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("seeds must be a non-empty list of distinct integers")
+        if any(s < 0 for s in self.seeds):
+            raise ConfigError("seeds must be >= 0")
+        if self.dtype is None:
+            object.__setattr__(self, "dtype", family_class(self.family).default_dtype)
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
+
+    @property
+    def pool_size(self) -> int:
+        """Size of the original data (defaults to the samples per generation, as in the paper)."""
+        return self.original_size or self.samples
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["policies"] = list(self.policies)
+        data["seeds"] = list(self.seeds)
+        return data
+
+    def run_id(self) -> str:
+        canonical = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def make_family(self, device: str) -> NumericFamily:
+        return make_family(self.family, dtype=DTYPES[self.dtype], device=device,
+                           **self.family_options)
+
+
+@dataclass
+class CollapseRun:
+    """What :func:`run_collapse` returns: the long-format results and where things went."""
+
+    out_dir: Path
+    results: pl.DataFrame
+    plots: list[Path]
+    seconds: float
+    resumed_generations: int
+
+    def summary(self, metrics: Sequence[str] | None = None) -> pl.DataFrame:
+        """Mean and standard error across seeds of each metric at the last generation."""
+        last = self.results.filter(pl.col("generation") == pl.col("generation").max())
+        if metrics:
+            last = last.filter(pl.col("metric").is_in(list(metrics)))
+        return (last.group_by("policy", "metric", maintain_order=True)
+                .agg(pl.col("value").mean().alias("mean"),
+                     (pl.col("value").std() / pl.col("value").count().sqrt()).alias("stderr"))
+                .sort("metric", "policy"))
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _checkpoint_path(folder: Path, generation: int) -> Path:
+    return folder / f"generation-{generation:06d}.safetensors"
+
+
+def _save_generation(folder: Path, generation: int, params: Params,
+                     metrics: dict[str, torch.Tensor]) -> None:
+    names = sorted(metrics)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in params.items()}
+    tensors["metrics"] = torch.stack(
+        [metrics[n].detach().double().cpu() for n in names], dim=1).contiguous()
+    meta = {"generation": str(generation), "metrics": json.dumps(names)}
+    with atomic_path(_checkpoint_path(folder, generation)) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _load_generation(path: Path, device: str) -> tuple[Params, list[str], torch.Tensor]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        names = json.loads(fh.metadata()["metrics"])
+    tensors = load_file(str(path), device="cpu")
+    params = {k.removeprefix("model."): v.to(device) for k, v in tensors.items()
+              if k.startswith("model.")}
+    return params, names, tensors["metrics"]
+
+
+def _completed(folder: Path, generations: int) -> int:
+    """How many consecutive generations from 0 are checkpointed."""
+    done = 0
+    while done <= generations and _checkpoint_path(folder, done).exists():
+        done += 1
+    return done
+
+
+# ------------------------------------------------------------------------------------------------
+# one policy, all seeds
+
+
+class _PolicyRun:
+    """The recursion of one policy over a batch of chains."""
+
+    def __init__(self, config: CollapseConfig, policy: Policy, family: NumericFamily,
+                 rng: ChainRandom, folder: Path, device: str) -> None:
+        self.config, self.policy, self.family, self.rng = config, policy, family, rng
+        self.folder, self.device = folder, device
+        self.chains = rng.chains
+        self.original = family.original(rng, config.pool_size, "original")
+        self.heldout = family.original(rng, config.heldout, "heldout")
+        self.published: dict[int, torch.Tensor] = {}
+        self._noisy_cache: dict[int, np.ndarray] = {}
+
+    # -- sources ------------------------------------------------------------------------------
+
+    def _block(self, generation: int, x: torch.Tensor, role: str, name: str) -> TensorSource:
+        n = x.shape[1]
+        origin = ORIGIN_ORIGINAL if generation == 0 else ORIGIN_GENERATED
+        return TensorSource(name, role, x, uids_for(generation, n),
+                            np.full(n, origin, dtype=np.int8), np.full(n, generation, np.int64))
+
+    def _web(self, generation: int) -> TensorSource:
+        blocks = [self._block(0, self.original, "from-tags", "web")]
+        blocks += [self._block(g, self.published[g], "from-tags", "web")
+                   for g in range(1, generation + 1)]
+        web = TensorSource("web", "from-tags", torch.cat([b.x for b in blocks], dim=1),
+                           np.concatenate([b.uid for b in blocks]),
+                           np.concatenate([b.origin for b in blocks]),
+                           np.concatenate([b.generation for b in blocks]))
+        self._tag(web, generation, blocks)
+        return web
+
+    def _tag(self, web: TensorSource, generation: int, blocks: list[TensorSource]) -> None:
+        tagger = self.policy.tagger
+        if tagger is None:  # scrape: nobody looks
+            web.label = np.full((self.chains, web.rows), UNKNOWN, dtype=np.int8)
+            return
+        if tagger.kind == "oracle":
+            label, score = oracle_tags(web.origin, self.chains)
+        elif tagger.kind == "noisy":
+            parts = []
+            for g, block in enumerate(blocks):  # a document's tag never changes: cache per block
+                if g not in self._noisy_cache:
+                    self._noisy_cache[g] = noisy_tags(block.origin, block.uid, self.rng.seeds,
+                                                      tagger.tpr, tagger.fpr)[0]
+                parts.append(self._noisy_cache[g])
+            label = np.concatenate(parts, axis=1)
+            score = label.astype(np.float64)
+        elif tagger.kind == "discriminator":
+            features = self.family.discriminator_features
+            label, score = discriminator_tags(features(web.x), features(self.original),
+                                              features(self.published[generation]))
+        else:
+            raise ConfigError(f"tagger {tagger.kind} needs documents; numeric families support "
+                              "oracle, noisy(tpr=..,fpr=..) and discriminator")
+        web.score = score
+        if self.policy.strategy == "reweight":
+            web.label = np.full(label.shape, UNKNOWN, dtype=np.int8)
+        else:
+            web.label = label
+        self.last_rates = tagger_rates(label, web.origin)
+
+    def sources(self, generation: int) -> tuple:
+        """The generation's mixers sources; each source's data is a :class:`TensorSource`."""
+        if self.policy.composition(generation, 1, 1).layout == "web":
+            return self.policy.sources(generation, None, {}, self._web(generation))
+        original = self._block(0, self.original, "human", "original")
+        generated = {g: self._block(g, x, "synthetic", generated_source(g))
+                     for g, x in self.published.items()}
+        return self.policy.sources(generation, original, generated)
+
+    # -- one generation -----------------------------------------------------------------------
+
+    def training_set(self, generation: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Generation ``generation``'s training data and the loop's own metrics about it."""
+        extra: dict[str, torch.Tensor] = {}
+        if generation == 0:
+            x = self.original
+            extra["synthetic_share"] = torch.zeros(self.chains, dtype=torch.float64)
+        else:
+            self.last_rates = None
+            sources = self.sources(generation)
+            spec = self.policy.mixture_spec(sources, generation, self.config.samples,
+                                            self.config.pool_size, seed=0)
+            # Each chain mixes with its own seed, as its own mixers build would.
+            seeds = np.array([derive_seed(s, generation, "mix") for s in self.rng.seeds],
+                             dtype=np.uint64)
+            selection = execute(spec, [s.path for s in sources], seeds)
+            x = selection.x
+            extra["synthetic_share"] = torch.as_tensor(selection.synthetic_share)
+            if self.last_rates is not None:
+                extra["tagger_tpr"] = torch.as_tensor(self.last_rates[0])
+                extra["tagger_fpr"] = torch.as_tensor(self.last_rates[1])
+        extra["training_size"] = torch.full((self.chains,), float(x.shape[1]),
+                                            dtype=torch.float64)
+        return x, extra
+
+    def publish(self, params: Params, generation: int) -> torch.Tensor:
+        """The samples the model of ``generation - 1`` publishes at ``generation``."""
+        samples = self.family.sample(params, self.config.samples, self.rng, generation)
+        if not self.policy.needs_history:
+            self.published.clear()
+        self.published[generation] = samples
+        return samples
+
+    def step(self, generation: int) -> Params:
+        x, extra = self.training_set(generation)
+        params = self.family.fit(x, self.rng, generation)
+        samples = self.publish(params, generation + 1)
+        metrics = self.family.metrics(params, samples, self.heldout)
+        metrics.update(extra)
+        _save_generation(self.folder, generation, params, metrics)
+        return params
+
+    def replay(self, models: list[Params]) -> None:
+        """Rebuild what the checkpointed generations published (deterministic, not stored)."""
+        for generation, params in enumerate(models):
+            if self.policy.needs_history or generation == len(models) - 1:
+                self.publish(params, generation + 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+
+
+def _prepare_out_dir(out_dir: Path, config: CollapseConfig, resume: bool, overwrite: bool) -> None:
+    saved = out_dir / "config.json"
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if resume and saved.exists():
+            previous = json.loads(saved.read_text(encoding="utf-8"))
+            if previous != config.as_dict():
+                changed = sorted(k for k in config.as_dict()
+                                 if previous.get(k) != config.as_dict()[k])
+                raise ConfigError(f"{out_dir} holds a run with different settings "
+                                  f"({', '.join(changed)}); use another -o or --overwrite")
+            return
+        if not overwrite:
+            hint = "--resume to continue it or " if saved.exists() else ""
+            raise ConfigError(f"{out_dir} is not empty; use {hint}--overwrite to start over")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(saved) as tmp:
+        tmp.write_text(json.dumps(config.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def run_collapse(
+    config: CollapseConfig,
+    out_dir: str | os.PathLike,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    plots: bool = True,
+    on_generation: Callable[[str, int], None] | None = None,
+) -> CollapseRun:
+    """Run every policy of ``config`` for all seeds and write results, checkpoints and plots.
+
+    With ``resume`` an interrupted run in ``out_dir`` continues from its last checkpoint and
+    ends with the same results an uninterrupted run would have produced.
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    device = resolve_device(device)
+    family = config.make_family(device)
+    _prepare_out_dir(out, config, resume, overwrite)
+    policies = parse_policies(config.policies)
+    total = len(policies) * (config.generations + 1)
+    resumed = 0
+    # disable=None: shown on a terminal only, so pipeline logs stay free of carriage returns.
+    with tqdm(total=total, desc="collapse", unit="gen", disable=None if progress else True,
+              dynamic_ncols=True) as bar:
+        for policy in policies:
+            folder = out / "checkpoints" / policy_slug(policy.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            run = _PolicyRun(config, policy, family, ChainRandom(config.seeds, device), folder,
+                             device)
+            done = _completed(folder, config.generations)
+            if done:
+                models = [_load_generation(_checkpoint_path(folder, g), device)[0]
+                          for g in range(done)]
+                run.replay(models)
+                resumed += done
+                bar.update(done)
+            bar.set_description(f"{config.family} {policy.name}")
+            for generation in range(done, config.generations + 1):
+                run.step(generation)
+                bar.update(1)
+                if on_generation is not None:
+                    on_generation(policy.name, generation)
+    results = collect_results(out, config)
+    with atomic_path(out / "results.parquet") as tmp:
+        results.write_parquet(tmp)
+    made = plot_results(results, out / "plots") if plots else []
+    seconds = time.perf_counter() - started
+    _write_run_info(out, config, device, seconds, resumed)
+    return CollapseRun(out, results, made, seconds, resumed)
+
+
+def collect_results(out_dir: Path, config: CollapseConfig) -> pl.DataFrame:
+    """Long-format results from the checkpoints: one row per policy, seed, generation, metric."""
+    frames = []
+    run_id = config.run_id()
+    for name in config.policies:
+        folder = Path(out_dir) / "checkpoints" / policy_slug(name)
+        for generation in range(config.generations + 1):
+            _, names, values = _load_generation(_checkpoint_path(folder, generation), "cpu")
+            chains, count = values.shape
+            frames.append(pl.DataFrame({
+                "family": [config.family] * (chains * count),
+                "policy": [name] * (chains * count),
+                "seed": np.repeat(np.array(config.seeds, dtype=np.int64), count),
+                "generation": np.full(chains * count, generation, dtype=np.int64),
+                "metric": names * chains,
+                "value": values.numpy().reshape(-1),
+                "run_id": [run_id] * (chains * count),
+            }))
+    results = pl.concat(frames)
+    return results.filter(pl.col("value").is_not_nan()).select(RESULT_COLUMNS)
+
+
+def _write_run_info(out: Path, config: CollapseConfig, device: str, seconds: float,
+                    resumed: int) -> None:
+    info = {
+        "run_id": config.run_id(),
+        "tailguard": tool_version(),
+        "torch": torch.__version__,
+        "device": device if device == "cpu" else torch.cuda.get_device_name(device),
+        "seconds": round(seconds, 3),
+        "resumed_generations": resumed,
+    }
+    with atomic_path(out / "run.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def plot_results(results: pl.DataFrame, folder: Path) -> list[Path]:
+    """One PNG per metric: the mean across seeds per policy with a 95% band, by generation."""
+    from collapse_eval.plots import plot_metric
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return [plot_metric(results, metric, folder / f"{metric}.png")
+            for metric in results.get_column("metric").unique(maintain_order=True).to_list()]
