@@ -210,3 +210,39 @@ def test_mix_errors(pools: dict[str, Path], args: list[str], code: int, message:
                          *args)
     assert got == code
     assert message in stderr
+
+
+# ---- collapse run ------------------------------------------------------------------------------
+
+
+def test_collapse_run_writes_results_plots_and_a_summary(tmp_path: Path) -> None:
+    out = tmp_path / "g"
+    code, stdout, _ = run("collapse", "run", "gaussian", "--policy", "replace",
+                          "--policy", "filter:noisy(tpr=0.9,fpr=0.01)", "--generations", "5",
+                          "--seeds", "4", "--samples", "30", "-q", "-o", str(out))
+    assert code == 0, stdout
+    assert "gaussian: 2 policies x 4 seeds x 6 generations" in stdout
+    assert "filter:noisy(tpr=0.9,fpr=0.01)" in stdout and "log_variance" in stdout
+    results = pl.read_parquet(out / "results.parquet")
+    assert results.columns == ["family", "policy", "seed", "generation", "metric", "value",
+                               "run_id"]
+    assert results.filter(pl.col("metric") == "variance").height == 2 * 4 * 6
+    assert (out / "plots" / "variance.png").exists()
+    code, stdout, _ = run("collapse", "run", "gaussian", "--policy", "replace",
+                          "--policy", "filter:noisy(tpr=0.9,fpr=0.01)", "--generations", "5",
+                          "--seeds", "4", "--samples", "30", "--resume", "--json",
+                          "-o", str(out))
+    report = json.loads(stdout)
+    assert code == 0 and report["resumed_generations"] == 12 and report["rows"] == results.height
+
+
+def test_collapse_run_usage_and_config_errors(tmp_path: Path) -> None:
+    code, _, stderr = run("collapse", "run", "gmm", "--ddof", "0", "-o", str(tmp_path / "x"))
+    assert code == 2 and "--ddof applies to the gaussian family only" in stderr
+    code, _, stderr = run("collapse", "run", "gaussian", "--policy", "retain:2",
+                          "-o", str(tmp_path / "y"))
+    assert code == 1 and "error: policy 'retain:2': the retained fraction must be in (0, 1]" in (
+        stderr)
+    code, _, stderr = run("collapse", "run", "gaussian", "--family-option", "skew=1",
+                          "-o", str(tmp_path / "z"))
+    assert code == 1 and "family gaussian:" in stderr and "skew" in stderr
