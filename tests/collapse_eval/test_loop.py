@@ -1,4 +1,4 @@
-"""The recursive loop: reproducible, resumable after a real kill, and the policies order as theory says."""
+"""The recursive loop: reproducible, resumable after a real kill, policies ordered as theory."""
 
 from __future__ import annotations
 
