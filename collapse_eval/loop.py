@@ -38,7 +38,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from collapse_eval.families import NumericFamily, Params, family_class, make_family
+from collapse_eval.families import (
+    MetricContext,
+    NumericFamily,
+    Params,
+    family_class,
+    make_family,
+)
 from collapse_eval.policies import Policy, generated_source, parse_policies, policy_slug
 from collapse_eval.rng import ChainRandom, derive_seed
 from collapse_eval.taggers import discriminator_tags, noisy_tags, oracle_tags, tagger_rates
@@ -185,6 +191,7 @@ class _PolicyRun:
         self.original = family.original(rng, config.pool_size, "original")
         self.heldout = family.original(rng, config.heldout, "heldout")
         self.published: dict[int, torch.Tensor] = {}
+        self.first: Params = {}
         self._noisy_cache: dict[int, np.ndarray] = {}
 
     # -- sources ------------------------------------------------------------------------------
@@ -283,13 +290,17 @@ class _PolicyRun:
         x, extra = self.training_set(generation)
         params = self.family.fit(x, self.rng, generation)
         samples = self.publish(params, generation + 1)
-        metrics = self.family.metrics(params, samples, self.heldout)
+        if generation == 0:
+            self.first = params
+        context = MetricContext(self.heldout, self.first, generation)
+        metrics = self.family.metrics(params, samples, context)
         metrics.update(extra)
         _save_generation(self.folder, generation, params, metrics)
         return params
 
     def replay(self, models: list[Params]) -> None:
         """Rebuild what the checkpointed generations published (deterministic, not stored)."""
+        self.first = models[0]
         for generation, params in enumerate(models):
             if self.policy.needs_history or generation == len(models) - 1:
                 self.publish(params, generation + 1)

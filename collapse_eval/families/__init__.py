@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from collapse_eval.families.base import NumericFamily, Params
+from collapse_eval.families.base import MetricContext, NumericFamily, Params
 from provenance.errors import ConfigError
 
 NUMERIC_FAMILIES = ("gaussian", "gmm")
@@ -34,4 +34,6 @@ def make_family(name: str, **options: Any) -> NumericFamily:
         raise ConfigError(f"family {name}: {exc}") from None
 
 
-__all__ = ["NUMERIC_FAMILIES", "NumericFamily", "Params", "family_class", "make_family"]
+__all__ = [
+    "NUMERIC_FAMILIES", "MetricContext", "NumericFamily", "Params", "family_class", "make_family",
+]

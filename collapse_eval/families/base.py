@@ -9,6 +9,7 @@ with safetensors and never unpickle). Random numbers come from :class:`ChainRand
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -17,6 +18,19 @@ from collapse_eval.rng import ChainRandom
 from collapse_eval.taggers import quadratic_features
 
 Params = dict[str, torch.Tensor]
+
+
+@dataclass
+class MetricContext:
+    """What metrics may compare a generation against.
+
+    ``heldout``: original samples never trained on, (chains, n, *features). ``first``: the
+    generation-0 model (trained on original data), e.g. for the VAE's encoder statistics.
+    """
+
+    heldout: torch.Tensor
+    first: Params
+    generation: int
 
 
 class NumericFamily(ABC):
@@ -52,7 +66,7 @@ class NumericFamily(ABC):
 
     @abstractmethod
     def metrics(self, params: Params, samples: torch.Tensor,
-                heldout: torch.Tensor) -> dict[str, torch.Tensor]:
+                context: MetricContext) -> dict[str, torch.Tensor]:
         """Metrics per chain (names from :data:`collapse_eval.metrics.METRICS`), each (chains,)."""
 
     def discriminator_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from collapse_eval.families.base import NumericFamily, Params
+from collapse_eval.families.base import MetricContext, NumericFamily, Params
 from collapse_eval.metrics import gaussian_kl, gaussian_w2_squared
 from collapse_eval.rng import ChainRandom
 
@@ -52,7 +52,7 @@ class GaussianFamily(NumericFamily):
         return params["mean"][:, None, None] + params["var"].sqrt()[:, None, None] * z
 
     def metrics(self, params: Params, samples: torch.Tensor,
-                heldout: torch.Tensor) -> dict[str, torch.Tensor]:
+                context: MetricContext) -> dict[str, torch.Tensor]:
         mean, var = params["mean"].double(), params["var"].double()
         ones = torch.ones_like(mean)
         truth_mean, truth_var = self.mean * ones, self.std**2 * ones

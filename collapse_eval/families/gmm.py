@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from collapse_eval.families.base import NumericFamily, Params
+from collapse_eval.families.base import MetricContext, NumericFamily, Params
 from collapse_eval.gmm_em import GMMParams, fit_gmm, gmm_log_density, sample_gmm
 from collapse_eval.metrics import empirical_w2_squared, gmm_l2_distance_squared, tail_mass
 from collapse_eval.rng import ChainRandom
@@ -74,8 +74,9 @@ class GMMFamily(NumericFamily):
         return GMMParams.from_tensors({k: v for k, v in params.items() if k != "n_iter"})
 
     def metrics(self, params: Params, samples: torch.Tensor,
-                heldout: torch.Tensor) -> dict[str, torch.Tensor]:
+                context: MetricContext) -> dict[str, torch.Tensor]:
         fitted = self._params(params).to(dtype=torch.float64)
+        heldout = context.heldout
         truth = self.truth
         covs = fitted.covariances
         stds = torch.sqrt(torch.diagonal(covs, dim1=-2, dim2=-1).sum(-1) / self.dims)
