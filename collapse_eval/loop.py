@@ -15,6 +15,7 @@ Output folder::
 
     config.json              what was run (a resume must match it)
     checkpoints/<policy>/generation-000012.safetensors
+    artifacts/<policy>/...   what a family draws per generation (the VAE's sample grids)
     results.parquet          family, policy, seed, generation, metric, value, run_id
     plots/<metric>.png       mean and 95% band across seeds per policy
     run.json                 wall time, device, versions
@@ -187,6 +188,7 @@ class _PolicyRun:
                  rng: ChainRandom, folder: Path, device: str) -> None:
         self.config, self.policy, self.family, self.rng = config, policy, family, rng
         self.folder, self.device = folder, device
+        self.artifacts = folder.parent.parent / "artifacts" / folder.name
         self.chains = rng.chains
         self.original = family.original(rng, config.pool_size, "original")
         self.heldout = family.original(rng, config.heldout, "heldout")
@@ -295,6 +297,7 @@ class _PolicyRun:
         context = MetricContext(self.heldout, self.first, generation)
         metrics = self.family.metrics(params, samples, context)
         metrics.update(extra)
+        self.family.write_artifacts(params, samples, generation, self.artifacts)
         _save_generation(self.folder, generation, params, metrics)
         return params
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -68,6 +69,16 @@ class NumericFamily(ABC):
     def metrics(self, params: Params, samples: torch.Tensor,
                 context: MetricContext) -> dict[str, torch.Tensor]:
         """Metrics per chain (names from :data:`collapse_eval.metrics.METRICS`), each (chains,)."""
+
+    def write_artifacts(self, params: Params, samples: torch.Tensor, generation: int,
+                        folder: Path) -> None:
+        """Write pictures worth looking at for this generation (e.g. a grid of samples).
+
+        Called after every generation with a per-policy folder; the default writes nothing.
+        Files must be written atomically and be a pure function of the arguments, so a resumed
+        run leaves the same files.
+        """
+        return None
 
     def discriminator_features(self, x: torch.Tensor) -> torch.Tensor:
         """Features the learned discriminator sees; quadratic suits low-dimensional data."""
