@@ -82,8 +82,9 @@ METRICS: dict[str, str] = {
     "tagger flags as synthetic (ground truth)",
     "tagger_fpr": "share of the original items in the generation's pool that the filter's tagger "
     "flags as synthetic (ground truth)",
-    "log_variance_ratio": "ln(var(generated samples) / var(original)), unbiased sample variance "
-    "averaged over dimensions (0 = variance kept, negative = collapse)",
+    "log_variance_ratio": "ln(var / var(original)): the fitted variance for the gaussian family, "
+    "else the unbiased variance of generated samples averaged over dimensions (0 = variance kept, "
+    "negative = collapse)",
 }
 
 _ELEMENT_BUDGET = 1 << 24  # elements per intermediate tensor when chunking (128 MiB in float64)

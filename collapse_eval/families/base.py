@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from collapse_eval.rng import ChainRandom
@@ -38,7 +39,7 @@ class NumericFamily(ABC):
     """Base class of tensor families (gaussian, gmm; the VAE builds on it too)."""
 
     name: ClassVar[str]
-    #: the metric that reports treat as "how much of the tail is left" (1 = all of it)
+    #: the metric that reports read as "how much of the tail is left" (see :meth:`tail_loss`)
     tail_metric: ClassVar[str]
     #: the metrics a one-screen summary shows
     summary_metrics: ClassVar[tuple[str, ...]]
@@ -69,6 +70,14 @@ class NumericFamily(ABC):
     def metrics(self, params: Params, samples: torch.Tensor,
                 context: MetricContext) -> dict[str, torch.Tensor]:
         """Metrics per chain (names from :data:`collapse_eval.metrics.METRICS`), each (chains,)."""
+
+    @classmethod
+    def tail_loss(cls, values: np.ndarray) -> np.ndarray:
+        """How much of the tail is lost, from :attr:`tail_metric` values (0 = nothing lost).
+
+        The default reads the metric as a share kept (recall, tail-mass ratio): loss = 1 - value.
+        """
+        return 1.0 - values
 
     def write_artifacts(self, params: Params, samples: torch.Tensor, generation: int,
                         folder: Path) -> None:

@@ -1,0 +1,379 @@
+"""The benchmark report: how much of the tail each policy keeps, in Markdown and offline HTML.
+
+The headline is the *share of tail loss prevented* at the last generation,
+
+    (loss(scrape) - loss(policy)) / (loss(scrape) - loss(filter:oracle)),
+
+0 for a policy that does no better than training on the unfiltered web and 1 for one as good as
+perfect provenance. Each family defines its tail loss (:meth:`NumericFamily.tail_loss`). Intervals
+are 95% percentile bootstrap intervals over seeds, resampling seeds jointly across policies
+(every policy sees the same original data per seed, so the comparison is paired).
+
+``report.html`` embeds its plots as data URIs: it opens offline, in any browser, from anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from collapse_eval.families import family_class
+from collapse_eval.metrics import METRICS
+from collapse_eval.plots import plot_metric
+from provenance.atomic import atomic_path
+from provenance.errors import InputError
+
+BOOTSTRAP = 2000
+_NOISY = re.compile(r"^filter:noisy\(tpr=([0-9.]+),fpr=([0-9.]+)\)$")
+
+
+@dataclass
+class Share:
+    """A share of tail loss prevented with its bootstrap interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def text(self) -> str:
+        if math.isnan(self.estimate):
+            return "n/a"
+        return f"{self.estimate:.2f} [{self.low:.2f}, {self.high:.2f}]"
+
+
+def final_losses(results: pl.DataFrame, family: str) -> pl.DataFrame:
+    """Tail loss per policy and seed at the family's last generation (columns: policy, seed,
+    loss)."""
+    cls = family_class(family)
+    rows = results.filter((pl.col("family") == family) & (pl.col("metric") == cls.tail_metric))
+    last = rows.filter(pl.col("generation") == rows.get_column("generation").max())
+    return last.select("policy", "seed", pl.Series(
+        "loss", cls.tail_loss(last.get_column("value").to_numpy())))
+
+
+def prevented_shares(losses: pl.DataFrame, baseline: str = "scrape",
+                     seed: int = 0) -> dict[str, Share]:
+    """Share of ``baseline``'s tail loss prevented per policy, paired bootstrap over seeds.
+
+    When the baseline does not lose significantly more tail than ``filter:oracle`` (the 95%
+    interval of the gap includes 0) there is nothing to prevent and every share is n/a, rather
+    than a ratio of two noises.
+    """
+    table = losses.pivot(on="policy", index="seed", values="loss").sort("seed")
+    if baseline not in table.columns or "filter:oracle" not in table.columns:
+        return {}
+    policies = [c for c in table.columns if c != "seed"]
+    matrix = table.select(policies).to_numpy()
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, matrix.shape[0], size=(BOOTSTRAP, matrix.shape[0]))
+    boot_means = matrix[draws].mean(axis=1)  # (BOOTSTRAP, policies)
+    means = matrix.mean(axis=0)
+    base, oracle = policies.index(baseline), policies.index("filter:oracle")
+    gap_low = np.percentile(boot_means[:, base] - boot_means[:, oracle], 2.5)
+    if gap_low <= 0:
+        return {p: Share(math.nan, math.nan, math.nan) for p in policies}
+
+    def ratio(m: np.ndarray) -> np.ndarray:
+        gap = m[..., base] - m[..., oracle]
+        return (m[..., base, None] - m) / gap[..., None]
+
+    point, boot = ratio(means), ratio(boot_means)
+    shares = {}
+    for i, policy in enumerate(policies):
+        low, high = np.percentile(boot[:, i], [2.5, 97.5])
+        shares[policy] = Share(float(point[i]), float(low), float(high))
+    return shares
+
+
+def mean_interval(values: np.ndarray, seed: int = 0) -> Share:
+    """Mean with a 95% bootstrap interval (used for tail losses)."""
+    rng = np.random.default_rng(seed)
+    boot = values[rng.integers(0, values.size, size=(BOOTSTRAP, values.size))].mean(axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return Share(float(values.mean()), float(low), float(high))
+
+
+def sweep_points(losses: pl.DataFrame) -> list[tuple[float, float, Share]]:
+    """(TPR, FPR, tail loss with interval) for every noisy-tagger filter, by TPR."""
+    points = []
+    for policy in losses.get_column("policy").unique(maintain_order=True).to_list():
+        match = _NOISY.match(policy)
+        if match:
+            values = losses.filter(pl.col("policy") == policy).get_column("loss").to_numpy()
+            points.append((float(match.group(1)), float(match.group(2)), mean_interval(values)))
+    return sorted(points, key=lambda p: p[0])
+
+
+def filter_rates(results: pl.DataFrame, family: str) -> pl.DataFrame:
+    """What each tagger achieved inside the loop: mean TPR/FPR over generations and seeds."""
+    rows = results.filter((pl.col("family") == family)
+                          & pl.col("metric").is_in(["tagger_tpr", "tagger_fpr"]))
+    if rows.is_empty():
+        return pl.DataFrame(schema={"policy": pl.String, "tpr": pl.Float64, "fpr": pl.Float64})
+    return (rows.group_by("policy", maintain_order=True)
+            .agg(pl.col("value").filter(pl.col("metric") == "tagger_tpr").mean().alias("tpr"),
+                 pl.col("value").filter(pl.col("metric") == "tagger_fpr").mean().alias("fpr")))
+
+
+def _mean_at(results: pl.DataFrame, family: str, policy: str, metric: str,
+             generation: int) -> float:
+    values = results.filter((pl.col("family") == family) & (pl.col("policy") == policy)
+                            & (pl.col("metric") == metric)
+                            & (pl.col("generation") == generation)).get_column("value")
+    return float(values.mean()) if values.len() else math.nan
+
+
+def theory_rows(results: pl.DataFrame, configs: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """Our numbers beside theory and the paper's, with the gap stated."""
+    rows: list[list[str]] = []
+    if "gaussian" in configs and "replace" in configs["gaussian"]["policies"]:
+        cfg = configs["gaussian"]
+        m, last = cfg["samples"], cfg["generations"]
+        fits = last + 1
+        half = torch.tensor((m - 1) / 2, dtype=torch.float64)
+        expected = fits * (torch.special.digamma(half).item() + math.log(2 / (m - 1)))
+        measured = _mean_at(results, "gaussian", "replace", "log_variance_ratio", last)
+        rows.append(["gaussian", f"E ln(s2/s0^2) after {fits} fits, replace, M={m}",
+                     f"{measured:.3f}", f"{expected:.3f} (theorem)",
+                     f"{measured - expected:+.3f}"])
+        mse = _mean_at(results, "gaussian", "replace", "mean_sq_error", last)
+        rows.append(["gaussian", f"E (mu - mu_0)^2 after {fits} fits", f"{mse:.3f}",
+                     f"{fits / m:.3f} (n/M)", f"{mse - fits / m:+.3f}"])
+    if "gmm" in configs and "replace" in configs["gmm"]["policies"]:
+        cfg = configs["gmm"]
+        first = _mean_at(results, "gmm", "replace", "component_std", 0)
+        last = _mean_at(results, "gmm", "replace", "component_std", cfg["generations"])
+        rows.append(["gmm", f"component std, generation 0 -> {cfg['generations']} (replace, "
+                     f"{cfg['samples']} samples)", f"{first:.3f} -> {last:.3f}",
+                     "about 0.9 -> 0.01 by generation 2000 (paper)",
+                     "shorter run" if cfg["generations"] < 2000 else "same length"])
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering
+
+
+def _load_family(run_dir: Path, family: str, folder: str) -> tuple[pl.DataFrame, dict, dict]:
+    base = run_dir / folder
+    path = base / "results.parquet"
+    if not path.exists():
+        raise InputError("no results.parquet; run the benchmark first (tailguard bench)",
+                         file=str(path))
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    info_path = base / "run.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+    return pl.read_parquet(path), config, info
+
+
+def _families(run_dir: Path) -> dict[str, str]:
+    bench = run_dir / "bench.json"
+    if bench.exists():
+        return json.loads(bench.read_text(encoding="utf-8"))["folders"]
+    if (run_dir / "config.json").exists():  # a single `tailguard collapse run` folder
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        return {config["family"]: "."}
+    raise InputError("not a benchmark or collapse run folder (no bench.json or config.json)",
+                     file=str(run_dir))
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+@dataclass
+class Report:
+    markdown: Path
+    html: Path
+    images: list[Path]
+
+
+def write_report(run_dir: str | os.PathLike) -> Report:
+    """Write ``report.md`` and a self-contained ``report.html`` for a benchmark or run folder."""
+    run_dir = Path(run_dir)
+    folders = _families(run_dir)
+    files = run_dir / "report_files"
+    files.mkdir(exist_ok=True)
+    md: list[str] = ["# tailguard collapse benchmark", ""]
+    images: list[Path] = []
+    configs, infos, all_results = {}, {}, []
+    headline_rows, rate_rows = [], []
+    sections: list[str] = []
+    for family, folder in folders.items():
+        results, config, info = _load_family(run_dir, family, folder)
+        configs[family], infos[family] = config, info
+        all_results.append(results)
+        cls = family_class(family)
+        losses = final_losses(results, family)
+        vs_scrape = prevented_shares(losses, "scrape")
+        vs_replace = prevented_shares(losses, "replace")
+        last = int(results.get_column("generation").max())
+        for policy in config["policies"]:
+            if _NOISY.match(policy) and policy != "filter:noisy(tpr=0.9,fpr=0.05)":
+                continue  # sweep points have their own plot
+            values = losses.filter(pl.col("policy") == policy).get_column("loss").to_numpy()
+            headline_rows.append([
+                family, policy, mean_interval(values).text(),
+                vs_scrape[policy].text() if policy in vs_scrape else "n/a",
+                vs_replace[policy].text() if policy in vs_replace else "n/a",
+            ])
+        for row in filter_rates(results, family).iter_rows(named=True):
+            rate_rows.append([family, row["policy"], f"{row['tpr']:.3f}", f"{row['fpr']:.3f}"])
+        sections.append(f"## {family}")
+        sections.append("")
+        sections.append(f"{len(config['seeds'])} seeds, {config['samples']} samples per "
+                        f"generation, generations 0..{last}. Tail metric: `{cls.tail_metric}` "
+                        f"({METRICS.get(cls.tail_metric, '')}).")
+        sections.append("")
+        main_policies = [p for p in config["policies"]
+                         if not _NOISY.match(p) or p == "filter:noisy(tpr=0.9,fpr=0.05)"]
+        shown = results.filter(pl.col("policy").is_in(main_policies))
+        for metric in dict.fromkeys([cls.tail_metric, *cls.summary_metrics]):
+            if shown.filter(pl.col("metric") == metric).is_empty():
+                continue
+            image = plot_metric(shown, metric, files / f"{family}-{metric}.png",
+                                title=f"{family}: {metric} (mean, 95% band across seeds)")
+            images.append(image)
+            sections.append(f"![{family} {metric}](report_files/{image.name})")
+            sections.append("")
+        points = sweep_points(losses)
+        if points:
+            references = {p: mean_interval(losses.filter(pl.col("policy") == p)
+                                           .get_column("loss").to_numpy())
+                          for p in ("scrape", "filter:oracle", "replace")
+                          if p in config["policies"]}
+            image = _plot_sweep(points, references, family, files / f"{family}-sweep.png")
+            images.append(image)
+            sections.append("Detection-quality sweep: tail loss at the last generation when the "
+                            f"filter's tagger has FPR {points[0][1]:g} and the recall on the x "
+                            "axis; dotted lines are scrape (no filter), filter:oracle and "
+                            "replace.")
+            sections.append("")
+            sections.append(f"![{family} sweep](report_files/{image.name})")
+            sections.append("")
+            sections += _md_table(["tagger TPR", "tail loss"],
+                                  [[f"{t:g}", s.text()] for t, _, s in points])
+            sections.append("")
+    results = pl.concat(all_results)
+    md.append("## Share of tail loss prevented (last generation)")
+    md.append("")
+    md.append("(loss(B) - loss(policy)) / (loss(B) - loss(filter:oracle)) for the baseline B = "
+              "scrape (the unfiltered web) and B = replace (the paper's collapse): 1 = as good as "
+              "perfect provenance, 0 = no better than B. Tail loss is the family's (see each "
+              "section), mean over seeds. Brackets: 95% bootstrap intervals over seeds; n/a when "
+              "B does not lose significantly more tail than filter:oracle.")
+    md.append("")
+    md += _md_table(["family", "policy", "tail loss", "prevented vs scrape",
+                     "prevented vs replace"], headline_rows)
+    md.append("")
+    if rate_rows:
+        md.append("## What the filters achieved inside the loop")
+        md.append("")
+        md += _md_table(["family", "policy", "TPR", "FPR"], rate_rows)
+        md.append("")
+    theory = theory_rows(results, configs)
+    if theory:
+        md.append("## Against theory and the paper")
+        md.append("")
+        md += _md_table(["family", "quantity", "ours", "reference", "gap"], theory)
+        md.append("")
+    md += sections
+    md.append("## Environment")
+    md.append("")
+    env_rows = [[family, info.get("tailguard", "?"), info.get("torch", "?"),
+                 str(info.get("device", "?")), f"{len(configs[family]['seeds'])}",
+                 info.get("run_id", "?"), f"{info.get('seconds', float('nan')):.1f}"]
+                for family, info in infos.items()]
+    md += _md_table(["family", "tailguard", "torch", "device", "seeds", "run id (spec hash)",
+                     "wall s"], env_rows)
+    md.append("")
+    md_path = run_dir / "report.md"
+    with atomic_path(md_path) as tmp:
+        tmp.write_text("\n".join(md), encoding="utf-8")
+    html_path = run_dir / "report.html"
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(_to_html(md, run_dir), encoding="utf-8")
+    return Report(md_path, html_path, images)
+
+
+def _plot_sweep(points: list[tuple[float, float, Share]], references: dict[str, Share],
+                family: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tpr = np.array([p[0] for p in points])
+    est = np.array([p[2].estimate for p in points])
+    low = np.array([p[2].low for p in points])
+    high = np.array([p[2].high for p in points])
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    try:
+        ax.errorbar(tpr, est, yerr=[est - low, high - est], marker="o", capsize=3,
+                    label="filter:noisy")
+        for (name, ref), color in zip(references.items(), ("tab:red", "tab:green", "tab:purple"),
+                                      strict=False):
+            ax.axhline(ref.estimate, color=color, linestyle=":", linewidth=1.2, label=name)
+        ax.set_xlabel(f"tagger TPR (FPR {points[0][1]:g})")
+        ax.set_ylabel("tail loss at the last generation")
+        ax.set_title(f"{family}: how good must detection be?")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+_IMAGE = re.compile(r"^!\[(.*)\]\((.*)\)$")
+
+
+def _to_html(md: list[str], run_dir: Path) -> str:
+    """A small Markdown subset (headings, tables, images, paragraphs) to standalone HTML."""
+    out = ["<!doctype html><html><head><meta charset='utf-8'><title>tailguard report</title>",
+           "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+           "padding:.3em .6em;text-align:left}img{max-width:100%}</style></head><body>"]
+    i = 0
+    while i < len(md):
+        line = md[i]
+        if line.startswith("|"):
+            rows = []
+            while i < len(md) and md[i].startswith("|"):
+                if not md[i].startswith("|---"):
+                    rows.append([c.strip() for c in md[i].strip("|").split("|")])
+                i += 1
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+                       + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                    for r in rows[1:]]
+            out.append("</table>")
+            continue
+        match = _IMAGE.match(line)
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
+        elif match:
+            data = base64.b64encode((run_dir / match.group(2)).read_bytes()).decode()
+            out.append(f"<p><img alt='{html.escape(match.group(1))}' "
+                       f"src='data:image/png;base64,{data}'></p>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line).replace('`', '')}</p>")
+        i += 1
+    out.append("</body></html>")
+    return "\n".join(out)
