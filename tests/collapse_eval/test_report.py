@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from collapse_eval.bench import run_bench
-from collapse_eval.report import mean_interval, prevented_shares, sweep_points, write_report
+from collapse_eval.report import mean_interval, prevented_shares, sweep_points
 
 
 def _losses(means: dict[str, float], seeds: int = 40, noise: float = 0.05) -> pl.DataFrame:
