@@ -6,8 +6,10 @@ folder, 30% in a synthetic folder), then builds a mixture of M documents with 30
 * tailguard: ``build_mixture`` (lazy polars passes, XXH64 keyed ranking, parquet shards);
 * pandas: what a user would write — read everything, ``sample`` per class, concat, write.
 
-Each runs in its own process so that peak RSS (``ru_maxrss``) is its own. Run at two corpus sizes
-to show that tailguard's memory does not grow with the corpus.
+Each runs in its own process so that peak RSS (``ru_maxrss``) is its own; the two alternate, each
+``--repeat`` times, and the table and JSON report medians (the machine may be shared; every run
+and its CPU time are kept in the JSON). Run at two corpus sizes to show that tailguard's memory
+does not grow with the corpus.
 
     python benchmarks/bench_mix.py                 # 10M documents -> 2M mixture (and 5M -> 2M)
     python benchmarks/bench_mix.py --quick         # 1M -> 200k
@@ -17,7 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,7 +89,9 @@ def child(args: argparse.Namespace) -> None:
     runner = run_tailguard if args.child == "tailguard" else run_pandas
     result = runner(Path(args.data), Path(args.out), args.target)
     result["seconds"] = time.perf_counter() - start
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
     print(json.dumps(result))
 
 
@@ -97,9 +104,23 @@ def measure(which: str, data: Path, out: Path, target: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def summarise(runs: list[dict]) -> dict:
+    """Medians of a list of runs of one implementation, with the runs themselves."""
+    return {
+        "documents": runs[0]["documents"],
+        "synthetic_share": runs[0]["synthetic_share"],
+        **{k: statistics.median(r[k] for r in runs)
+           for k in ("seconds", "cpu_seconds", "peak_rss_mb")},
+        "runs": [{k: round(r[k], 3) for k in ("seconds", "cpu_seconds", "peak_rss_mb")}
+                 for r in runs],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each implementation per corpus size (medians reported)")
     parser.add_argument("--child", choices=["tailguard", "pandas"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -118,15 +139,19 @@ def main() -> None:
             t0 = time.perf_counter()
             generate(data, n)
             print(f"generated {n:,} documents in {time.perf_counter() - t0:.1f} s")
-            ours = measure("tailguard", data, Path(tmp) / f"ours-{n}", target)
-            theirs = measure("pandas", data, Path(tmp) / f"pandas-{n}", target)
+            measured: dict[str, list[dict]] = {"tailguard": [], "pandas": []}
+            for r in range(args.repeat):
+                for which in measured:
+                    out = Path(tmp) / f"{which}-{n}-{r}"
+                    measured[which].append(measure(which, data, out, target))
+                    shutil.rmtree(out, ignore_errors=True)
+            ours, theirs = summarise(measured["tailguard"]), summarise(measured["pandas"])
             runs[n] = {"tailguard": ours, "pandas": theirs}
-            print(f"  {n:>11,} docs  tailguard {ours['seconds']:6.1f} s {ours['peak_rss_mb']:7.0f}"
-                  f" MB   pandas {theirs['seconds']:6.1f} s {theirs['peak_rss_mb']:7.0f} MB   "
-                  f"speed {theirs['seconds'] / ours['seconds']:.1f}x, memory "
-                  f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f} of pandas")
-            import shutil
-
+            print(f"  {n:>11,} docs  tailguard {ours['seconds']:6.2f} s {ours['peak_rss_mb']:7.0f}"
+                  f" MB   pandas {theirs['seconds']:6.2f} s {theirs['peak_rss_mb']:7.0f} MB   "
+                  f"speed {theirs['seconds'] / ours['seconds']:.2f}x, memory "
+                  f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f} of pandas "
+                  f"(medians of {args.repeat})")
             shutil.rmtree(data)
     largest = runs[max(runs)]
     ours, theirs = largest["tailguard"], largest["pandas"]
@@ -138,9 +163,9 @@ def main() -> None:
         "peak_rss_mb": {"tailguard": round(ours["peak_rss_mb"]),
                         "pandas": round(theirs["peak_rss_mb"])},
         "params": {"corpus_docs": max(runs), "mixture_docs": target, "synthetic_ratio": 0.3,
-                   "hash": "xxh64", "quick": args.quick,
-                   "by_corpus_size": {str(n): r for n, r in runs.items()}},
-        "machine": machine(),
+                   "hash": "xxh64", "quick": args.quick, "repeat": args.repeat,
+                   "statistic": "median", "by_corpus_size": {str(n): r for n, r in runs.items()}},
+        "machine": machine(load_average=[round(x, 2) for x in os.getloadavg()]),
     }
     write_result(ROOT / "benchmarks" / "results" / "bench_mix.json", out)
 

@@ -251,3 +251,91 @@ def budget_prefix(keys: np.ndarray, tokens: np.ndarray, budget: int) -> tuple[fl
     if n == 0:
         return None, 0, 0
     return keys[order[n - 1]].item(), n, int(cumulative[n - 1])
+
+
+def kth_smallest_in_place(values: np.ndarray, k: int) -> float | int | None:
+    """:func:`kth_smallest` without a copy: ``values`` is left partially reordered.
+
+    Examples
+    --------
+    >>> kth_smallest_in_place(np.array([5, 1, 4, 2], dtype=np.uint64), 2)
+    2
+    """
+    if k <= 0:
+        return None
+    if k > values.size:
+        raise ValueError(f"k={k} exceeds the {values.size} values")
+    values.partition(k - 1)
+    return values[k - 1].item()
+
+
+@numba.njit(cache=True, nogil=True)
+def _mark_repeats(keys, eligible, seen, twice, mask):
+    """Set a bit per key (its low bits) in ``seen``, and in ``twice`` where one was already set."""
+    check = eligible.size > 0
+    for i in range(keys.size):
+        if check and not eligible[i]:
+            continue
+        b = keys[i] & mask
+        byte = b >> np.uint64(3)
+        bit = np.uint8(1) << np.uint8(b & np.uint64(7))
+        if seen[byte] & bit:
+            twice[byte] |= bit
+        else:
+            seen[byte] |= bit
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_repeats(keys, eligible, twice, mask, out, n):
+    """Append the keys whose bit is set in ``twice`` to ``out`` (from position n); new n."""
+    check = eligible.size > 0
+    for i in range(keys.size):
+        if check and not eligible[i]:
+            continue
+        b = keys[i] & mask
+        if twice[b >> np.uint64(3)] & (np.uint8(1) << np.uint8(b & np.uint64(7))):
+            if n < out.size:
+                out[n] = keys[i]
+            n += 1
+    return n
+
+
+def duplicated_keys(parts: list[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
+    """The key values that occur more than once across ``parts`` (sorted, usually empty).
+
+    Each part is (keys, eligible): only keys where ``eligible`` is True count (None: all). Keys
+    are hashes, so a bitmap of their low bits finds the few candidates (bits hit twice) in two
+    passes, and only those are sorted: linear time, memory a few bits per key.
+
+    Examples
+    --------
+    >>> keys = np.array([7, 3, 9, 3], dtype=np.uint64)
+    >>> duplicated_keys([(keys, None)]).tolist()
+    [3]
+    >>> duplicated_keys([(keys, np.array([True, True, True, False]))]).tolist()
+    []
+    """
+    total = sum(k.size if m is None else int(np.count_nonzero(m)) for k, m in parts)
+    if total < 2:
+        return np.zeros(0, dtype=np.uint64)
+    bits = min(27, max(10, (total - 1).bit_length() + 3))
+    mask = np.uint64((1 << bits) - 1)
+    seen = np.zeros(1 << (bits - 3), dtype=np.uint8)
+    twice = np.zeros(1 << (bits - 3), dtype=np.uint8)
+    everything = np.zeros(0, dtype=np.bool_)
+    for keys, eligible in parts:
+        _mark_repeats(keys, everything if eligible is None else eligible, seen, twice, mask)
+    del seen
+    # About total**2 / 2**bits keys share a bit by chance; room for twice that, else recount.
+    out = np.empty(2 * total * total // (1 << bits) + 1024, dtype=np.uint64)
+    for _ in range(2):
+        n = 0
+        for keys, eligible in parts:
+            n = _gather_repeats(keys, everything if eligible is None else eligible, twice, mask,
+                                out, n)
+        if n <= out.size:
+            break
+        out = np.empty(n, dtype=np.uint64)
+    candidates = np.sort(out[:n])
+    repeated = candidates[1:][candidates[1:] == candidates[:-1]]
+    return np.unique(repeated)

@@ -9,17 +9,25 @@ folder, with the same rejects rules as tagging.
 Every frame leaves here with: the id and text columns, ``mix_source`` (the source's name),
 ``mix_pool`` (``original``, ``synthetic`` or ``scraped``), the provenance columns (filled from the
 source's role where the data has none), ``_generation`` and the ranking key ``_key``.
+
+Every source is therefore backed by parquet files (:attr:`LoadedSource.files`), which the build's
+metadata pass reads row group by row group (:func:`iter_row_groups`) instead of going through the
+lazy frame; the expressions that derive the mixer's columns (:func:`reason_expr`,
+:func:`pool_expr`, :func:`generation_expr`) are shared by both, so they agree row for row.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mixers.sampling import selection_key
 from mixers.spec import MixtureSpec, Source
@@ -59,13 +67,19 @@ POOL_DTYPE = pl.Enum(POOLS)
 @dataclass
 class LoadedSource:
     """A source ready for mixing. ``counts`` is filled while reading for staged sources and by
-    the build's metadata pass for parquet sources (``staged`` tells which)."""
+    the build's metadata pass for parquet sources (``staged`` tells which).
+
+    ``files`` are the parquet files ``frame`` reads, in order (the staged copy for staged
+    sources); ``raw_schema`` is the schema of their data before the mixer's columns are added.
+    """
 
     source: Source
     name: str
     frame: pl.LazyFrame
     counts: CorpusCounts = field(default_factory=CorpusCounts)
     staged: bool = False
+    files: list[Path] = field(default_factory=list)
+    raw_schema: dict[str, pl.DataType] = field(default_factory=dict)
 
 
 def source_names(sources: tuple[Source, ...]) -> list[str]:
@@ -105,8 +119,10 @@ def load_source(
     if isinstance(path, (str, os.PathLike)):
         inputs = resolve_inputs(path)
         if all(kind == "parquet" for kind, _ in inputs):
-            frame = _scan_parquet([p for _, p in inputs], spec, counts)
-            return LoadedSource(source, name, _decorate(frame, source, name, spec), counts)
+            files = [p for _, p in inputs]
+            frame = _scan_parquet(files, spec, counts)
+            return LoadedSource(source, name, _decorate(frame, source, name, spec), counts,
+                                files=files, raw_schema=dict(frame.collect_schema()))
     reader = CorpusReader(
         path, id_field=spec.id_field, text_field=spec.text_field, on_reject=on_reject
     )
@@ -124,7 +140,9 @@ def load_source(
         pl.lit(None, dtype=pl.String).alias(FILE_COL),
         pl.lit(None, dtype=pl.UInt32).alias(ROW_COL),
     )
-    return LoadedSource(source, name, _decorate(frame, source, name, spec), counts, staged=True)
+    return LoadedSource(source, name, _decorate(frame, source, name, spec), counts, staged=True,
+                        files=[staged] if writer.rows else [],
+                        raw_schema=dict(frame.collect_schema()))
 
 
 def _scan_parquet(files: list[Path], spec: MixtureSpec, counts: CorpusCounts) -> pl.LazyFrame:
@@ -159,14 +177,18 @@ def _scan_parquet(files: list[Path], spec: MixtureSpec, counts: CorpusCounts) ->
             .with_columns(pl.lit(str(path)).alias(FILE_COL))
         )
     frame = pl.concat(frames, how="diagonal_relaxed")
-    text = pl.col(text_col)
-    reason = (
+    return frame.with_columns(reason_expr(spec).alias(REJECT_COL))
+
+
+def reason_expr(spec: MixtureSpec) -> pl.Expr:
+    """Why a parquet row cannot be mixed (null when it can): no text, blank text, or no id."""
+    text = pl.col(spec.text_field)
+    return (
         pl.when(text.is_null()).then(pl.lit(RejectReason.MISSING_TEXT.value))
         .when(text.str.strip_chars() == "").then(pl.lit(RejectReason.EMPTY_TEXT.value))
-        .when(pl.col(id_col).is_null()).then(pl.lit(RejectReason.BAD_ID.value))
+        .when(pl.col(spec.id_field).is_null()).then(pl.lit(RejectReason.BAD_ID.value))
         .otherwise(None)
     )
-    return frame.with_columns(reason.alias(REJECT_COL))
 
 
 def reject_from_row(rec: dict[str, Any], spec: MixtureSpec) -> Reject:
@@ -202,6 +224,16 @@ def _decorate(frame: pl.LazyFrame, source: Source, name: str, spec: MixtureSpec)
         if col not in schema and col not in fill:
             fill[col] = pl.lit(None, dtype=dtype)
     frame = frame.with_columns(**fill) if fill else frame
+    return frame.with_columns(
+        pl.lit(name).alias(SOURCE_COL),
+        pool_expr(source).alias(POOL_COL),
+        generation_expr(source).alias(GEN_COL),
+        selection_key(name, spec.id_field, spec.seed).alias(KEY_COL),
+    )
+
+
+def pool_expr(source: Source) -> pl.Expr:
+    """The pool of each row: fixed by the role, or by the tag for ``from-tags`` sources."""
     if source.role == "human":
         pool = pl.lit("original")
     elif source.role == "synthetic":
@@ -212,12 +244,88 @@ def _decorate(frame: pl.LazyFrame, source: Source, name: str, spec: MixtureSpec)
             .then(pl.lit("synthetic"))
             .otherwise(pl.lit("scraped"))
         )
-    generation = pl.col(PROV_GENERATION).cast(pl.Int64)
+    return pool.cast(POOL_DTYPE)
+
+
+def generation_expr(source: Source) -> pl.Expr:
+    """The synthetic generation of each row (Int64, null when unknown)."""
     if source.generation is not None:
-        generation = pl.lit(source.generation, dtype=pl.Int64)
-    return frame.with_columns(
-        pl.lit(name).alias(SOURCE_COL),
-        pool.cast(POOL_DTYPE).alias(POOL_COL),
-        generation.alias(GEN_COL),
-        selection_key(name, spec.id_field, spec.seed).alias(KEY_COL),
-    )
+        return pl.lit(source.generation, dtype=pl.Int64)
+    return pl.col(PROV_GENERATION).cast(pl.Int64)
+
+
+# -- reading the files behind a source, row group by row group -----------------------------------
+
+
+@dataclass
+class RowGroup:
+    """One row group of one file: its position, its row count and the columns read from it.
+
+    ``columns`` maps each requested column the file has to its Arrow array; ``text_clean`` is
+    True when the row group's statistics prove that no text is null, empty or blank (so the
+    text column did not have to be read to validate it).
+    """
+
+    file: Path
+    index: int
+    rows: int
+    columns: dict[str, pa.Array]
+    text_clean: bool = False
+
+
+def file_rows(path: Path) -> int:
+    """Rows in a parquet file, from its footer."""
+    return pq.read_metadata(path).num_rows
+
+
+def _text_clean(row_group: pq.RowGroupMetaData, position: int | None) -> bool:
+    """Whether the statistics prove every text in the row group non-null and not blank.
+
+    The statistics bound every value between min and max (byte-wise). When both start with a
+    byte in 0x21..0xC1, so does every value: a printable ASCII character, never whitespace
+    (Unicode whitespace starts with 0x09..0x0D, 0x20, 0xC2, 0xE1, 0xE2 or 0xE3), so no value is
+    empty or blank after stripping.
+    """
+    if position is None:
+        return False
+    stats = row_group.column(position).statistics
+    if stats is None or not stats.has_null_count or stats.null_count != 0:
+        return False
+    if not stats.has_min_max:
+        return False
+    low, high = stats.min, stats.max
+    low = low.encode() if isinstance(low, str) else low
+    high = high.encode() if isinstance(high, str) else high
+    if not isinstance(low, bytes) or not isinstance(high, bytes) or not low or not high:
+        return False
+    return 0x20 < low[0] and high[0] < 0xC2
+
+
+def iter_row_groups(
+    path: Path, columns: list[str], *, text_field: str | None = None, read_text: bool = True
+) -> Iterator[RowGroup]:
+    """Read ``columns`` (those the file has) one row group at a time.
+
+    With ``text_field``, the text column is only read where the row group's statistics do not
+    already prove it clean (unless ``read_text``, which always reads it).
+    """
+    with pq.ParquetFile(path) as parquet:
+        meta = parquet.metadata
+        present = set(parquet.schema_arrow.names)
+        position = None
+        if text_field is not None:
+            paths = [meta.schema.column(i).path for i in range(meta.num_columns)]
+            position = paths.index(text_field) if paths.count(text_field) == 1 else None
+        wanted = [c for c in dict.fromkeys(columns) if c in present]
+        for index in range(meta.num_row_groups):
+            group = meta.row_group(index)
+            clean = text_field is not None and _text_clean(group, position)
+            names = list(wanted)
+            if (text_field is not None and text_field in present and text_field not in names
+                    and (read_text or not clean)):
+                names.append(text_field)
+            table = parquet.read_row_group(index, columns=names) if names else None
+            arrays = {} if table is None else {
+                n: table.column(n).combine_chunks() for n in table.column_names
+            }
+            yield RowGroup(path, index, group.num_rows, arrays, clean)

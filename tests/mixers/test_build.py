@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import datasets
+import numpy as np
 import polars as pl
 import pytest
 
@@ -310,3 +311,154 @@ def test_in_memory_pipeline_with_frames_and_datasets(tmp_path: Path) -> None:
     pl.read_parquet(shard).head(10).write_parquet(shard)
     with pytest.raises(InputError, match="sha256 differs from the manifest"):
         load_mixture(tmp_path / "out")
+
+
+# -- the metadata pass (row groups, numpy) agrees with the lazy frame it stands in for -----------
+
+
+def _lazy_metadata(spec_: MixtureSpec, tmp_path: Path) -> tuple[pl.DataFrame, list]:
+    """The per-row columns as the lazy frame computes them, and the metadata pass's arrays."""
+    from mixers import build
+    from mixers.sources import load_source, source_names
+    from provenance.corpus import RejectsWriter
+
+    sink = RejectsWriter(tmp_path / "rejects.jsonl")
+    names = source_names(spec_.sources)
+    loaded = [load_source(s, n, spec_, workdir=tmp_path, on_reject=sink)
+              for s, n in zip(spec_.sources, names, strict=True)]
+    frame = pl.concat([ls.frame for ls in loaded], how="diagonal_relaxed")
+    columns = [pl.col("_key"), pl.col("mix_pool").to_physical().alias("pool"),
+               pl.col("_reject").is_not_null().alias("bad"), pl.col("_generation"),
+               build._filtered_expr(spec_).alias("filtered")]
+    if spec_.strategy == "reweight":
+        columns.append(build._rank_expr(spec_).alias("rank"))
+    if spec_.target_tokens is not None:
+        columns.append(build._token_expr(spec_).alias("tokens"))
+    expected = frame.select(columns).collect()
+    rows = build._read_metadata(loaded, spec_, dict(frame.collect_schema()))
+    sink.close()
+    return expected, rows
+
+
+def _concat(rows: list, get) -> np.ndarray:
+    return np.concatenate([np.asarray(get(r)) for r in rows])
+
+
+@pytest.mark.parametrize("case", ["docs", "filter", "reweight", "generations", "tokens"])
+def test_metadata_pass_agrees_with_the_lazy_frame(
+    corpus: Path, tmp_path: Path, case: str
+) -> None:
+    # Files of several row groups, a null and a blank text, integer ids: the rare paths too.
+    pl.DataFrame({
+        "id": list(range(900)),
+        "text": [None if i == 5 else "\u3000" if i == 400 else f" padded {i}" if i % 7 == 0
+                 else f"text {i}" for i in range(900)],
+        "prov_label": ["synthetic" if i % 3 == 0 else None if i % 5 == 0 else "human"
+                       for i in range(900)],
+        "prov_score": pl.Series([(i % 11) / 10 for i in range(900)], dtype=pl.Float32),
+        "prov_generation": [i % 4 for i in range(900)],
+    }).write_parquet(tmp_path / "web.parquet", row_group_size=200)
+    sources = (Source(str(corpus / "human.parquet"), "human"),
+               Source(str(corpus / "gen1"), "synthetic"),
+               Source(str(corpus / "gen2"), "synthetic", generation=4),
+               Source(str(tmp_path / "web.parquet"), "from-tags"))
+    overrides = {
+        "docs": {},
+        "filter": {"strategy": "filter", "max_score": 0.5, "drop_labels": ("unknown",)},
+        "reweight": {"strategy": "reweight", "reweight_power": 1.5},
+        "generations": {"strategy": "retain", "retain_original": 0.2},
+        "tokens": {"target_docs": None, "target_tokens": 5000},
+    }[case]
+    spec_ = MixtureSpec(**{"sources": sources, "target_docs": 100, "synthetic_ratio": 0.2,
+                           "seed": 3, **overrides})
+    expected, rows = _lazy_metadata(spec_, tmp_path)
+    assert _concat(rows, lambda r: r.key).tolist() == expected["_key"].to_list()
+    pools = _concat(rows, lambda r: r.pool if r.pool is not None
+                    else np.full(r.rows, r.fixed_pool))
+    assert pools.tolist() == expected["pool"].to_list()
+    bad = _concat(rows, lambda r: r.bad if r.bad is not None else np.zeros(r.rows, bool))
+    assert bad.tolist() == expected["bad"].to_list()
+    assert int(bad.sum()) == 2  # the null and the ideographic-space text
+    filtered = _concat(rows, lambda r: r.filtered if r.filtered is not None
+                       else np.zeros(r.rows, bool))
+    assert filtered.tolist() == expected["filtered"].to_list()
+    if case == "generations":
+        gens = [None if r.generation is None else
+                [r.generation] * r.rows if isinstance(r.generation, int) else
+                [None if null else int(g) for g, null in zip(r.generation, r.generation_null,
+                                                             strict=True)]
+                for r in rows]
+        flat = [g for r, part in zip(rows, gens, strict=True)
+                for g in (part if part is not None else [None] * r.rows)]
+        assert flat == expected["_generation"].to_list()
+    if case == "reweight":
+        assert _concat(rows, lambda r: r.ranks).tolist() == expected["rank"].to_list()
+    if case == "tokens":
+        tokens = expected["tokens"].fill_null(0).to_list()
+        assert _concat(rows, lambda r: r.tokens).tolist() == tokens
+
+
+def test_text_statistics_skip_only_row_groups_they_prove_clean(tmp_path: Path) -> None:
+    texts = [f"doc {i}" for i in range(1000)]
+    texts[130] = "\u2003\u3000"        # Unicode whitespace only: rejected
+    texts[131] = " starts with a space"  # valid, but the statistics cannot prove it
+    texts[620] = "\u00e9t\u00e9"        # valid, starts beyond ASCII
+    texts[905] = ""                      # empty: rejected
+    pl.DataFrame({"id": [f"d{i}" for i in range(1000)], "text": texts}).write_parquet(
+        tmp_path / "h.parquet", row_group_size=100)
+    m = build_mixture(MixtureSpec(sources=(Source(str(tmp_path / "h.parquet"), "human"),),
+                                  target_docs=998), tmp_path / "out")
+    rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["reason"]) for r in rejects] == [(130, "empty_text"), (905, "empty_text")]
+    assert m.sources["h.parquet"]["rejected"] == 2 and m.sources["h.parquet"]["read"] == 1000
+    assert shards_frame(tmp_path / "out").height == 998
+
+
+def test_duplicate_ids_are_counted_per_source(tmp_path: Path) -> None:
+    pl.DataFrame({"id": ["a", "a", "b"], "text": ["x", "y", "z"]}).write_parquet(
+        tmp_path / "one.parquet")
+    pl.DataFrame({"id": ["q", "r", "r", "r"], "text": ["x", "y", "z", "w"]}).write_parquet(
+        tmp_path / "two.parquet")
+    sources = (Source(str(tmp_path / "one.parquet"), "human"),
+               Source(str(tmp_path / "two.parquet"), "synthetic"))
+    expected = "duplicate ids within a source \\(one.parquet: 2, two.parquet: 3 rows share an id\\)"
+    with pytest.raises(InputError, match=expected):
+        build_mixture(MixtureSpec(sources=sources, target_docs=2, synthetic_ratio=0.5),
+                      tmp_path / "out")
+    # Rows a strategy excludes are not checked: only the newest generation counts here.
+    newer = (Source(str(tmp_path / "one.parquet"), "human"),
+             Source(str(tmp_path / "two.parquet"), "synthetic", generation=0),
+             Source(str(tmp_path / "one.parquet"), "synthetic", name="newer", generation=1))
+    with pytest.raises(InputError, match="\\(one.parquet: 2, newer: 2 rows share an id\\)"):
+        build_mixture(MixtureSpec(sources=newer, target_docs=2, synthetic_ratio=0.5,
+                                  strategy="retain"), tmp_path / "out")
+
+
+def test_copying_strings_out_of_row_groups_keeps_every_byte(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The write pass copies strings out of the decoded row groups (in the query for text and
+    id, per buffered batch for other string columns); the shards must not change.
+
+    Big enough that a shard's text spans several parquet pages, where the chunk layout of the
+    written table decides the page boundaries.
+    """
+    from mixers import build
+
+    n = 150_000
+    frame = pl.DataFrame({"i": range(n)}).select(
+        pl.format("doc-{}", "i").alias("id"),
+        pl.format("a document of a few words, number {} of the corpus", "i").alias("text"),
+        pl.format("https://example.org/some/long/path/{}", "i").alias("url"),
+    )
+    frame.write_parquet(tmp_path / "human.parquet", row_group_size=10_000)
+    spec_ = MixtureSpec(sources=(Source(str(tmp_path / "human.parquet"), "human"),),
+                        target_docs=100_000, seed=1, shard_rows=60_000)
+    copied = build_mixture(spec_, tmp_path / "a")
+    selected = build._selected
+    monkeypatch.setattr(build, "_compact", lambda batch, skip=(): batch)
+    monkeypatch.setattr(build, "_selected", lambda frame, copies, copied=(): selected(frame,
+                                                                                       copies))
+    plain = build_mixture(spec_, tmp_path / "b")
+    assert [s["sha256"] for s in copied.shards] == [s["sha256"] for s in plain.shards]
+    assert [s["rows"] for s in copied.shards] == [60_000, 40_000]
