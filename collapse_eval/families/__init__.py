@@ -7,7 +7,7 @@ from typing import Any
 from collapse_eval.families.base import MetricContext, NumericFamily, Params
 from provenance.errors import ConfigError
 
-NUMERIC_FAMILIES = ("gaussian", "gmm")
+NUMERIC_FAMILIES = ("gaussian", "gmm", "vae")
 
 
 def family_class(name: str) -> type[NumericFamily]:
@@ -20,6 +20,10 @@ def family_class(name: str) -> type[NumericFamily]:
         from collapse_eval.families.gmm import GMMFamily
 
         return GMMFamily
+    if name == "vae":
+        from collapse_eval.families.vae import VAEFamily
+
+        return VAEFamily
     raise ConfigError(f"unknown family {name!r}; numeric families: {', '.join(NUMERIC_FAMILIES)}")
 
 
