@@ -12,8 +12,8 @@ Shumailov et al. fit a 2-component full-covariance Gaussian mixture in 2-D to 10
   float64 data as numpy draws them), in a subprocess with BLAS and OpenMP pinned to one thread,
   its fastest setting on 2 x 2 problems (its default threading is measured too, on a few chains);
   each chain's loop is run twice and its best time kept. The loop's cost per chain-generation
-  does not depend on how many chains it covers, so one loop over 128 chains gives both figures:
-  ``sklearn_32`` from its first 32 chains, ``sklearn_256`` from all 128 (scaled linearly);
+  does not depend on how many chains it covers, so one loop over 64 chains gives both figures:
+  ``sklearn_32`` from its first 32 chains, ``sklearn_256`` from all 64 (scaled linearly);
 * equality: from the same data and initial parameters, in float64, both fit the same parameters
   (max abs difference over weights, means and covariances; iteration counts compared).
 
@@ -47,7 +47,6 @@ WEIGHTS = (0.7, 0.3)
 MEANS = ((-2.0, 0.0), (2.0, 0.0))
 N, K, D = 1000, 2, 2
 TOL, MAX_ITER = 1e-5, 2000
-DEFAULT_CHAINS, DEFAULT_GENERATIONS = 4, 5  # sklearn with its default threading: a glimpse
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -219,17 +218,20 @@ def measure_tailguard(chain_counts: list[int], generations: int, device: str,
     return rows, last
 
 
-def measure_sklearn(rows: list[dict], chains: int, generations: int,
-                    repeats: int) -> dict[str, float]:
+def measure_sklearn(rows: list[dict], settings: dict) -> dict[str, float]:
     """Adds ``sklearn`` (ms per chain-generation) to each row; returns the run's summary."""
+    chains, generations = settings["sklearn_chains"], settings["generations"]
+    repeats = settings["sklearn_repeats"]
     sk = run_sklearn(chains, generations, repeats)
     seconds = np.asarray(sk["seconds"])
     for row in rows:
         row["sklearn"] = 1e3 * float(seconds[: row["chains"]].mean()) / generations
-    default = run_sklearn(DEFAULT_CHAINS, DEFAULT_GENERATIONS, 1, pinned=False)
+    # with its default threading, only a glimpse: it is slow
+    default_chains, default_generations = settings["sklearn_default"]
+    default = run_sklearn(default_chains, default_generations, 1, pinned=False)
     summary = {
         "em_iterations": float(np.mean(sk["em_iterations"])),
-        "default_threads_ms": 1e3 * float(np.mean(default["seconds"])) / DEFAULT_GENERATIONS,
+        "default_threads_ms": 1e3 * float(np.mean(default["seconds"])) / default_generations,
     }
     print(f"  sklearn: {seconds.sum():.1f} s for {chains} chains (best of {repeats} per chain), "
           f"{summary['em_iterations']:.1f} EM iterations per fit; with its default threading "
@@ -281,8 +283,8 @@ def report(args: argparse.Namespace, rows: list[dict], sk: dict[str, float], che
                 "scaling": f"sklearn_C = mean per chain-generation over the first "
                            f"min(C, {sk_chains}) chains (the loop's cost per chain-generation "
                            "does not depend on C)",
-                "default_threads_measured_on": f"{DEFAULT_CHAINS} chains x "
-                                               f"{DEFAULT_GENERATIONS} generations",
+                "default_threads_measured_on": "{} chains x {} generations".format(
+                    *settings["sklearn_default"]),
             },
             "em_iterations_per_fit": {
                 **{f"tailguard_{r['chains']}": round(r["em_iterations"], 2) for r in rows},
@@ -306,7 +308,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--generations", type=int, help="default 100 (quick: 10)")
     parser.add_argument("--repeats", type=int, help="tailguard runs, best kept (default 3)")
     parser.add_argument("--sklearn-chains", type=int,
-                        help="chains in the sklearn loop (default 128; quick: 16)")
+                        help="chains in the sklearn loop (default 64; quick: 16)")
     parser.add_argument("--sklearn-worker", nargs=4, help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -331,8 +333,9 @@ def main() -> None:
         "device": device, "threads": torch.get_num_threads(),
         "generations": args.generations or (10 if args.quick else 100),
         "repeats": args.repeats or (1 if args.quick else 3),
-        "sklearn_chains": args.sklearn_chains or (16 if args.quick else 128),
+        "sklearn_chains": args.sklearn_chains or (16 if args.quick else 64),
         "sklearn_repeats": 1 if args.quick else 2,
+        "sklearn_default": (2, 3) if args.quick else (4, 5),
         "load": {"start": round(os.getloadavg()[0], 2)},
     }
     generations = settings["generations"]
@@ -340,8 +343,7 @@ def main() -> None:
           f"torch threads {settings['threads']}")
 
     rows, last = measure_tailguard(chain_counts, generations, device, settings["repeats"])
-    sk = measure_sklearn(rows, settings["sklearn_chains"], generations,
-                         settings["sklearn_repeats"])
+    sk = measure_sklearn(rows, settings)
     checks = [equality(last[:16], f"last generation of the {chain_counts[-1]}-chain run"),
               equality(truth_sample_64(16), "the truth (generation 0)")]
     for check in checks:
