@@ -15,12 +15,12 @@ VAE from scratch on those samples only, and so on: the digits blur and the sampl
 
 Model (the paper's): encoder Conv(1->64, 4x4, stride 2) -> Conv(64->128, 4x4, stride 2) ->
 Gaussian latent of size 20; the decoder mirrors it with transposed convolutions; Bernoulli
-likelihood (binary cross-entropy on grey values, as the paper's code does) plus the KL term;
-Adam, lr 1e-3. Every generation trains a fresh VAE per chain. All randomness -- initial
-weights, batch order, reparameterisation noise, latent samples -- is keyed by (chain seed,
-generation) through :class:`~collapse_eval.rng.ChainRandom`, so runs reproduce exactly on CPU
-and a resumed run equals an uninterrupted one. On CUDA the forward pass runs in bfloat16
-autocast with deterministic cuDNN kernels (results then match CPU to rounding only).
+likelihood (binary cross-entropy, also on grey values) plus the KL term; Adam, lr 1e-3. Every
+generation trains a fresh VAE per chain. All randomness -- initial weights, batch order,
+reparameterisation noise, latent samples -- is keyed by (chain seed, generation) through
+:class:`~collapse_eval.rng.ChainRandom`, so runs reproduce exactly on CPU and a resumed run
+equals an uninterrupted one. On CUDA the forward pass runs in bfloat16 autocast with
+deterministic cuDNN kernels (results then match CPU to rounding only).
 
 Samples are draws from the model, x ~ Bernoulli(decoder(z)) with z ~ N(0, I): binary images,
 as MNIST almost is. A draw is what the model's distribution produces, which is what the theory
@@ -34,14 +34,14 @@ paper's notebook: about 0.68 -> 0.45 over five generations); with draws the digi
 into noise over about five generations and recall falls 0.74, 0.39, 0.27, 0.17, 0.06, 0.02.
 ``binarize=False`` publishes the means for those who want them.
 
-Defaults: 5 epochs at batch size 32 (about 625 Adam steps on 4,000 digits). The convolutions
-cost the same per image at any batch size on a CPU, so the small batch buys four times the
-updates of batch 128 for the same time: after five epochs held-out ELBO -121 and recall 0.74
-instead of -166 and 0.13. A whole generation (training at about 1,000 images/s, publishing
-4,000 samples, metrics) then takes about 23 s on one CPU core, and ``replace`` visibly
-collapses within 5 to 10 generations. ``steps`` fixes the number of updates
-instead (useful for ``accumulate``, whose training set grows by ``samples`` every generation);
-``width`` narrows the network for quick tests.
+Defaults: 5 epochs at batch size 32 (about 625 Adam steps on 4,000 digits). On a CPU the
+convolutions cost about as much per image at batch 32 as at 128 (the same on one core, 1.4x
+more on two), so the small batch buys four times the updates for little more time: after five
+epochs, held-out ELBO -121 and recall 0.74 instead of -166 and 0.13. A whole generation
+(training at about 1,000 images/s per core, publishing 4,000 samples, metrics) takes about 23 s
+on one core, and ``replace`` visibly collapses within 5 to 10 generations. ``steps`` fixes the
+number of updates instead (useful for ``accumulate``, whose training set grows by ``samples``
+every generation); ``width`` narrows the network for quick tests.
 
 Precision and recall compare as many samples as there are held-out real digits (the first ones:
 samples are i.i.d.), so both sides' k-NN balls are drawn at the same density.
