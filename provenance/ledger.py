@@ -70,6 +70,8 @@ SCHEMA_VERSION = 1
 #: SQLite header field identifying the file as a tailguard ledger ("TGLD"). ``file(1)`` and other
 #: tools read it, and it lets us refuse another application's database before touching it.
 APPLICATION_ID = 0x54474C44
+#: How long a writer opening a ledger retries the switch to WAL mode while others hold it.
+_WAL_SWITCH_SECONDS = 30.0
 
 #: Defaults used when a ledger is created. ``lsh_threshold`` is deliberately low (0.5): the LSH
 #: bands are fixed at creation, and a banding tuned for 0.5 finds pairs at any lookup threshold
@@ -349,11 +351,20 @@ class Ledger:
         conn.execute("PRAGMA cache_size = -65536")
         if self._read_only:
             return
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        except sqlite3.OperationalError as exc:
-            conn.close()
-            raise LedgerError(f"cannot switch ledger {self._path} to WAL mode: {exc}") from exc
+        # Switching to WAL needs a moment of exclusive access and SQLite answers "database is
+        # locked" at once instead of waiting on the busy timeout, so writers that open a new
+        # ledger together retry for a while.
+        deadline = time.monotonic() + _WAL_SWITCH_SECONDS
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                conn.close()
+                raise LedgerError(f"cannot switch ledger {self._path} to WAL mode: {exc}") from exc
         if str(mode).lower() != "wal":
             conn.close()
             raise LedgerError(
