@@ -47,7 +47,7 @@ from collapse_eval.families import (
     make_family,
 )
 from collapse_eval.policies import Policy, generated_source, parse_policies, policy_slug
-from collapse_eval.rng import ChainRandom, derive_seed
+from collapse_eval.rng import ChainRandom
 from collapse_eval.taggers import discriminator_tags, noisy_tags, oracle_tags, tagger_rates
 from collapse_eval.tensor_mix import (
     ORIGIN_GENERATED,
@@ -268,8 +268,7 @@ class _PolicyRun:
             spec = self.policy.mixture_spec(sources, generation, self.config.samples,
                                             self.config.pool_size, seed=0)
             # Each chain mixes with its own seed, as its own mixers build would.
-            seeds = np.array([derive_seed(s, generation, "mix") for s in self.rng.seeds],
-                             dtype=np.uint64)
+            seeds = self.rng.keys(generation, "mix").cpu().numpy().view(np.uint64)
             selection = execute(spec, [s.path for s in sources], seeds)
             x = selection.x
             extra["synthetic_share"] = torch.as_tensor(selection.synthetic_share)

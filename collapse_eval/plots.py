@@ -7,6 +7,7 @@ omitted when there is a single seed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -26,18 +27,30 @@ def metric_curves(results: pl.DataFrame, metric: str) -> pl.DataFrame:
             .sort("policy", "generation"))
 
 
-def plot_metric(results: pl.DataFrame, metric: str, path: str | os.PathLike,
-                title: str | None = None) -> Path:
-    """Write ``path`` (PNG) with the curve of ``metric`` for every policy in ``results``."""
+@contextlib.contextmanager
+def saved_figure(path: str | os.PathLike, figsize: tuple[float, float] = (7, 4.2)):
+    """A matplotlib figure (headless Agg backend) written atomically to ``path`` as PNG on exit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=figsize, dpi=110)
+    try:
+        yield fig, ax
+        fig.tight_layout()
+        with atomic_path(Path(path)) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+
+
+def plot_metric(results: pl.DataFrame, metric: str, path: str | os.PathLike,
+                title: str | None = None) -> Path:
+    """Write ``path`` (PNG) with the curve of ``metric`` for every policy in ``results``."""
     curves = metric_curves(results, metric)
     family = ", ".join(sorted(results.get_column("family").unique().to_list()))
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    try:
+    with saved_figure(path) as (_, ax):
         for policy in results.get_column("policy").unique(maintain_order=True).to_list():
             part = curves.filter(pl.col("policy") == policy)
             if part.is_empty():
@@ -54,10 +67,4 @@ def plot_metric(results: pl.DataFrame, metric: str, path: str | os.PathLike,
         ax.set_title(title or f"{family}: {metric}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
-        fig.tight_layout()
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return Path(path)

@@ -30,7 +30,7 @@ import torch
 
 from collapse_eval.families import family_class
 from collapse_eval.metrics import METRICS
-from collapse_eval.plots import plot_metric
+from collapse_eval.plots import plot_metric, saved_figure
 from provenance.atomic import atomic_path
 from provenance.errors import InputError
 
@@ -311,17 +311,11 @@ def write_report(run_dir: str | os.PathLike) -> Report:
 
 def _plot_sweep(points: list[tuple[float, float, Share]], references: dict[str, Share],
                 family: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tpr = np.array([p[0] for p in points])
     est = np.array([p[2].estimate for p in points])
     low = np.array([p[2].low for p in points])
     high = np.array([p[2].high for p in points])
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    try:
+    with saved_figure(path, figsize=(6, 4)) as (_, ax):
         ax.errorbar(tpr, est, yerr=[est - low, high - est], marker="o", capsize=3,
                     label="filter:noisy")
         for (name, ref), color in zip(references.items(), ("tab:red", "tab:green", "tab:purple"),
@@ -332,11 +326,6 @@ def _plot_sweep(points: list[tuple[float, float, Share]], references: dict[str, 
         ax.set_title(f"{family}: how good must detection be?")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
     return path
 
 

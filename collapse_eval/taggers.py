@@ -24,7 +24,7 @@ import torch
 from collapse_eval.policies import TaggerSpec
 from collapse_eval.rng import derive_seed
 from collapse_eval.tensor_mix import ORIGIN_GENERATED
-from mixers.sampling import xxh64_int_ids
+from mixers.sampling import key_uniform, xxh64_int_ids
 
 
 def quadratic_features(x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def noisy_tags(origin: np.ndarray, uid: np.ndarray, chain_seeds: list[int], tpr:
     """Tags with the given error rates, fixed per (chain, sample) across generations."""
     seeds = np.array([derive_seed(s, "noisy-tagger") for s in chain_seeds], dtype=np.uint64)
     keys = xxh64_int_ids(np.broadcast_to(uid, (len(chain_seeds), uid.size)), seeds, "tag\x1f")
-    u = ((keys >> np.uint64(11)).astype(np.float64) + 0.5) / float(2**53)
+    u = key_uniform(keys)
     generated = (origin == ORIGIN_GENERATED)[None, :]
     label = np.where(generated, u < tpr, u < fpr).astype(np.int8)
     return label, label.astype(np.float64)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mixers.build import split_target
-from mixers.sampling import MIN_WEIGHT, SEPARATOR, xxh64_int_ids
+from mixers.sampling import MIN_WEIGHT, SEPARATOR, key_uniform, xxh64_int_ids
 from mixers.spec import MixtureSpec
 from provenance.errors import ConfigError
 
@@ -89,7 +89,7 @@ def _rank(spec: MixtureSpec, source: TensorSource, pool: np.ndarray,
                          source.name + SEPARATOR)
     if spec.strategy != "reweight":
         return keys
-    u = ((keys >> np.uint64(11)).astype(np.float64) + 0.5) / float(2**53)
+    u = key_uniform(keys)
     weight = np.ones(keys.shape)
     if source.score is not None:
         score = np.nan_to_num(source.score.astype(np.float64), nan=0.0)

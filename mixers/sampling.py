@@ -215,6 +215,15 @@ def selection_key(source: str, id_col: str, seed: int) -> pl.Expr:
     )
 
 
+def key_uniform(keys: np.ndarray) -> np.ndarray:
+    """Map uint64 keys to (0, 1) by their top 53 bits: the ``u`` of :func:`weighted_key`.
+
+    The numpy twin of the expression inside :func:`weighted_key`, for code that holds keys as
+    arrays (tensor mixtures, keyed taggers).
+    """
+    return ((keys >> np.uint64(11)).astype(np.float64) + 0.5) / float(2**53)
+
+
 def weighted_key(key: pl.Expr, weight: pl.Expr) -> pl.Expr:
     """Efraimidis-Spirakis key -ln(u)/w: the k smallest are a weighted sample without replacement.
 
