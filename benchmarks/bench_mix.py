@@ -3,15 +3,17 @@
 Generates N documents as parquet shards (short texts with provenance columns; 70% in a human
 folder, 30% in a synthetic folder), then builds a mixture of M documents with 30% synthetic:
 
-* tailguard: ``build_mixture`` (lazy polars passes, XXH64 keyed ranking, parquet shards);
+* tailguard: ``build_mixture`` (two streaming passes, XXH64 keyed ranking, parquet shards);
 * pandas: what a user would write — read everything, ``sample`` per class, concat, write.
 
-Each runs in its own process so that peak RSS (``ru_maxrss``) is its own; the two alternate, each
-``--repeat`` times, and the table and JSON report medians (the machine may be shared; every run
-and its CPU time are kept in the JSON). Run at two corpus sizes to show that tailguard's memory
-does not grow with the corpus.
+Each runs in its own process; the parent reads that process's peak RSS and CPU time from
+``os.wait4`` (its ``ru_maxrss``: interpreter, imports and data, nothing of the parent's). The
+two alternate, each ``--repeat`` times, and the table and JSON report medians (the machine may
+be shared: every run, its CPU time and the load average are kept in the JSON). Run at several
+corpus sizes to show that tailguard's memory does not grow with the corpus.
 
     python benchmarks/bench_mix.py                 # 10M documents -> 2M mixture (and 5M -> 2M)
+    python benchmarks/bench_mix.py --sizes 5000000 10000000 20000000
     python benchmarks/bench_mix.py --quick         # 1M -> 200k
 """
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -85,23 +86,31 @@ def run_pandas(data: Path, out: Path, target: int) -> dict:
 
 
 def child(args: argparse.Namespace) -> None:
+    """Run one implementation (its imports included in the time) and print the result."""
     start = time.perf_counter()
     runner = run_tailguard if args.child == "tailguard" else run_pandas
     result = runner(Path(args.data), Path(args.out), args.target)
     result["seconds"] = time.perf_counter() - start
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024
     print(json.dumps(result))
 
 
 def measure(which: str, data: Path, out: Path, target: int) -> dict:
+    """One run of ``which`` in a fresh process: its own timing, and its peak RSS and CPU time
+    as the kernel accounts them for that process (``wait4``)."""
     cmd = [sys.executable, __file__, "--child", which, "--data", str(data), "--out", str(out),
            "--target", str(target)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{which} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"{which} failed:\n{stderr.read().decode()[-3000:]}")
+        result = json.loads(stdout.read().decode().strip().splitlines()[-1])
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
+    return result
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -119,6 +128,8 @@ def summarise(runs: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sizes", type=int, nargs="+",
+                        help="corpus sizes in documents (default 5M and 10M; --quick: 1M)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each implementation per corpus size (medians reported)")
     parser.add_argument("--child", choices=["tailguard", "pandas"], help=argparse.SUPPRESS)
@@ -130,7 +141,7 @@ def main() -> None:
         child(args)
         return
 
-    sizes = [1_000_000] if args.quick else [5_000_000, 10_000_000]
+    sizes = args.sizes or ([1_000_000] if args.quick else [5_000_000, 10_000_000])
     target = 200_000 if args.quick else 2_000_000
     runs = {}
     with tempfile.TemporaryDirectory(prefix="bench-mix-") as tmp:
@@ -140,21 +151,23 @@ def main() -> None:
             generate(data, n)
             print(f"generated {n:,} documents in {time.perf_counter() - t0:.1f} s")
             measured: dict[str, list[dict]] = {"tailguard": [], "pandas": []}
+            load_before = [round(x, 2) for x in os.getloadavg()]
             for r in range(args.repeat):
                 for which in measured:
                     out = Path(tmp) / f"{which}-{n}-{r}"
                     measured[which].append(measure(which, data, out, target))
                     shutil.rmtree(out, ignore_errors=True)
             ours, theirs = summarise(measured["tailguard"]), summarise(measured["pandas"])
-            runs[n] = {"tailguard": ours, "pandas": theirs}
+            runs[n] = {"tailguard": ours, "pandas": theirs, "load_average": {
+                "before": load_before, "after": [round(x, 2) for x in os.getloadavg()]}}
             print(f"  {n:>11,} docs  tailguard {ours['seconds']:6.2f} s {ours['peak_rss_mb']:7.0f}"
                   f" MB   pandas {theirs['seconds']:6.2f} s {theirs['peak_rss_mb']:7.0f} MB   "
                   f"speed {theirs['seconds'] / ours['seconds']:.2f}x, memory "
                   f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f} of pandas "
                   f"(medians of {args.repeat})")
             shutil.rmtree(data)
-    largest = runs[max(runs)]
-    ours, theirs = largest["tailguard"], largest["pandas"]
+    headline = 10_000_000 if 10_000_000 in runs else max(runs)
+    ours, theirs = runs[headline]["tailguard"], runs[headline]["pandas"]
     out = {
         "benchmark": "mix",
         "unit": "seconds",
@@ -162,7 +175,7 @@ def main() -> None:
         "speedup": {"vs_pandas": round(theirs["seconds"] / ours["seconds"], 2)},
         "peak_rss_mb": {"tailguard": round(ours["peak_rss_mb"]),
                         "pandas": round(theirs["peak_rss_mb"])},
-        "params": {"corpus_docs": max(runs), "mixture_docs": target, "synthetic_ratio": 0.3,
+        "params": {"corpus_docs": headline, "mixture_docs": target, "synthetic_ratio": 0.3,
                    "hash": "xxh64", "quick": args.quick, "repeat": args.repeat,
                    "statistic": "median", "by_corpus_size": {str(n): r for n, r in runs.items()}},
         "machine": machine(load_average=[round(x, 2) for x in os.getloadavg()]),

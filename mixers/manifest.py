@@ -74,6 +74,8 @@ class Manifest:
     synthetic_share: dict[str, Any]
     dedup: dict[str, Any]
     rejects: dict[str, Any]
+    # Layout of the shards (see mixers.shards); None when nothing was written (dry run).
+    shard_format: int | None = None
     shards: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     tool_version: str = field(default_factory=tool_version)

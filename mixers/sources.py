@@ -54,12 +54,15 @@ from provenance.schema import (
 
 SOURCE_COL = "mix_source"
 POOL_COL = "mix_pool"
+COPY_COL = "mix_copy"
 KEY_COL = "_key"
 GEN_COL = "_generation"
 TOKENS_COL = "_tokens"
 REJECT_COL = "_reject"
 FILE_COL = "_file"
 ROW_COL = "_row"
+# The row's position in the build's frame of all sources (a UInt32).
+IDX_COL = "_idx"
 POOLS = ("original", "synthetic", "scraped")
 POOL_DTYPE = pl.Enum(POOLS)
 
@@ -200,14 +203,23 @@ def reject_from_row(rec: dict[str, Any], spec: MixtureSpec) -> Reject:
                   raw=rec)
 
 
-def _decorate(frame: pl.LazyFrame, source: Source, name: str, spec: MixtureSpec) -> pl.LazyFrame:
+def iter_rejects(frame: pl.LazyFrame, spec: MixtureSpec) -> Iterator[tuple[str, Reject]]:
+    """The rows of ``frame`` marked bad (``_reject`` not null, rare), each with its source's
+    name and its :class:`Reject` (the row's other columns as ``raw``)."""
     schema = frame.collect_schema()
+    bad = frame.filter(pl.col(REJECT_COL).is_not_null()).drop(
+        [c for c in (KEY_COL, IDX_COL, POOL_COL, GEN_COL) if c in schema]
+    ).collect(engine="streaming")
+    for rec in bad.iter_rows(named=True):
+        name = rec.pop(SOURCE_COL)
+        yield name, reject_from_row(rec, spec)
+
+
+def fill_columns(source: Source, name: str, schema: Any) -> dict[str, pl.Expr]:
+    """The provenance columns a source's data lacks (``schema``), as literals: declared by the
+    role for ``human`` and ``synthetic`` sources, else null. The write pass fills its rows with
+    these same values."""
     role_label = {"human": Label.HUMAN, "synthetic": Label.SYNTHETIC}.get(source.role)
-    if source.role == "from-tags" and PROV_LABEL not in schema:
-        raise InputError(
-            f"source {name!r} has role from-tags but no {PROV_LABEL} column; tag it first: "
-            "tailguard tag INPUT -o tagged.parquet"
-        )
     fill: dict[str, pl.Expr] = {}
     if role_label is not None:
         defaults = {
@@ -223,6 +235,17 @@ def _decorate(frame: pl.LazyFrame, source: Source, name: str, spec: MixtureSpec)
     for col, dtype in TAG_SCHEMA.items():
         if col not in schema and col not in fill:
             fill[col] = pl.lit(None, dtype=dtype)
+    return fill
+
+
+def _decorate(frame: pl.LazyFrame, source: Source, name: str, spec: MixtureSpec) -> pl.LazyFrame:
+    schema = frame.collect_schema()
+    if source.role == "from-tags" and PROV_LABEL not in schema:
+        raise InputError(
+            f"source {name!r} has role from-tags but no {PROV_LABEL} column; tag it first: "
+            "tailguard tag INPUT -o tagged.parquet"
+        )
+    fill = fill_columns(source, name, schema)
     frame = frame.with_columns(**fill) if fill else frame
     return frame.with_columns(
         pl.lit(name).alias(SOURCE_COL),

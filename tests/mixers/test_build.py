@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -318,7 +319,7 @@ def test_in_memory_pipeline_with_frames_and_datasets(tmp_path: Path) -> None:
 
 def _lazy_metadata(spec_: MixtureSpec, tmp_path: Path) -> tuple[pl.DataFrame, list]:
     """The per-row columns as the lazy frame computes them, and the metadata pass's arrays."""
-    from mixers import build
+    from mixers import metadata
     from mixers.sources import load_source, source_names
     from provenance.corpus import RejectsWriter
 
@@ -329,13 +330,13 @@ def _lazy_metadata(spec_: MixtureSpec, tmp_path: Path) -> tuple[pl.DataFrame, li
     frame = pl.concat([ls.frame for ls in loaded], how="diagonal_relaxed")
     columns = [pl.col("_key"), pl.col("mix_pool").to_physical().alias("pool"),
                pl.col("_reject").is_not_null().alias("bad"), pl.col("_generation"),
-               build._filtered_expr(spec_).alias("filtered")]
+               metadata.filtered_expr(spec_).alias("filtered")]
     if spec_.strategy == "reweight":
-        columns.append(build._rank_expr(spec_).alias("rank"))
+        columns.append(metadata.rank_expr(spec_).alias("rank"))
     if spec_.target_tokens is not None:
-        columns.append(build._token_expr(spec_).alias("tokens"))
+        columns.append(metadata.token_expr(spec_).alias("tokens"))
     expected = frame.select(columns).collect()
-    rows = build._read_metadata(loaded, spec_, dict(frame.collect_schema()))
+    rows = metadata.read_metadata(loaded, spec_, dict(frame.collect_schema()))
     sink.close()
     return expected, rows
 
@@ -434,31 +435,244 @@ def test_duplicate_ids_are_counted_per_source(tmp_path: Path) -> None:
                                   strategy="retain"), tmp_path / "out")
 
 
-def test_copying_strings_out_of_row_groups_keeps_every_byte(
-    tmp_path: Path, monkeypatch
+# -- the write pass (shard format 2) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sources whose files disagree: types to relax, columns some files lack, integer ids,
+    nested and categorical columns, pyarrow strings with dictionary-encoded labels, row groups
+    of several sizes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("awkward")
+    (root / "people").mkdir()
+    pl.DataFrame({
+        "id": [f"p{i}" for i in range(700)],
+        "text": [f"person {i} " + words(i, 6) for i in range(700)],
+        "n": pl.Series(range(700), dtype=pl.Int32),
+        "tags": [[f"t{i % 3}"] if i % 4 else None for i in range(700)],
+        "meta": [{"a": i, "b": f"m{i}"} for i in range(700)],
+    }).write_parquet(root / "people" / "a.parquet", row_group_size=256)
+    pl.DataFrame({
+        "id": [f"p{i}" for i in range(700, 1200)],
+        "text": [f"person {i} " + words(i, 6) for i in range(700, 1200)],
+        "n": pl.Series(range(500), dtype=pl.Int64),
+        "lang": ["en" if i % 2 else "fr" for i in range(500)],
+    }).write_parquet(root / "people" / "b.parquet", row_group_size=100)
+    pl.DataFrame({
+        "id": list(range(900)),
+        "text": [f"generated {i} " + words(i, 5, "g") for i in range(900)],
+        "prov_generation": pl.Series([i % 3 for i in range(900)], dtype=pl.Int32),
+    }).write_parquet(root / "gen.parquet", row_group_size=300)
+    labels = ["human", "synthetic", "unknown"] * 200
+    pl.DataFrame({
+        "id": [f"c{i}" for i in range(600)],
+        "text": [f"crawled {i} " + words(i, 7, "c") for i in range(600)],
+        "prov_label": pl.Series(labels, dtype=pl.Categorical),
+        "prov_score": pl.Series([(i % 10) / 10 for i in range(600)], dtype=pl.Float32),
+    }).write_parquet(root / "crawl.parquet", row_group_size=128)
+    pq.write_table(pa.table({
+        "id": pa.array([f"w{i}" for i in range(500)], pa.string()),
+        "text": pa.array([f"web page {i} " + words(i, 4, "w") for i in range(500)], pa.string()),
+        "prov_label": pa.array(["synthetic" if i % 3 == 0 else "human" for i in range(500)])
+        .dictionary_encode(),
+        "prov_score": pa.array([0.9 if i % 3 == 0 else 0.1 for i in range(500)], pa.float32()),
+    }), root / "web.parquet", row_group_size=100)
+    return root
+
+
+def awkward_spec(root: Path, **overrides) -> MixtureSpec:
+    sources = (Source(str(root / "people"), "human"),
+               Source(str(root / "gen.parquet"), "synthetic"),
+               Source(str(root / "crawl.parquet"), "from-tags"),
+               Source(str(root / "web.parquet"), "from-tags"))
+    base = {"sources": sources, "target_docs": 1500, "synthetic_ratio": 0.3,
+            "retain_original": 0.2, "seed": 5, "shard_rows": 400}
+    return MixtureSpec(**{**base, **overrides})
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"strategy": "filter", "max_score": 0.5, "drop_labels": ("unknown",)},
+    {"strategy": "reweight", "reweight_power": 2.0},
+    {"strategy": "retain"},
+    {"target_docs": None, "target_tokens": 9000},
+], ids=["accumulate", "filter", "reweight", "retain", "tokens"])
+def test_metadata_file_by_file_joins_to_the_metadata_pass(
+    awkward: Path, tmp_path: Path, overrides: dict
 ) -> None:
-    """The write pass copies strings out of the decoded row groups (in the query for text and
-    id, per buffered batch for other string columns); the shards must not change.
+    """What an engine that reads each file on a worker computes (file_metadata, join_files) is
+    the metadata pass's arrays, every one of them."""
+    from mixers import metadata
+    from mixers.sources import load_source, source_names
+    from provenance.corpus import RejectsWriter
 
-    Big enough that a shard's text spans several parquet pages, where the chunk layout of the
-    written table decides the page boundaries.
-    """
-    from mixers import build
+    (tmp_path / "tagged").mkdir()
+    for part in range(2):  # bad rows, and a column the second file lacks
+        pl.DataFrame({
+            "id": [f"t{part}-{i}" for i in range(300)],
+            "text": [None if i == 7 else " " if i == 90 else f"tagged {i}" for i in range(300)],
+            "prov_label": ["synthetic" if i % 3 else "human" for i in range(300)],
+            **({"prov_generation": [i % 2 for i in range(300)]} if part == 0 else {}),
+        }).write_parquet(tmp_path / "tagged" / f"{part}.parquet", row_group_size=64)
+    base = awkward_spec(awkward)
+    spec_ = awkward_spec(awkward, sources=(*base.sources,
+                                           Source(str(tmp_path / "tagged"), "from-tags")),
+                         **overrides)
+    sink = RejectsWriter(tmp_path / "rejects.jsonl")
+    loaded = [load_source(s, n, spec_, workdir=tmp_path, on_reject=sink)
+              for s, n in zip(spec_.sources, source_names(spec_.sources), strict=True)]
+    schema = dict(pl.concat([ls.frame for ls in loaded], how="diagonal_relaxed")
+                  .collect_schema())
+    whole = metadata.read_metadata(loaded, spec_, schema)
+    offset = 0
+    for ls, expected in zip(loaded, whole, strict=True):
+        files = [metadata.file_metadata(ls, path, spec_, schema) for path in ls.files]
+        joined = metadata.join_files(ls, offset, files, spec_)
+        offset += joined.rows
+        assert (joined.offset, joined.rows) == (expected.offset, expected.rows)
+        for name in ("key", "fixed_pool", *metadata.ARRAYS):
+            got, want = getattr(joined, name), getattr(expected, name)
+            assert type(got) is type(want), name
+            assert np.array_equal(got, want) if isinstance(want, np.ndarray) else got == want
+    assert any(rows.bad is not None for rows in whole)
+    sink.close()
 
-    n = 150_000
-    frame = pl.DataFrame({"i": range(n)}).select(
-        pl.format("doc-{}", "i").alias("id"),
-        pl.format("a document of a few words, number {} of the corpus", "i").alias("text"),
-        pl.format("https://example.org/some/long/path/{}", "i").alias("url"),
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"strategy": "filter", "max_score": 0.5, "drop_labels": ("unknown",), "target_docs": 1200},
+    {"strategy": "reweight", "reweight_power": 2.0},
+    {"strategy": "retain", "target_docs": 2500, "allow_upsample": True},
+    {"target_docs": None, "target_tokens": 9000},
+], ids=["accumulate", "filter", "reweight", "upsample", "tokens"])
+def test_shards_hold_the_rows_and_values_of_the_lazy_mixture(
+    awkward: Path, tmp_path: Path, overrides: dict
+) -> None:
+    """The write pass (pyarrow, file by file) and select_mixture (polars' relaxed concatenation
+    of the sources' lazy frames) agree on every row, value, type and the row order."""
+    spec_ = awkward_spec(awkward, **overrides)
+    manifest = build_mixture(spec_, tmp_path / "out")
+    written = shards_frame(tmp_path / "out")
+    (tmp_path / "work").mkdir()
+    lazy = select_mixture(spec_, tmp_path / "work").collect()
+    assert written.schema == lazy.schema
+    assert written.equals(lazy)
+    assert manifest.achieved["documents"] == written.height
+    by_pool = dict(written.get_column("mix_pool").cast(pl.String).value_counts().iter_rows())
+    assert {p: n for p, n in manifest.achieved["documents_by_pool"].items() if n} == by_pool
+
+
+def test_shard_bytes_do_not_depend_on_threads_or_batches(
+    awkward: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    from mixers import metadata, shards
+
+    spec_ = awkward_spec(awkward, shard_rows=700)
+    default = build_mixture(spec_, tmp_path / "a")
+    cpus = pa.cpu_count()
+    monkeypatch.setattr(shards, "READ_BYTES", 1)  # every batch the smallest
+    monkeypatch.setattr(metadata, "MAX_THREADS", 1)
+    pa.set_cpu_count(1)
+    try:
+        serial = build_mixture(spec_, tmp_path / "b")
+    finally:
+        pa.set_cpu_count(cpus)
+    assert [s["sha256"] for s in default.shards] == [s["sha256"] for s in serial.shards]
+    assert [s["rows"] for s in default.shards] == [700, 700, 100]
+    # polars' thread pool is sized when polars loads: one thread, in a process of its own.
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from tests.mixers.test_build import awkward_spec\n"
+        "from mixers.build import build_mixture\n"
+        "from pathlib import Path\n"
+        "m = build_mixture(awkward_spec(Path(sys.argv[2]), shard_rows=700), sys.argv[3])\n"
+        "print(' '.join(s['sha256'] for s in m.shards))\n"
     )
-    frame.write_parquet(tmp_path / "human.parquet", row_group_size=10_000)
-    spec_ = MixtureSpec(sources=(Source(str(tmp_path / "human.parquet"), "human"),),
-                        target_docs=100_000, seed=1, shard_rows=60_000)
-    copied = build_mixture(spec_, tmp_path / "a")
-    selected = build._selected
-    monkeypatch.setattr(build, "_compact", lambda batch, skip=(): batch)
-    monkeypatch.setattr(build, "_selected", lambda frame, copies, copied=(): selected(frame,
-                                                                                       copies))
-    plain = build_mixture(spec_, tmp_path / "b")
-    assert [s["sha256"] for s in copied.shards] == [s["sha256"] for s in plain.shards]
-    assert [s["rows"] for s in copied.shards] == [60_000, 40_000]
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "POLARS_MAX_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", code, str(root), str(awkward),
+                          str(tmp_path / "c")], capture_output=True, text=True, env=env,
+                         cwd=root, check=True)
+    assert run.stdout.split() == [s["sha256"] for s in default.shards]
+
+
+def test_shard_bytes_depend_only_on_the_rows(tmp_path: Path) -> None:
+    """Format 2: the same rows in differently split inputs give the same shard bytes, in
+    fixed-size row groups."""
+    import pyarrow.parquet as pq
+
+    from mixers import shards
+
+    frame = pl.DataFrame({"id": [f"d{i}" for i in range(5000)],
+                          "text": [f"document {i} " + words(i, 20) for i in range(5000)]})
+    frame.write_parquet(tmp_path / "one.parquet", row_group_size=5000)
+    (tmp_path / "split").mkdir()
+    for k in range(4):
+        frame.slice(k * 1250, 1250).write_parquet(tmp_path / "split" / f"{k}.parquet",
+                                                  row_group_size=97 + k)
+    built = []
+    for name, path in (("a", tmp_path / "one.parquet"), ("b", tmp_path / "split")):
+        spec_ = MixtureSpec(sources=(Source(str(path), "human", name="docs"),),
+                            target_docs=3000, shard_rows=2500, seed=9)
+        built.append(build_mixture(spec_, tmp_path / name))
+    assert [s["sha256"] for s in built[0].shards] == [s["sha256"] for s in built[1].shards]
+    meta = pq.read_metadata(tmp_path / "a" / "part-00000.parquet")
+    assert meta.num_rows == 2500
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [2500]
+    assert shards.ROW_GROUP_ROWS >= 2500
+
+
+def test_the_manifest_names_the_shard_format(corpus: Path, tmp_path: Path) -> None:
+    from mixers.shards import SHARD_FORMAT
+
+    built = build_mixture(spec(corpus), tmp_path / "out")
+    assert built.shard_format == SHARD_FORMAT == 2
+    assert read_manifest(tmp_path / "out")["shard_format"] == 2
+    assert build_mixture(spec(corpus), None, dry_run=True).shard_format is None
+
+
+def test_large_documents_make_smaller_row_groups(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
+    from mixers import shards
+
+    monkeypatch.setattr(shards, "ROW_GROUP_BYTES", 200_000)
+    texts = [words(i, 40) for i in range(3000)]
+    pl.DataFrame({"id": [f"d{i}" for i in range(3000)], "text": texts}).write_parquet(
+        tmp_path / "h.parquet")
+    build_mixture(MixtureSpec(sources=(Source(str(tmp_path / "h.parquet"), "human"),),
+                              target_docs=3000), tmp_path / "out")
+    meta = pq.read_metadata(tmp_path / "out" / "part-00000.parquet")
+    groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    assert len(set(groups[:-1])) == 1 and groups[0] < 3000 and sum(groups) == 3000
+
+
+def test_mixing_text_loads_no_jit(corpus: Path, tmp_path: Path) -> None:
+    """numba costs a process about 0.4 s and 115 MB: the text mix path must not load it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from mixers.build import build_mixture\n"
+        "from mixers.spec import MixtureSpec, Source\n"
+        f"spec = MixtureSpec(sources=(Source({str(corpus / 'human.parquet')!r}, 'human'),"
+        f" Source({str(corpus / 'gen1')!r}, 'synthetic')), target_docs=100,"
+        " synthetic_ratio=0.3)\n"
+        f"build_mixture(spec, {str(tmp_path / 'out')!r})\n"
+        "heavy = ('numba', 'torch', 'transformers', 'datasets')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

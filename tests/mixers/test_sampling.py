@@ -29,6 +29,48 @@ def test_xxh64_on_sliced_and_chunked_arrays() -> None:
     ]
 
 
+@pytest.mark.parametrize("prefix", ["", "a", "src\x1f", "exactly8", "eight+1\x1f",
+                                    "a source name longer than thirty-two bytes\x1f"])
+@pytest.mark.parametrize("kind", ["string", "large_string"])
+def test_xxh64_with_a_prefix_on_mixed_and_equal_lengths(prefix: str, kind: str) -> None:
+    """Every branch of the numpy kernel: lengths around 4, 8 and 32 with the prefix, words made
+    of the prefix alone, straddling it, or in the string; rows of one length (read with a
+    stride) and of many (gathered); sliced arrays and nulls."""
+    import pyarrow as pa
+
+    from mixers.xxh64 import xxh64_arrow
+
+    rng = random.Random(len(prefix))
+    mixed = ["".join(chr(rng.choice([rng.randint(33, 126), rng.randint(0xA0, 0x2FFF)]))
+                     for _ in range(rng.randint(0, 70))) for _ in range(600)] + [None, ""]
+    same = [f"{rng.getrandbits(128):032x}"[:29] for _ in range(300)]
+    for values in (mixed, same, ["x"] * 3, [""] * 2):
+        array = pa.array(values, type=getattr(pa, kind)())
+        for part in (array, array.slice(1, max(0, len(values) - 2))):
+            expected = [xxhash.xxh64_intdigest((prefix + (v or "")).encode(), 11)
+                        for v in part.to_pylist()]
+            assert xxh64_arrow(part, 11, prefix).tolist() == expected
+
+
+def test_kth_smallest_of_parts_equals_a_partition_of_their_union() -> None:
+    from mixers.sampling import kth_smallest_of
+
+    rng = np.random.default_rng(4)
+    for trial in range(60):
+        values = rng.integers(0, 2**64, 3000, dtype=np.uint64)
+        if trial % 3 == 0:  # keys sharing their top bits: one bucket holds them all
+            values = values >> np.uint64(20)
+        mask = rng.random(3000) < 0.6 if trial % 2 else None
+        other = rng.integers(0, 2**64, 500, dtype=np.uint64)
+        union = np.concatenate([values if mask is None else values[mask], other])
+        k = int(rng.integers(1, union.size + 1))
+        parts = [(values, mask), (other, True), (other, False)]
+        assert kth_smallest_of(parts, k) == kth_smallest(union, k)
+    assert kth_smallest_of([(other, None)], 0) is None
+    with pytest.raises(ValueError, match="exceeds the 500 values"):
+        kth_smallest_of([(other, None)], 501)
+
+
 def test_selection_key_is_keyed_by_seed_source_and_id() -> None:
     frame = pl.LazyFrame({"id": ["a", "b"]})
     key = frame.select(selection_key("src", "id", 3)).collect().to_series().to_list()
