@@ -296,6 +296,8 @@ def tag_corpus(
     batch_size: int = DEFAULT_BATCH_SIZE,
     estimate_prevalence: bool = False,
     progress: bool = False,
+    engine: Any = "local",
+    ray_address: str | None = None,
 ) -> TagReport:
     """Tag a corpus file by file and batch by batch into ``output`` (parquet or jsonl).
 
@@ -305,7 +307,23 @@ def tag_corpus(
     Parameters are those of :func:`tag`. With ``estimate_prevalence`` (needs a detector
     calibrated on human and machine text), the report adds the share of synthetic documents
     corrected for the detector's measured error rates (Rogan-Gladen, 95% interval).
+
+    ``engine="ray"`` (or a :class:`~provenance.engines.RayEngine`) tags the shards on a Ray
+    cluster (``ray_address``, default: a local Ray) with the same output; see
+    :mod:`provenance.ray_tagger`. Needs ``pip install "tailguard[ray]"``.
     """
+    from provenance.engines import resolve_engine
+
+    ray_engine = resolve_engine(engine, ray_address)
+    if ray_engine is not None:
+        from provenance.ray_tagger import tag_corpus_ray
+
+        return tag_corpus_ray(
+            input, output, engine=ray_engine, ledger=ledger, declared=declared,
+            near_threshold=near_threshold, watermark=watermark, detector=detector,
+            signals=signals, id_field=id_field, text_field=text_field, strict=strict,
+            batch_size=batch_size, estimate_prevalence=estimate_prevalence, progress=progress,
+        )
     start = time.perf_counter()
     rejects_file = rejects_path_for(output)
     with (

@@ -248,3 +248,35 @@ def test_collapse_run_usage_and_config_errors(tmp_path: Path) -> None:
     code, _, stderr = run("collapse", "run", "gaussian", "--family-option", "skew=1",
                           "-o", str(tmp_path / "z"))
     assert code == 1 and "family gaussian:" in stderr and "skew" in stderr
+
+
+# ---- --engine ray --------------------------------------------------------------------------------
+
+
+def test_tag_and_mix_with_engine_ray(crawl: Path, pools: dict[str, Path], tmp_path: Path,
+                                     ray_local) -> None:
+    code, stdout, _ = run("tag", str(crawl), "-o", str(tmp_path / "ray.parquet"), "-q",
+                          "--engine", "ray")
+    assert code == 0, stdout
+    assert "3 kept, 1 rejected" in stdout and "on Ray with 1 worker(s)" in stdout
+    run("tag", str(crawl), "-o", str(tmp_path / "local.parquet"), "-q")
+    assert pl.read_parquet(tmp_path / "ray.parquet").equals(
+        pl.read_parquet(tmp_path / "local.parquet"))
+    code, stdout, _ = run("mix", "--human", str(pools["human"]), "--synthetic", str(pools["gen"]),
+                          "--target-docs", "200", "--synthetic-ratio", "0.25", "--engine", "ray",
+                          "-o", str(tmp_path / "mix"), "-q")
+    assert code == 0, stdout
+    assert "synthetic share: requested 0.25, achieved 0.25" in stdout
+
+
+@pytest.mark.parametrize("command", [["tag", "in.jsonl", "-o", "out.parquet"],
+                                     ["mix", "--human", "h.parquet", "--target-docs", "1",
+                                      "--dry-run"]])
+def test_ray_address_needs_engine_ray(command: list[str], tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    pl.DataFrame({"id": ["a"], "text": ["x"]}).write_parquet(tmp_path / "h.parquet")
+    args = [str(tmp_path / a) if a.endswith((".jsonl", ".parquet")) else a for a in command]
+    code, _, stderr = run(*args, "--ray-address", "auto")
+    assert code == 2 and "--ray-address needs --engine ray" in stderr
+    code, _, stderr = run(*args, "--engine", "spark")
+    assert code == 2 and "'spark' is not one of 'local', 'ray'" in stderr
