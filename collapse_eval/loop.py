@@ -110,8 +110,7 @@ class CollapseConfig:
         return data
 
     def run_id(self) -> str:
-        canonical = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        return config_hash(self.as_dict())
 
     def make_family(self, device: str) -> NumericFamily:
         return make_family(self.family, dtype=DTYPES[self.dtype], device=device,
@@ -312,7 +311,17 @@ class _PolicyRun:
 # the run
 
 
-def _prepare_out_dir(out_dir: Path, config: CollapseConfig, resume: bool, overwrite: bool) -> None:
+def config_hash(settings: dict[str, Any]) -> str:
+    """A run's id: a short hash of its settings (the results' ``run_id`` column)."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def prepare_run_dir(out_dir: Path, config: Any, resume: bool, overwrite: bool) -> None:
+    """Create the run folder and its ``config.json``, or check a resumed one's settings match.
+
+    ``config`` is any run configuration with ``as_dict()`` (numeric or language model).
+    """
     saved = out_dir / "config.json"
     if out_dir.exists() and any(out_dir.iterdir()):
         if resume and saved.exists():
@@ -352,7 +361,7 @@ def run_collapse(
     out = Path(out_dir)
     device = resolve_device(device)
     family = config.make_family(device)
-    _prepare_out_dir(out, config, resume, overwrite)
+    prepare_run_dir(out, config, resume, overwrite)
     policies = parse_policies(config.policies)
     total = len(policies) * (config.generations + 1)
     resumed = 0

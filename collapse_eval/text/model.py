@@ -514,7 +514,7 @@ def sequence_perplexities(
 
 
 @contextlib.contextmanager
-def _no_hf_progress_bars() -> Iterator[None]:
+def no_hf_progress_bars() -> Iterator[None]:
     """Hide transformers' per-shard progress bars (one-file checkpoints, written per generation)."""
     from transformers.utils import logging as hf_logging
 
@@ -542,7 +542,7 @@ def save_model(
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    with _no_hf_progress_bars():
+    with no_hf_progress_bars():
         model.save_pretrained(tmp)
     if not (tmp / "model.safetensors").exists() and not list(tmp.glob("*.safetensors")):
         raise ConfigError("save_pretrained did not write safetensors")  # pragma: no cover
@@ -568,7 +568,7 @@ def load_model(folder: str | os.PathLike, *, device: str = "cpu") -> Any:
     if not (folder / "config.json").exists():
         raise InputError("no model here (config.json is missing)", file=str(folder))
     try:
-        with _no_hf_progress_bars():
+        with no_hf_progress_bars():
             model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,150 @@
+"""Provenance in the language-model loop: the watermark, the ledger and the taggers.
+
+Every document a model publishes is watermarked while it is sampled and registered in the
+ledger with its lineage (the training document whose start was its prompt), exactly as a
+careful lab would do with its own generations. The policies that look at the "web" then tag it
+with tailguard's own tagger (:func:`provenance.tagger.tag_corpus`), each trusting one kind of
+evidence:
+
+=================  ===============================================================================
+tagger             evidence
+=================  ===============================================================================
+``oracle``         the truth (what an ideal tagger would say)
+``ledger``         the ledger of everything the lab's models generated, exact and MinHash matches
+``watermark``      the green-list watermark (z >= 4, exact binomial test)
+``detector``       Fast-DetectGPT with a scoring model (the generation-0 model by default, or any
+                   causal LM, e.g. ``smollm2-135m``), threshold for ``detector_fpr`` on
+                   held-out human text, P(synthetic) by a Platt map fitted on the first
+                   generation's output
+``discriminator``  a supervised n-gram classifier retrained every generation on human training
+                   documents vs the newest generation (the text form of the numeric families'
+                   discriminator)
+=================  ===============================================================================
+
+A document's tags from a fixed tagger never change, so each part of the web (the human data,
+each generation) is tagged once, when it is first needed, and kept; the discriminator changes
+every generation and re-tags everything. (A ledger near match against a *later* generation
+would be the one difference re-tagging could make: the human part is tagged against the ledger
+as it was when the web was first scraped.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from provenance.atomic import atomic_path
+from provenance.schema import Label
+
+__all__ = ["TRUTH", "fixed_tagger", "oracle_tagged", "rates_against_truth", "untagged",
+           "watermark_key", "zero_shot_detector", "discriminator_detector"]
+
+#: The column that says where a document really came from (for measurement only: no tagger
+#: reads it, and the declared-metadata rules do not know it).
+TRUTH = "true_origin"
+TEXT_TAGGERS = ("oracle", "ledger", "watermark", "detector", "discriminator")
+
+
+def watermark_key(tokenizer_name: str, vocab_size: int, tokenizer_size: int, *, seed: int,
+                  bias: float, device: str = "cpu") -> Any:
+    """The run's watermark key: seeded, so a rerun watermarks (and detects) the same way.
+
+    ``vocab_size`` is the model's output size, ``tokenizer_size`` ``len(tokenizer)``.
+    """
+    from provenance.watermark import WatermarkKey
+
+    return WatermarkKey.generate(
+        tokenizer_name, vocab_size, seed=seed, bias=bias,
+        tokenizer_vocab_size=None if tokenizer_size == vocab_size else tokenizer_size,
+        rng_device="cuda" if device.startswith("cuda") else "cpu")
+
+
+def zero_shot_detector(scorer: Any, human_texts: Sequence[str], machine_texts: Sequence[str],
+                       *, target_fpr: float, device: str) -> Any:
+    """Fast-DetectGPT with the scoring model ``scorer`` (a LoadedModel), calibrated as a user
+    would: the threshold for ``target_fpr`` on held-out human text, P(synthetic) by a Platt map
+    on the first generation's output.
+
+    Mind membership: a scoring model trained on the human documents of the web finds them
+    unusually likely, which is what the criterion reads as machine text (see the LM notes in
+    the README for the rates measured with the generation-0 model).
+    """
+    from provenance.detectors import FastDetectGPT, calibrate
+
+    config = scorer.model.config
+    positions = getattr(config, "n_positions", None) or getattr(
+        config, "max_position_embeddings", 512)
+    detector = FastDetectGPT(scorer, device=device, dtype="float32", batch_size=64,
+                             max_tokens=min(int(positions), 512), min_tokens=8)
+    return calibrate(detector, list(human_texts), target_fpr, list(machine_texts))
+
+
+def discriminator_detector(human_texts: Sequence[str], machine_texts: Sequence[str],
+                           calibration_texts: Sequence[str], *, target_fpr: float) -> Any:
+    """An n-gram classifier trained on human vs the newest generation, threshold on held-out."""
+    from provenance.detectors import NgramClassifier, calibrate
+
+    labels = ["human"] * len(human_texts) + ["machine"] * len(machine_texts)
+    classifier = NgramClassifier(min_tokens=1).fit([*human_texts, *machine_texts], labels)
+    return calibrate(classifier, list(calibration_texts), target_fpr, list(machine_texts))
+
+
+def fixed_tagger(kind: str, *, ledger: Any = None, watermark: Any = None,
+                 detector: Any = None) -> dict[str, Any]:
+    """The ``tag_corpus`` evidence arguments of one tagger (and nothing else)."""
+    options: dict[str, Any] = {"declared": None, "near_threshold": None}
+    if kind == "ledger":
+        options.update(ledger=ledger, near_threshold=0.8)
+    elif kind == "watermark":
+        options["watermark"] = watermark
+    elif kind in ("detector", "discriminator"):
+        options["detector"] = detector
+    else:
+        raise ValueError(f"no tag_corpus evidence for tagger {kind!r}")
+    return options
+
+
+def tag_part(part: Path, out: Path, kind: str, **evidence: Any) -> pl.DataFrame:
+    """Tag one part of the web with :func:`provenance.tagger.tag_corpus` into ``out``."""
+    from provenance.tagger import tag_corpus
+
+    tag_corpus(part, out, **fixed_tagger(kind, **evidence))
+    return pl.read_parquet(out)
+
+
+def oracle_tagged(frame: pl.DataFrame) -> pl.DataFrame:
+    """Tags that are the truth: what a perfect tagger would write."""
+    synthetic = pl.col(TRUTH) == Label.SYNTHETIC.value
+    return frame.with_columns(
+        prov_label=pl.when(synthetic).then(pl.lit(Label.SYNTHETIC.value))
+        .otherwise(pl.lit(Label.HUMAN.value)),
+        prov_score=synthetic.cast(pl.Float64),
+    )
+
+
+def untagged(frame: pl.DataFrame) -> pl.DataFrame:
+    """The web as scraped: nobody looked (``scrape``)."""
+    return frame.with_columns(prov_label=pl.lit(Label.UNKNOWN.value),
+                              prov_score=pl.lit(None, dtype=pl.Float64))
+
+
+def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
+    """Atomically write ``frame`` to ``path`` (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp)
+    return path
+
+
+def rates_against_truth(frame: pl.DataFrame) -> tuple[float, float]:
+    """(TPR, FPR) of the ``prov_label`` column against the truth; NaN where a class is absent."""
+    truth = frame.get_column(TRUTH).to_numpy() == Label.SYNTHETIC.value
+    flagged = frame.get_column("prov_label").to_numpy() == Label.SYNTHETIC.value
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = float((flagged & truth).sum() / truth.sum()) if truth.any() else float("nan")
+        fpr = float((flagged & ~truth).sum() / (~truth).sum()) if (~truth).any() else float("nan")
+    return tpr, fpr
