@@ -8,7 +8,9 @@ threshold, and the same per generator and per domain.
 The detector is either a saved, calibrated detector folder, or a zero-shot method by name
 (``fast-detectgpt``, ``loglik``) with a causal LM. An uncalibrated zero-shot detector gets its
 threshold from the human part of the labelled corpus at the target FPR; that is in-sample, and the
-report says so.
+report says so. With ``calibration_share`` (``--calibration-share 0.5``) a seeded draw of that
+share of the human documents sets the threshold and is left out of the evaluation, so every
+number in the report is measured on documents the threshold never saw.
 """
 
 from __future__ import annotations
@@ -65,12 +67,16 @@ def evaluate_labelled(
     max_tokens: int = 512,
     device: str = "auto",
     output: str | os.PathLike | None = None,
+    calibration_share: float = 0.0,
+    seed: int = 0,
 ) -> DetectEvalResult:
     """Score every document of a labelled corpus and evaluate the detector on it."""
     from provenance.evaluate import calibrate_threshold, evaluate_detector
 
     if not 0.0 < target_fpr < 1.0:
         raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    if not 0.0 <= calibration_share < 1.0:
+        raise ConfigError(f"calibration_share must be in [0, 1), got {calibration_share}")
     data = read_corpus(corpus, id_field=id_field, text_field=text_field)
     frame = data.frame
     if label_field not in frame.columns:
@@ -83,13 +89,26 @@ def evaluate_labelled(
     seconds = time.perf_counter() - start
     labels = frame.get_column(label_field).to_list()
     scored = ~np.isnan(scores)
-    kept_labels = [lb for lb, ok in zip(labels, scored, strict=True) if ok]
+    is_human = np.array([str(lb).lower() in ("human", "0", "false") for lb in labels])
     threshold_source = "saved calibration"
     if threshold is None:
-        human = [s for s, lb in zip(scores[scored], kept_labels, strict=True)
-                 if str(lb).lower() in ("human", "0", "false")]
-        threshold = calibrate_threshold(np.asarray(human), target_fpr)
-        threshold_source = f"in-sample: human documents of this corpus at FPR {target_fpr}"
+        calibration = scored & is_human
+        if calibration_share:
+            candidates = np.flatnonzero(calibration)
+            rng = np.random.default_rng(seed)
+            chosen = rng.permutation(candidates)[: int(round(calibration_share * len(candidates)))]
+            calibration = np.zeros_like(scored)
+            calibration[chosen] = True
+            scored = scored & ~calibration  # evaluated on documents the threshold never saw
+            threshold_source = (f"held-out: {len(chosen)} human documents of this corpus at FPR "
+                                f"{target_fpr}, excluded from every number below")
+        else:
+            threshold_source = f"in-sample: human documents of this corpus at FPR {target_fpr}"
+        if not calibration.any():
+            raise InputError("no scored human documents to calibrate the threshold on",
+                             file=os.fspath(corpus))
+        threshold = calibrate_threshold(scores[calibration], target_fpr)
+    kept_labels = [lb for lb, ok in zip(labels, scored, strict=True) if ok]
     groups = {
         g: [v for v, ok in zip(frame.get_column(g).to_list(), scored, strict=True) if ok]
         for g in group_fields if g in frame.columns
@@ -101,7 +120,8 @@ def evaluate_labelled(
         "model": model if detector in ZERO_SHOT else None,
         "threshold_source": threshold_source,
         "documents": frame.height,
-        "unscored": int((~scored).sum()),
+        "unscored": int(np.isnan(scores).sum()),
+        "evaluated": int(scored.sum()),
         "rejected_rows": data.counts.rejected,
         "seconds": round(seconds, 2),
         "docs_per_s": round(frame.height / seconds, 2) if seconds else None,

@@ -806,6 +806,8 @@ def calibrate(
     machine_texts: Sequence[str] | None = None,
     *,
     prior: float | None = 0.5,
+    holdout: float = 0.0,
+    seed: int = 0,
 ) -> CalibratedDetector:
     """Fix a detector's threshold for ``target_fpr`` on text known to be human.
 
@@ -816,6 +818,12 @@ def calibrate(
     the measured TPR/FPR are kept for prevalence correction. Without them there is no
     probability (a human sample says nothing about what machine text scores): verdicts and
     p-values under the human distribution are still available, ``prov_score`` stays empty.
+
+    The TPR and FPR measured on the texts the threshold was chosen on are optimistic (the
+    threshold is fitted to them), and a prevalence corrected with them inherits the bias. With
+    ``holdout`` (e.g. 0.5) that share of the human and of the machine texts, drawn with
+    ``seed``, is kept out of the fit: threshold, quantiles and Platt map come from the rest and
+    the stored ``fpr``/``tpr`` are measured on the held-out texts (``measured_on`` says which).
 
     Examples
     --------
@@ -835,39 +843,60 @@ def calibrate(
         raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
     if prior is not None and not 0.0 < prior < 1.0:
         raise ConfigError(f"prior must be in (0, 1) or None, got {prior}")
+    if not 0.0 <= holdout < 1.0:
+        raise ConfigError(f"holdout must be in [0, 1), got {holdout}")
     raw_human = detector.score(human_texts)
-    human = raw_human[~np.isnan(raw_human)]
+    human, human_out = _split(raw_human[~np.isnan(raw_human)], holdout, seed, "human")
     if len(human) == 0:
         raise InputError("none of the human calibration texts could be scored (too short?)")
     # calibrate_threshold warns when there are too few human texts to resolve target_fpr.
     threshold = float(calibrate_threshold(human, target_fpr))
     calibration: dict[str, Any] = {
         "n_human": int(len(human)),
-        "n_human_unscored": int(len(raw_human) - len(human)),
-        "fpr": float(np.mean(human >= threshold)),
+        "n_human_unscored": int(len(raw_human) - np.count_nonzero(~np.isnan(raw_human))),
+        "fpr": float(np.mean((human_out if holdout else human) >= threshold)),
         "human_quantiles": _human_quantiles(human),
-        "measured_on": "calibration texts (in-sample)",
+        "measured_on": (f"held-out {holdout:g} of the calibration texts ({len(human_out)} "
+                        "human)" if holdout else "calibration texts (in-sample)"),
     }
     if machine_texts is not None:
-        calibration.update(_machine_calibration(detector, human, machine_texts, threshold, prior))
+        calibration.update(_machine_calibration(detector, human, human_out, machine_texts,
+                                                threshold, prior, holdout, seed))
     return CalibratedDetector(detector, threshold, target_fpr, calibration)
+
+
+def _split(scores: np.ndarray, holdout: float, seed: int, name: str
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held-out) parts of the scores; a seeded draw, so a recalibration repeats."""
+    if not holdout:
+        return scores, scores[:0]
+    order = np.random.default_rng([seed, len(scores), len(name)]).permutation(len(scores))
+    cut = len(scores) - int(round(holdout * len(scores)))
+    if cut < 1 or cut == len(scores):
+        raise InputError(f"too few scored {name} calibration texts ({len(scores)}) to hold "
+                         f"out {holdout:g} of them")
+    return scores[order[:cut]], scores[order[cut:]]
 
 
 def _machine_calibration(
     detector: Detector,
     human: np.ndarray,
+    human_out: np.ndarray,
     machine_texts: Sequence[str],
     threshold: float,
     prior: float | None,
+    holdout: float,
+    seed: int,
 ) -> dict[str, Any]:
     from provenance.evaluate import roc_auc
 
     raw = detector.score(machine_texts)
-    machine = raw[~np.isnan(raw)]
-    if len(machine) == 0:
+    if np.isnan(raw).all():
         raise InputError("none of the machine calibration texts could be scored (too short?)")
-    labels = np.concatenate([np.zeros(len(human)), np.ones(len(machine))])
-    auroc = float(roc_auc(labels, np.concatenate([human, machine])))
+    machine, machine_out = _split(raw[~np.isnan(raw)], holdout, seed, "machine")
+    measured_h, measured_m = (human_out, machine_out) if holdout else (human, machine)
+    labels = np.concatenate([np.zeros(len(measured_h)), np.ones(len(measured_m))])
+    auroc = float(roc_auc(labels, np.concatenate([measured_h, measured_m])))
     a, b = fit_platt(human, machine, prior)
     if a <= 0:
         warnings.warn(
@@ -878,8 +907,8 @@ def _machine_calibration(
         )
     return {
         "n_machine": int(len(machine)),
-        "n_machine_unscored": int(len(raw) - len(machine)),
-        "tpr": float(np.mean(machine >= threshold)),
+        "n_machine_unscored": int(np.isnan(raw).sum()),
+        "tpr": float(np.mean(measured_m >= threshold)),
         "auroc": auroc,
         "platt": [a, b],
         "prior": prior,

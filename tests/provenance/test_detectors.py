@@ -350,3 +350,44 @@ def test_smollm2_on_real_documents(shared_data: Path) -> None:
     assert np.isfinite(scores_h).all() and np.isfinite(scores_m).all()
     assert auroc(scores_m, scores_h) > 0.7
     assert isinstance(calibrate(detector, human, 0.2), CalibratedDetector)
+
+
+def test_held_out_calibration_measures_rates_on_texts_the_threshold_never_saw(
+        tiny: Tiny, fdg) -> None:
+    human, machine = tiny.held_out[:224], tiny.samples[:40]
+    in_sample = calibrate(fdg, human, 0.05, machine)
+    held = calibrate(fdg, human, 0.05, machine, holdout=0.5, seed=3)
+    info = held.calibration
+    assert info["measured_on"].startswith("held-out 0.5")
+    assert info["n_human"] == in_sample.calibration["n_human"] // 2 + (
+        in_sample.calibration["n_human"] % 2)
+    assert info["n_machine"] == 20
+    # the held-out FPR is an honest estimate: computed from the held-out scores directly
+    scores = fdg.score(human)
+    scores = scores[~np.isnan(scores)]
+    order = np.random.default_rng([3, len(scores), len("human")]).permutation(len(scores))
+    out = scores[order[len(scores) - round(0.5 * len(scores)):]]
+    assert info["fpr"] == pytest.approx(float(np.mean(out >= held.threshold)))
+    assert calibrate(fdg, human, 0.05, machine, holdout=0.5, seed=3).threshold == held.threshold
+    with pytest.raises(ConfigError, match="holdout must be in"):
+        calibrate(fdg, human, 0.05, holdout=1.0)
+    with pytest.raises(InputError, match="too few scored human"):
+        calibrate(fdg, human[:1], 0.05, holdout=0.5)
+
+
+def test_detect_eval_can_hold_out_its_zero_shot_calibration(tiny: Tiny, tmp_path: Path) -> None:
+    from provenance.detect_eval import evaluate_labelled
+
+    rows = [{"id": f"h{i}", "text": t, "label": "human"} for i, t in enumerate(tiny.held_out)]
+    rows += [{"id": f"m{i}", "text": t, "label": "machine"} for i, t in enumerate(tiny.samples)]
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    common = {"detector": "fast-detectgpt", "model": str(tiny.path), "device": "cpu",
+              "max_tokens": MAX_TOKENS, "target_fpr": 0.05}
+    in_sample = evaluate_labelled(labelled, **common).report
+    held = evaluate_labelled(labelled, calibration_share=0.5, **common).report
+    assert in_sample["threshold_source"].startswith("in-sample")
+    assert held["threshold_source"].startswith("held-out")
+    scored_human = in_sample["n_human"]
+    assert held["n_human"] == scored_human - round(0.5 * scored_human)
+    assert held["n_synthetic"] == in_sample["n_synthetic"]
