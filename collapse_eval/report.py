@@ -5,9 +5,11 @@ The headline is the *share of tail loss prevented* at the last generation,
     (loss(scrape) - loss(policy)) / (loss(scrape) - loss(filter:oracle)),
 
 0 for a policy that does no better than training on the unfiltered web and 1 for one as good as
-perfect provenance. Each family defines its tail loss (:meth:`NumericFamily.tail_loss`). Intervals
+perfect provenance. Each family defines its tail loss (:mod:`collapse_eval.profiles`: the numeric
+families' :meth:`NumericFamily.tail_loss`, the language model's 1 - rare n-gram recall). Intervals
 are 95% percentile bootstrap intervals over seeds, resampling seeds jointly across policies
-(every policy sees the same original data per seed, so the comparison is paired).
+(every policy sees the same original data per seed, so the comparison is paired); a family run
+with a single seed gets point estimates only.
 
 ``report.html`` embeds its plots as data URIs: it opens offline, in any browser, from anywhere.
 """
@@ -20,6 +22,7 @@ import json
 import math
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +31,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from collapse_eval.families import family_class
-from collapse_eval.metrics import METRICS
 from collapse_eval.plots import plot_metric, saved_figure
+from collapse_eval.profiles import family_profile
 from provenance.atomic import atomic_path
 from provenance.errors import InputError
 
@@ -49,17 +51,20 @@ class Share:
     def text(self) -> str:
         if math.isnan(self.estimate):
             return "n/a"
+        if math.isnan(self.low):
+            return f"{self.estimate:.2f} (1 seed)"
         return f"{self.estimate:.2f} [{self.low:.2f}, {self.high:.2f}]"
 
 
 def final_losses(results: pl.DataFrame, family: str) -> pl.DataFrame:
     """Tail loss per policy and seed at the family's last generation (columns: policy, seed,
     loss)."""
-    cls = family_class(family)
-    rows = results.filter((pl.col("family") == family) & (pl.col("metric") == cls.tail_metric))
+    profile = family_profile(family)
+    rows = results.filter((pl.col("family") == family)
+                          & (pl.col("metric") == profile.tail_metric))
     last = rows.filter(pl.col("generation") == rows.get_column("generation").max())
     return last.select("policy", "seed", pl.Series(
-        "loss", cls.tail_loss(last.get_column("value").to_numpy())))
+        "loss", profile.tail_loss(last.get_column("value").to_numpy())))
 
 
 def prevented_shares(losses: pl.DataFrame, baseline: str = "scrape",
@@ -68,7 +73,8 @@ def prevented_shares(losses: pl.DataFrame, baseline: str = "scrape",
 
     When the baseline does not lose significantly more tail than ``filter:oracle`` (the 95%
     interval of the gap includes 0) there is nothing to prevent and every share is n/a, rather
-    than a ratio of two noises.
+    than a ratio of two noises. With a single seed there is no interval: the shares are point
+    estimates (low and high NaN), given when the baseline lost more than the oracle at all.
     """
     table = losses.pivot(on="policy", index="seed", values="loss").sort("seed")
     if baseline not in table.columns or "filter:oracle" not in table.columns:
@@ -80,6 +86,7 @@ def prevented_shares(losses: pl.DataFrame, baseline: str = "scrape",
     boot_means = matrix[draws].mean(axis=1)  # (BOOTSTRAP, policies)
     means = matrix.mean(axis=0)
     base, oracle = policies.index(baseline), policies.index("filter:oracle")
+    single = matrix.shape[0] < 2
     gap_low = np.percentile(boot_means[:, base] - boot_means[:, oracle], 2.5)
     if gap_low <= 0:
         return {p: Share(math.nan, math.nan, math.nan) for p in policies}
@@ -91,13 +98,15 @@ def prevented_shares(losses: pl.DataFrame, baseline: str = "scrape",
     point, boot = ratio(means), ratio(boot_means)
     shares = {}
     for i, policy in enumerate(policies):
-        low, high = np.percentile(boot[:, i], [2.5, 97.5])
+        low, high = (math.nan, math.nan) if single else np.percentile(boot[:, i], [2.5, 97.5])
         shares[policy] = Share(float(point[i]), float(low), float(high))
     return shares
 
 
 def mean_interval(values: np.ndarray, seed: int = 0) -> Share:
-    """Mean with a 95% bootstrap interval (used for tail losses)."""
+    """Mean with a 95% bootstrap interval (used for tail losses); no interval for one value."""
+    if values.size < 2:
+        return Share(float(values.mean()) if values.size else math.nan, math.nan, math.nan)
     rng = np.random.default_rng(seed)
     boot = values[rng.integers(0, values.size, size=(BOOTSTRAP, values.size))].mean(axis=1)
     low, high = np.percentile(boot, [2.5, 97.5])
@@ -158,7 +167,59 @@ def theory_rows(results: pl.DataFrame, configs: dict[str, dict[str, Any]]) -> li
                      f"{cfg['samples']} samples)", f"{first:.3f} -> {last:.3f}",
                      "about 0.9 -> 0.01 by generation 2000 (paper)",
                      "shorter run" if cfg["generations"] < 2000 else "same length"])
+    if "vae" in configs and "replace" in configs["vae"]["policies"]:
+        last = configs["vae"]["generations"]
+        first_std = _mean_at(results, "vae", "replace", "encoder_std", 0)
+        last_std = _mean_at(results, "vae", "replace", "encoder_std", last)
+        rows.append(["vae", f"encoder std (generation-0 encoder's latent means over the samples), "
+                     f"generation 0 -> {last} (replace)", f"{first_std:.3f} -> {last_std:.3f}",
+                     "paper: qualitative -- the latents collapse toward the mean and the digits "
+                     "lose their variety (no number in the paper's text)",
+                     _direction(first_std, last_std, "falls")])
+    if "lm" in configs:
+        rows += _lm_theory_rows(results, configs["lm"])
     return rows
+
+
+def _direction(first: float, last: float, expected: str) -> str:
+    """'falls by 35% (same direction)' and the like, for a qualitative reference."""
+    if math.isnan(first) or math.isnan(last) or first == 0:
+        return "n/a"
+    change = (last - first) / abs(first)
+    moved = "falls" if change < 0 else "rises"
+    verdict = "same direction" if moved == expected else "opposite direction"
+    return f"{moved} by {abs(change):.0%} ({verdict})"
+
+
+def _lm_theory_rows(results: pl.DataFrame, cfg: dict[str, Any]) -> list[list[str]]:
+    """The paper's OPT-125m experiment: test perplexity over generations with no and with 10%
+    original data (Shumailov et al., Nature 2024, fine-tuned on WikiText-2)."""
+    last = cfg["generations"]
+    rises = {}
+    for policy in ("replace", "retain:0.1"):
+        if policy in cfg["policies"]:
+            rises[policy] = (_mean_at(results, "lm", policy, "test_perplexity", 0),
+                             _mean_at(results, "lm", policy, "test_perplexity", last))
+    if not rises:
+        return []
+    ours = "; ".join(f"{p}: {a:.1f} -> {b:.1f}" for p, (a, b) in rises.items())
+    reference = ("paper (OPT-125m fine-tuned on WikiText-2): generation 0 about 34; with no "
+                 "original data perplexity rises over generations, with 10% original data the "
+                 "rise is much smaller")
+    gaps = []
+    first = next(iter(rises.values()))[0]
+    gaps.append(f"our generation 0 is {first:.1f} vs about 34 (a small GPT-2 trained from "
+                "scratch on a Wikipedia slice, not a fine-tuned OPT-125m)")
+    if len(rises) == 2:
+        (a0, a1), (b0, b1) = rises["replace"], rises["retain:0.1"]
+        if a1 - a0 > 0 and b1 - b0 < a1 - a0:
+            gaps.append(f"the same ordering: replace rises {a1 - a0:+.1f}, retain:0.1 "
+                        f"{b1 - b0:+.1f}")
+        else:
+            gaps.append(f"not the paper's ordering: replace {a1 - a0:+.1f}, retain:0.1 "
+                        f"{b1 - b0:+.1f}")
+    return [["lm", f"test perplexity, generation 0 -> {last}, replace vs retain:0.1", ours,
+             reference, "; ".join(gaps)]]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,9 +244,14 @@ def _families(run_dir: Path) -> dict[str, str]:
         return json.loads(bench.read_text(encoding="utf-8"))["folders"]
     if (run_dir / "config.json").exists():  # a single `tailguard collapse run` folder
         config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        return {config["family"]: "."}
+        return {config.get("family", "lm"): "."}  # an LM run's config has no family
     raise InputError("not a benchmark or collapse run folder (no bench.json or config.json)",
                      file=str(run_dir))
+
+
+def _bench_info(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "bench.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -212,11 +278,12 @@ def write_report(run_dir: str | os.PathLike) -> Report:
     configs, infos, all_results = {}, {}, []
     headline_rows, rate_rows = [], []
     sections: list[str] = []
+    bench = _bench_info(run_dir)
     for family, folder in folders.items():
         results, config, info = _load_family(run_dir, family, folder)
         configs[family], infos[family] = config, info
         all_results.append(results)
-        cls = family_class(family)
+        profile = family_profile(family)
         losses = final_losses(results, family)
         vs_scrape = prevented_shares(losses, "scrape")
         vs_replace = prevented_shares(losses, "replace")
@@ -234,20 +301,41 @@ def write_report(run_dir: str | os.PathLike) -> Report:
             rate_rows.append([family, row["policy"], f"{row['tpr']:.3f}", f"{row['fpr']:.3f}"])
         sections.append(f"## {family}")
         sections.append("")
-        sections.append(f"{len(config['seeds'])} seeds, {config['samples']} samples per "
-                        f"generation, generations 0..{last}. Tail metric: `{cls.tail_metric}` "
-                        f"({METRICS.get(cls.tail_metric, '')}).")
+        size = config.get("samples", info.get("documents_per_generation", "?"))
+        skipped = bench.get("skipped_policies", {}).get(family)
+        seeds = len(config["seeds"])
+        sections.append(f"{seeds} seed{'s' if seeds > 1 else ''}, {size} {profile.unit} per "
+                        f"generation, generations 0..{last}. Tail metric: "
+                        f"`{profile.tail_metric}` ({profile.describe(profile.tail_metric)}); "
+                        f"tail loss: {profile.loss_text}."
+                        + (f" Skipped (do not apply to {family}): "
+                                 f"{', '.join(skipped)}." if skipped else ""))
         sections.append("")
         main_policies = [p for p in config["policies"]
                          if not _NOISY.match(p) or p == "filter:noisy(tpr=0.9,fpr=0.05)"]
         shown = results.filter(pl.col("policy").is_in(main_policies))
-        for metric in dict.fromkeys([cls.tail_metric, *cls.summary_metrics]):
+        for metric in dict.fromkeys([profile.tail_metric, *profile.summary_metrics]):
             if shown.filter(pl.col("metric") == metric).is_empty():
                 continue
             image = plot_metric(shown, metric, files / f"{family}-{metric}.png",
                                 title=f"{family}: {metric} (mean, 95% band across seeds)")
             images.append(image)
             sections.append(f"![{family} {metric}](report_files/{image.name})")
+            sections.append("")
+        histograms = run_dir / folder / "plots" / "data_perplexity_histograms.png"
+        if family == "lm" and histograms.exists():
+            image = files / f"{family}-data_perplexity_histograms.png"
+            with atomic_path(image, suffix=".png") as tmp:
+                shutil.copyfile(histograms, tmp)
+            images.append(image)
+            sections.append("The paper's picture: perplexity of each generation's training "
+                            "sequences under the generation-0 model (first seed; generations 0, "
+                            "middle and last). In Shumailov et al. the mass moves towards "
+                            "sequences the original model finds likely while a long tail of "
+                            "high-perplexity errors appears; a filter that works keeps "
+                            "generation 0's histogram.")
+            sections.append("")
+            sections.append(f"![{family} data perplexity](report_files/{image.name})")
             sections.append("")
         points = sweep_points(losses)
         if points:
@@ -300,6 +388,14 @@ def write_report(run_dir: str | os.PathLike) -> Report:
     md += _md_table(["family", "tailguard", "torch", "device", "seeds", "run id (spec hash)",
                      "wall s"], env_rows)
     md.append("")
+    env = bench.get("environment")
+    if env:
+        md.append(f"{'Quick' if bench.get('quick') else 'Full'} plan. Python {env['python']} on "
+                  f"{env['platform']} ({env['cpus']} CPUs, torch {env['torch']} with "
+                  f"{env['torch_threads']} thread{'s' if env['torch_threads'] != 1 else ''}"
+                  + (f", {env['cuda']}" if env.get("cuda") else "") + "). Wall s is the run's "
+                  "last invocation (a resumed run counts only what it computed).")
+        md.append("")
     md_path = run_dir / "report.md"
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(md), encoding="utf-8")

@@ -1,7 +1,11 @@
-"""The report: headline shares on known losses, a real benchmark rendered, and a real browser."""
+"""The report: headline shares on known losses, real benchmarks rendered (the numeric families,
+and the VAE and language model at toy sizes), and a real browser."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import re
 import shutil
 import subprocess
@@ -11,8 +15,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from collapse_eval.bench import run_bench
-from collapse_eval.report import mean_interval, prevented_shares, sweep_points
+from collapse_eval.bench import BenchFamily, bench_plan, run_bench
+from collapse_eval.report import mean_interval, prevented_shares, sweep_points, write_report
+
+#: toy sizes: a width-8 VAE trained for 20 steps on 200 digits; a 1-layer GPT-2 with 32-token
+#: blocks on 300 documents of 16 tokens for one epoch (seconds per generation on one thread)
+VAE_TINY = {"width": 8, "steps": 20, "classifier_epochs": 1}
+LM_TINY = {"max_articles": 10, "max_train_docs": 300,
+           "recipe": {"vocab_size": 512, "n_positions": 32, "n_embd": 32, "n_layer": 1,
+                      "n_head": 2, "block": 32, "batch_size": 16, "epochs": 1, "lr": 1e-2}}
 
 
 def _losses(means: dict[str, float], seeds: int = 40, noise: float = 0.05) -> pl.DataFrame:
@@ -48,6 +59,14 @@ def test_mean_interval_covers_the_mean() -> None:
     assert share.estimate == 49.5 and share.low < 49.5 < share.high
 
 
+def test_one_seed_gives_point_estimates_without_intervals() -> None:
+    losses = _losses({"scrape": 1.0, "filter:oracle": 0.0, "replace": 1.5}, seeds=1, noise=0.0)
+    shares = prevented_shares(losses, "scrape")
+    assert shares["replace"].estimate == pytest.approx(-0.5) and math.isnan(shares["replace"].low)
+    assert shares["replace"].text() == "-0.50 (1 seed)"
+    assert mean_interval(np.array([0.25])).text() == "0.25 (1 seed)"
+
+
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
@@ -76,6 +95,70 @@ def test_rerunning_the_benchmark_resumes(bench_dir: Path) -> None:
     assert result.results.equals(before)
 
 
+def _tiny(part: BenchFamily) -> BenchFamily:
+    if part.family == "lm":  # one seed: the report's point-estimate path
+        config = dataclasses.replace(part.config, seeds=(0,), **LM_TINY)
+    else:
+        config = dataclasses.replace(part.config, samples=200, heldout=100,
+                                     family_options=VAE_TINY)
+    return dataclasses.replace(part, config=config)
+
+
+@pytest.fixture(scope="module")
+def neural_bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick plan's VAE and LM parts (their policies, 2 seeds, 1 generation) at toy sizes."""
+    out = tmp_path_factory.mktemp("neural-bench")
+    plan = [_tiny(p) for p in bench_plan(quick=True, families=["vae", "lm"], seeds=2,
+                                         generations=1)]
+    run_bench(out, plan=plan, progress=False)
+    return out
+
+
+def test_the_vae_and_the_language_model_run_through_the_benchmark(neural_bench_dir: Path) -> None:
+    results = pl.read_parquet(neural_bench_dir / "results.parquet")
+    policies = {f: set(results.filter(pl.col("family") == f)["policy"]) for f in ("vae", "lm")}
+    assert policies["vae"] == {"replace", "retain:0.1", "scrape", "filter:oracle"}
+    assert policies["lm"] == policies["vae"] | {"filter:watermark", "filter:ledger"}
+    assert (neural_bench_dir / "lm" / "ledger.sqlite").exists()  # the LM loop ran
+    assert (neural_bench_dir / "vae" / "checkpoints").is_dir()  # the numeric loop ran
+    bench = json.loads((neural_bench_dir / "bench.json").read_text())
+    assert bench["folders"] == {"vae": "vae", "lm": "lm"} and bench["environment"]["cpus"]
+
+
+def test_the_report_covers_the_vae_and_the_language_model(neural_bench_dir: Path) -> None:
+    md = (neural_bench_dir / "report.md").read_text()
+    for row in ("| vae | retain:0.1 |", "| lm | filter:watermark |", "| lm | filter:ledger |"):
+        assert row in md
+    assert "(1 seed)" in md  # the LM ran one seed: point estimates, no made-up interval
+    rates = md.split("## What the filters achieved")[1].split("##")[0]
+    assert "| lm | filter:watermark |" in rates and "| lm | filter:ledger |" in rates
+    theory = md.split("## Against theory and the paper")[1].split("\n## ")[0]
+    assert "| vae | encoder std" in theory and "paper: qualitative" in theory
+    assert "| lm | test perplexity, generation 0 -> 1, replace vs retain:0.1 |" in theory
+    assert "300 documents per generation" in md and "2 seeds, 200 samples per generation" in md
+    assert "`rare_ngram_recall`" in md and "tail loss: 1 - rare_ngram_recall" in md
+    assert "report_files/lm-data_perplexity_histograms.png" in md
+    assert "report_files/lm-test_perplexity.png" in md and "report_files/vae-recall.png" in md
+
+
+def test_rerunning_the_neural_benchmark_resumes(neural_bench_dir: Path) -> None:
+    before = pl.read_parquet(neural_bench_dir / "results.parquet")
+    plan = [_tiny(p) for p in bench_plan(quick=True, families=["vae", "lm"], seeds=2,
+                                         generations=1)]
+    result = run_bench(neural_bench_dir, plan=plan, progress=False, report=False)
+    assert result.results.equals(before)
+    assert json.loads((neural_bench_dir / "lm" / "run.json").read_text())[
+        "resumed_generations"] == 1 + 6  # generation 0 and one per policy: nothing retrained
+
+
+def test_a_single_lm_run_folder_reports_too(neural_bench_dir: Path, tmp_path: Path) -> None:
+    """`tailguard report` on a `collapse run lm` folder (its config.json names no family)."""
+    run = tmp_path / "lm"
+    shutil.copytree(neural_bench_dir / "lm", run)
+    written = write_report(run)
+    assert "## lm" in written.markdown.read_text() and len(written.images) >= 7
+
+
 def _browser() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
         path = shutil.which(name)
@@ -84,8 +167,10 @@ def _browser() -> str | None:
     return None
 
 
-def test_report_html_renders_in_a_headless_browser_with_every_image(bench_dir: Path,
-                                                                    tmp_path: Path) -> None:
+@pytest.mark.parametrize("folder", ["bench_dir", "neural_bench_dir"])
+def test_report_html_renders_in_a_headless_browser_with_every_image(
+        folder: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    bench_dir: Path = request.getfixturevalue(folder)
     browser = _browser()
     if browser is None:
         pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium package)")
@@ -102,4 +187,5 @@ def test_report_html_renders_in_a_headless_browser_with_every_image(bench_dir: P
     match = re.search(r'data-images="(\d+)/(\d+)"', proc.stdout)
     assert match, proc.stderr[-2000:]
     loaded, total = int(match.group(1)), int(match.group(2))
-    assert total >= 3 and loaded == total
+    assert total == len(list((bench_dir / "report_files").glob("*.png"))) >= 3
+    assert loaded == total
