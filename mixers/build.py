@@ -328,6 +328,10 @@ def _write(
     target = prepared.frame.with_columns(pl.lit(0, dtype=pl.Int32).alias(COPY_COL)).drop(
         DROPPED, strict=False).collect_schema()
     plan = plan_write(selected, target, plain=(spec.id_field, spec.text_field))
+    # The plan holds each file's rows: the per-source row lists are no longer needed (and
+    # would stay alive, one more copy of every selected row, through the write pass).
+    del selected
+    prepared.copies = []
     written = write_tables(plan, passes.read(plan), out, spec.shard_rows, progress=progress)
     by_pool, by_source = written.by_pool, written.by_source
     documents = sum(by_pool.values())

@@ -284,7 +284,8 @@ def plan_write(selected: list[Selected], target: pl.Schema,
             if hi > lo:
                 rows = item.rows[lo:hi]
                 pools = item.pools if isinstance(item.pools, int) else item.pools[rows]
-                parts.append(FilePart(path, rows - start, pools,
+                # Row numbers within a file fit 32 bits: half the memory of the plan's rows.
+                parts.append(FilePart(path, (rows - start).astype(np.uint32), pools,
                                       _recipe(item, path, schema, target, source_types[name])))
             start = end
     return WritePlan(schema, _group_rows(selected), plain, parts)

@@ -379,7 +379,7 @@ class _Chain:
         sources = self.sources(generation, folder)
         manifest = build_mixture(self.spec(generation, sources), folder / "mixture")
         mixture = pl.read_parquet(sorted((folder / "mixture").glob("part-*.parquet")))
-        timing["mix_seconds"] = time.perf_counter() - started
+        timing["tag_and_mix_seconds"] = time.perf_counter() - started
         pieces = encode_documents(setup.tokenizer, mixture.get_column("text").to_list())
         blocks = token_stream_blocks(pieces, setup.recipe.block)
 
