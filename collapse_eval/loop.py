@@ -320,24 +320,35 @@ def config_hash(settings: dict[str, Any]) -> str:
 def prepare_run_dir(out_dir: Path, config: Any, resume: bool, overwrite: bool) -> None:
     """Create the run folder and its ``config.json``, or check a resumed one's settings match.
 
-    ``config`` is any run configuration with ``as_dict()`` (numeric or language model).
+    ``config`` is any run configuration with ``as_dict()`` (numeric or language model). A resume
+    may raise ``generations`` (the run continues where it stopped); any other change is refused.
     """
     saved = out_dir / "config.json"
     if out_dir.exists() and any(out_dir.iterdir()):
         if resume and saved.exists():
             previous = json.loads(saved.read_text(encoding="utf-8"))
-            if previous != config.as_dict():
-                changed = sorted(k for k in config.as_dict()
-                                 if previous.get(k) != config.as_dict()[k])
+            wanted = config.as_dict()
+            changed = sorted(k for k in wanted if previous.get(k) != wanted[k])
+            if not changed:
+                return
+            # A generation's results do not depend on how many follow it, so a run can be
+            # continued for more generations; anything else changes what was computed.
+            if changed != ["generations"] or wanted["generations"] < previous["generations"]:
                 raise ConfigError(f"{out_dir} holds a run with different settings "
-                                  f"({', '.join(changed)}); use another -o or --overwrite")
+                                  f"({', '.join(changed)}); use another -o or --overwrite "
+                                  "(a resume may only raise --generations)")
+            _write_config(saved, config)
             return
         if not overwrite:
             hint = "--resume to continue it or " if saved.exists() else ""
             raise ConfigError(f"{out_dir} is not empty; use {hint}--overwrite to start over")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(saved) as tmp:
+    _write_config(saved, config)
+
+
+def _write_config(path: Path, config: Any) -> None:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(config.as_dict(), indent=2) + "\n", encoding="utf-8")
 
 

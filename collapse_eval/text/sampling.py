@@ -34,8 +34,10 @@ permutation per row and step otherwise).
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -321,7 +323,7 @@ def sample_continuations(
     starts = range(0, n, batch_size)
     bar = tqdm(total=n, unit="seq", desc="sample", disable=None if progress else True)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _legacy_cache_argument():
             for start in starts:
                 stop = min(start + batch_size, n)
                 ids = out[start:stop].to(target)
@@ -333,6 +335,28 @@ def sample_continuations(
         bar.close()
         model.train(was_training)
     return out
+
+
+@contextlib.contextmanager
+def _legacy_cache_argument() -> Iterator[None]:
+    """Silence transformers' notice that ``past_key_values`` is deprecated for ``cache``.
+
+    Measured with transformers 5.23: GPT-2's forward ignores ``cache=`` (the step is computed
+    without its context, so the logits are wrong) while ``past_key_values=`` works, so the
+    sampler keeps the argument that gives the right answer and spares users a warning per
+    generation. Revisit when the pin moves past the removal announced for 5.40.
+    """
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*past_key_values.*",
+                                    category=FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _uniforms(seed: int, n: int, steps: int) -> torch.Tensor:

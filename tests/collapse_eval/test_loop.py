@@ -127,3 +127,17 @@ def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
         run_collapse(CollapseConfig("gaussian", ("replace",), generations=1, samples=10),
                      tmp_path / "busy", progress=False, plots=False)
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+def test_a_resume_may_continue_a_run_for_more_generations(tmp_path: Path) -> None:
+    short = CollapseConfig("gaussian", ("replace", "retain:0.1"), generations=4, samples=20,
+                           seeds=(0, 1))
+    longer = CollapseConfig("gaussian", ("replace", "retain:0.1"), generations=9, samples=20,
+                            seeds=(0, 1))
+    run_collapse(short, tmp_path / "r", progress=False, plots=False)
+    extended = run_collapse(longer, tmp_path / "r", resume=True, progress=False, plots=False)
+    assert extended.resumed_generations == 2 * 5
+    fresh = run_collapse(longer, tmp_path / "fresh", progress=False, plots=False)
+    assert_frame_equal(extended.results, fresh.results)
+    with pytest.raises(ConfigError, match="may only raise --generations"):
+        run_collapse(short, tmp_path / "r", resume=True, progress=False, plots=False)
