@@ -526,7 +526,25 @@ def _first_model(shared: _Chain, bar: Any) -> Any:
     bar.set_description(f"lm generation 0 seed {shared.seed}")
     model = shared.step(0, None)
     bar.update(1)
+    _warn_if_no_better_than_bigram(shared)
     return model
+
+
+def _warn_if_no_better_than_bigram(shared: _Chain) -> None:
+    """A generation-0 model that does not beat the bigram baseline makes the tail metrics
+    measure nothing: say so once, with the numbers and what to change."""
+    import warnings
+
+    from provenance.errors import TailguardWarning
+
+    record = json.loads((shared.generation_dir(0) / "metrics.json").read_text(encoding="utf-8"))
+    ppl, bigram = record["metrics"]["test_perplexity"], shared.setup.baselines["bigram_ppl"]
+    if ppl >= bigram:
+        warnings.warn(f"generation 0 (seed {shared.seed}) has test perplexity {ppl:.1f}, no "
+                      f"better than the bigram baseline's {bigram:.1f}: the model has not learned "
+                      "enough for its collapse to mean anything; give it more data "
+                      "(--max-train-docs), epochs or width (--recipe)", TailguardWarning,
+                      stacklevel=3)
 
 
 def collect_lm_results(out_dir: Path, config: LMCollapseConfig) -> pl.DataFrame:
