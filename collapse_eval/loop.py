@@ -402,7 +402,7 @@ def run_collapse(
         results.write_parquet(tmp)
     made = plot_results(results, out / "plots") if plots else []
     seconds = time.perf_counter() - started
-    _write_run_info(out, config, device, seconds, resumed)
+    write_run_info(out, config, device, seconds, resumed)
     return CollapseRun(out, results, made, seconds, resumed)
 
 
@@ -428,15 +428,17 @@ def collect_results(out_dir: Path, config: CollapseConfig) -> pl.DataFrame:
     return results.filter(pl.col("value").is_not_nan()).select(RESULT_COLUMNS)
 
 
-def _write_run_info(out: Path, config: CollapseConfig, device: str, seconds: float,
-                    resumed: int) -> None:
+def write_run_info(out: Path, config: Any, device: str, seconds: float, resumed: int,
+                   **extra: Any) -> None:
+    """``run.json``: the run's id, versions, device and wall time (plus a family's ``extra``)."""
     info = {
-        "run_id": config.run_id(),
+        "run_id": config_hash(config.as_dict()),
         "tailguard": tool_version(),
         "torch": torch.__version__,
         "device": device if device == "cpu" else torch.cuda.get_device_name(device),
         "seconds": round(seconds, 3),
         "resumed_generations": resumed,
+        **extra,
     }
     with atomic_path(out / "run.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

@@ -40,7 +40,13 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from collapse_eval.loop import RESULT_COLUMNS, config_hash, plot_results, prepare_run_dir
+from collapse_eval.loop import (
+    RESULT_COLUMNS,
+    config_hash,
+    plot_results,
+    prepare_run_dir,
+    write_run_info,
+)
 from collapse_eval.policies import ORIGINAL_SOURCE, Policy, parse_policies, policy_slug
 from collapse_eval.rng import derive_seed
 from collapse_eval.text import evidence
@@ -512,7 +518,10 @@ def run_lm_collapse(
         made = plot_results(results, out / "plots")
         made += plot_data_perplexity(out, config)
     seconds = time.perf_counter() - started
-    _write_run_info(out, config, device, seconds, resumed, setup)
+    write_run_info(out, config, device, seconds, resumed,
+                   documents_per_generation=setup.size, corpus=setup.corpus_stats,
+                   baselines={f"test_{k}": round(v, 3) for k, v in setup.baselines.items()},
+                   recipe=setup.recipe.to_dict())
     return LMCollapseRun(out, results, made, seconds, resumed, setup.baselines)
 
 
@@ -598,26 +607,6 @@ def plot_data_perplexity(out_dir: Path, config: LMCollapseConfig) -> list[Path]:
         axes[0].set_ylabel("density")
         axes[-1].legend(fontsize=7)
     return [path]
-
-
-def _write_run_info(out: Path, config: LMCollapseConfig, device: str, seconds: float,
-                    resumed: int, setup: _Setup) -> None:
-    from provenance.version import tool_version
-
-    info = {
-        "run_id": config_hash(config.as_dict()),
-        "tailguard": tool_version(),
-        "torch": torch.__version__,
-        "device": device if device == "cpu" else torch.cuda.get_device_name(device),
-        "seconds": round(seconds, 3),
-        "resumed_generations": resumed,
-        "documents_per_generation": setup.size,
-        "corpus": setup.corpus_stats,
-        "baselines": {f"test_{k}": round(v, 3) for k, v in setup.baselines.items()},
-        "recipe": setup.recipe.to_dict(),
-    }
-    with atomic_path(out / "run.json") as tmp:
-        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
 def load_lm_config(out_dir: str | os.PathLike) -> LMCollapseConfig:
