@@ -209,12 +209,20 @@ def duplicated_keys(parts: list[tuple[np.ndarray, np.ndarray | None]],
     total = sum(k.size if m is None else int(np.count_nonzero(m)) for k, m in parts)
     if total < 2:
         return np.zeros(0, dtype=np.uint64)
-    bits = min(16, max(0, math.ceil(math.log2(total / block)))) if total > block else 0
+    bits = min(8, max(0, math.ceil(math.log2(total / block)))) if total > block else 0
+    if bits:
+        # Each chunk's block numbers once (one byte a key), then one compare a block.
+        # Views of the keys, never copies: a mask is applied per block.
+        shift, size = np.uint64(64 - bits), 1 << 20
+        chunks = [(values[i : i + size], (values[i : i + size] >> shift).astype(np.uint8),
+                   None if mask is None or mask is True else mask[i : i + size])
+                  for values, mask in parts if mask is not False
+                  for i in range(0, values.size, size)]
     repeated = []
     for top in range(1 << bits):
         if bits:
-            shift, top_ = np.uint64(64 - bits), np.uint64(top)
-            chosen = np.concatenate([c[(c >> shift) == top_] for c in _chunks(parts)])
+            chosen = np.concatenate([c[b == top if m is None else (b == top) & m]
+                                     for c, b, m in chunks])
         else:
             chosen = np.concatenate(list(_chunks(parts)))
         series = pl.Series(chosen)

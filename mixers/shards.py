@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mixers.manifest import SyntheticShare
@@ -94,13 +95,6 @@ def _one_row(columns: dict[str, pl.Expr], target: pl.Schema) -> dict[str, pa.Arr
         return {}
     frame = pl.select(**{name: expr.cast(target[name]) for name, expr in columns.items()})
     return {name: frame.to_arrow().column(name).combine_chunks() for name in columns}
-
-
-def _polars_dtype(kind: pa.DataType) -> pl.DataType | None:
-    try:
-        return pl.from_arrow(pa.array([], type=kind)).dtype
-    except Exception:  # noqa: BLE001  (a type polars does not read: take the general route)
-        return None
 
 
 @dataclass
@@ -163,6 +157,9 @@ def _recipe(item: Selected, path: Path, schema: pa.Schema, target: pl.Schema,
     source's lazy frame (its files relaxed to common types, the mixer's columns added)."""
     ls = item.loaded
     file_schema = pq.read_schema(path)
+    # The types polars reads the file as, from its footer: converting an Arrow type through
+    # an empty array would import pandas (a quarter of a second) on the first call.
+    file_types = pl.read_parquet_schema(path)
     fill = fill_columns(ls.source, ls.name, ls.raw_schema)
     literals: dict[str, pl.Expr] = {
         SOURCE_COL: pl.lit(ls.name),
@@ -177,9 +174,8 @@ def _recipe(item: Selected, path: Path, schema: pa.Schema, target: pl.Schema,
         if name in fill:
             literals[name] = fill[name]
         elif name in file_schema.names:
-            file_type = _polars_dtype(file_schema.field(name).type)
             reads[name] = (source_types[name], target[name],
-                           file_type == source_types[name] == target[name])
+                           file_types.get(name) == source_types[name] == target[name])
         elif name != POOL_COL:
             literals[name] = pl.lit(None, dtype=target[name])
     pools = None
@@ -392,15 +388,24 @@ def write_tables(plan: WritePlan, tables: Iterable[tuple[pa.Table, np.ndarray]],
         written.by_source[source] += table.num_rows
         for code, n in enumerate(np.bincount(codes, minlength=len(POOLS))):
             written.by_pool[POOLS[code]] += int(n)
-        scored = pl.Series(table.column(PROV_SCORE)).cast(pl.Float64).drop_nulls()
-        written.share.add(table.num_rows, scored.len(), float(scored.sum()),
-                          float((scored * (1 - scored)).sum()))
+        written.share.add(table.num_rows, *_score_sums(table.column(PROV_SCORE)))
         writer.add(table)
         bar.update(table.num_rows)
     writer.close()
     bar.close()
     written.shards = writer.shards
     return written
+
+
+def _score_sums(scores: pa.ChunkedArray) -> tuple[int, float, float]:
+    """(documents scored, sum of p, sum of p(1-p)) of ``prov_score``: the synthetic-share
+    estimate's sums (Arrow compute, no conversion per table)."""
+    p = pc.cast(scores, pa.float64())
+    scored = len(p) - p.null_count
+    if not scored:
+        return 0, 0.0, 0.0
+    total = pc.sum(p).as_py()
+    return scored, total, pc.sum(pc.multiply(p, pc.subtract(1.0, p))).as_py()
 
 
 class _NoBar:
