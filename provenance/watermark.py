@@ -346,12 +346,15 @@ make one with WatermarkKey.generate()
             current = key.greenlist_check()
             if current is not None and current != check:
                 import torch
+                import transformers
 
                 warnings.warn(
-                    f"{src}: this torch ({torch.__version__}) draws different green lists than "
-                    f"the one that saved the key ({record.get('torch_version', '?')}); texts "
-                    "watermarked there will not be detected here. Detect with the torch version "
-                    "(and device type) that generated",
+                    f"{src}: this torch {torch.__version__} with transformers "
+                    f"{transformers.__version__} draws different green lists than the ones that "
+                    f"saved the key (torch {record.get('torch_version', '?')}, transformers "
+                    f"{record.get('transformers_version', '?')}); texts watermarked there will "
+                    "not be detected here. Detect with the torch and transformers versions (and "
+                    "device type) that generated",
                     TailguardWarning,
                     stacklevel=2,
                 )
@@ -442,7 +445,10 @@ class WatermarkScorer:
     text. Drawing a green list is a ``randperm`` of the vocabulary (~0.25 ms at 49k tokens), so
     the cache is most of the speed. Each text is counted over its own tokens only, so padding
     never enters a score and results do not depend on how texts are batched; z-scores and token
-    counts equal ``WatermarkDetector``'s on each text alone.
+    counts equal ``WatermarkDetector``'s on each text alone. (With ``ignore_repeated_ngrams``,
+    only that of transformers >= 5.19: earlier ones counted n-grams in a ``Counter`` keyed by
+    tensors, which hash by identity, so repeated n-grams were never merged. The green lists, and
+    so this scorer's results, are the same under either.)
 
     A text is ``synthetic`` when its exact binomial p-value is at most
     ``normal_tail(z_threshold)`` (3.2e-5 for z = 4; see the module notes) and at least

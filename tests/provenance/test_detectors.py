@@ -242,15 +242,20 @@ def test_binoculars_matches_its_definition_and_checks_the_vocabulary(tiny: Tiny)
 
 def trigram_corpus(n: int, seed: int) -> tuple[list[str], list[str]]:
     paragraphs = stdlib_paragraphs()
+    human = paragraphs[1::2][:n]
+    assert len(human) == n, f"this Python's docstrings give {len(human)} human paragraphs, not {n}"
     generated = TrigramModel().fit(paragraphs[::2]).sample(n, random.Random(seed), words=(30, 60))
-    return paragraphs[1::2][:n], generated
+    return human, generated
 
 
 def test_ngram_classifier_round_trips_without_pickle(tmp_path: Path) -> None:
-    human, machine = trigram_corpus(200, seed=0)
-    clf = NgramClassifier(n_features=2**14).fit(human[:150] + machine[:150], [0] * 150 + [1] * 150)
-    test = human[150:] + machine[150:]
-    assert auroc(clf.score(machine[150:]), clf.score(human[150:])) > 0.7
+    # The corpus is the running Python's own docstrings, so it differs between Python versions.
+    # Trained on 150 + 150 texts, the held-out AUROC was 0.74 on 3.11 and 0.66 on 3.12; on
+    # 300 + 300 it is 0.78-0.82 on 3.11, 3.12 and 3.13 (seeds 0-2), clear of the 0.7 bar.
+    human, machine = trigram_corpus(400, seed=0)
+    clf = NgramClassifier(n_features=2**14).fit(human[:300] + machine[:300], [0] * 300 + [1] * 300)
+    test = human[300:] + machine[300:]
+    assert auroc(clf.score(machine[300:]), clf.score(human[300:])) > 0.7
 
     folder = clf.save(tmp_path / "clf")
     assert sorted(p.name for p in folder.iterdir()) == ["ngram.json", "ngram.safetensors"]
@@ -264,7 +269,7 @@ def test_ngram_classifier_round_trips_without_pickle(tmp_path: Path) -> None:
                                   clf.predict_proba(test))
 
     # As a calibrated detector: one JSON plus the weights, probabilities unchanged on reload.
-    calibrated = calibrate(clf, human[150:170], 0.1, machine[150:170])
+    calibrated = calibrate(clf, human[300:320], 0.1, machine[300:320])
     saved = calibrated.save(tmp_path / "calibrated")
     assert sorted(p.name for p in saved.iterdir()) == ["detector.json", "ngram.safetensors"]
     np.testing.assert_array_equal(load_detector(saved).predict_proba(test),
