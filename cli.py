@@ -690,7 +690,13 @@ LM_OPTIONS = (
                  help="lm: scoring model of filter:detector: generation-0 (the run's own first "
                       "model) or a causal LM id/path, e.g. smollm2-135m [generation-0]."),
     click.option("--threads", type=click.IntRange(min=1),
-                 help="lm: torch CPU threads (1 is fastest for the small model on busy cores)."),
+                 help="lm: torch CPU threads (1 is fastest for the small model on busy cores) "
+                      "[torch's default; 1 per worker with --jobs > 1]."),
+    click.option("--jobs", type=click.IntRange(min=1),
+                 help="lm: policy chains run at once after generation 0, each in its own "
+                      "process with --threads torch threads; each process holds about 1 GB of "
+                      "memory. Results do not depend on it (for the same --threads); a resume "
+                      "may change it [1]."),
 )
 
 
@@ -701,7 +707,7 @@ def lm_options(func):
     names = ("dataset", "max_articles", "max_train_docs", "model", "gguf_file", "recipe_pairs",
              "prompt_tokens", "doc_tokens", "decoding", "num_beams", "temperature", "top_k",
              "repetition_penalty", "watermark_bias", "detector_fpr", "detector_model",
-             "threads")
+             "threads", "jobs")
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -727,13 +733,13 @@ def _collapse_run_lm(policies: tuple[str, ...], generations: int, seeds: int, fi
     from collapse_eval.text.loop import DEFAULT_LM_POLICIES, LMCollapseConfig, run_lm_collapse
 
     options = {k: v for k, v in lm.items() if v is not None and k not in ("recipe_pairs",
-                                                                          "threads")}
+                                                                          "threads", "jobs")}
     options["recipe"] = _key_values(lm["recipe_pairs"], "--recipe")
     config = LMCollapseConfig(policies=policies or DEFAULT_LM_POLICIES, generations=generations,
                               seeds=tuple(range(first_seed, first_seed + seeds)), **options)
     run = run_lm_collapse(config, out_dir, device=device, resume=resume, overwrite=overwrite,
                           progress=not (quiet or as_json), plots=not no_plots,
-                          threads=lm["threads"])
+                          threads=lm["threads"], jobs=lm["jobs"] or 1)
     shown = ("test_perplexity", "rare_ngram_recall", "distinct_2", "synthetic_share",
              "tagger_tpr", "tagger_fpr")
     last = run.results.filter(pl.col("generation") == generations)

@@ -14,6 +14,17 @@ compared on the same start. Each generation's folder is complete when its ``metr
 written (last, atomically); a resumed run continues after the last complete generation, and
 since every step is seeded by (seed, generation) it gives the results an uninterrupted run would.
 
+After generation 0 every (seed, policy) chain is independent: nothing one chain reads is written
+by another. With ``jobs > 1`` the chains run in worker processes (spawned, each rebuilding the
+setup from the run folder and loading the shared generation 0 from disk), and the results are
+those of ``jobs=1``. The one thing chains share at run time is the run's ``ledger.sqlite``
+(WAL, concurrent writers), and no chain looks anything up in it: a policy that tags with the
+ledger looks up its own lineage's ledger, ``<policy>/ledger.sqlite`` -- the documents generation
+0 published and those its own chain published, registered in the same order every time. Against
+the run ledger, its tags (the matched record, and a near match to another policy's text) would
+depend on which other policies had published before it: their order, or with workers, the
+scheduling. Each policy is a world of its own; another policy's models do not exist in it.
+
 Output folder::
 
     config.json                       what was run (a resume must match it)
@@ -22,6 +33,7 @@ Output folder::
     ledger.sqlite                     every published document, with generator and parents
     seed-0/generation-000000/         model/, mixture/, published.parquet, metrics.json
     seed-0/<policy>/generation-000003/  the same per policy (web.parquet for tagging policies)
+    seed-0/<policy>/ledger.sqlite     the lineage's ledger (policies that tag with the ledger)
     results.parquet, plots/, run.json as for the numeric families
 """
 
@@ -31,6 +43,9 @@ import json
 import os
 import shutil
 import time
+import warnings
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,10 +79,11 @@ from collapse_eval.text.model import LMRecipe, torch_threads
 from mixers.build import build_mixture
 from mixers.spec import MixtureSpec, Source
 from provenance.atomic import atomic_path
-from provenance.errors import ConfigError
+from provenance.errors import ConfigError, TailguardError, TailguardWarning
 from provenance.schema import Label
 
-__all__ = ["DEFAULT_LM_POLICIES", "LMCollapseConfig", "LMCollapseRun", "run_lm_collapse"]
+__all__ = ["DEFAULT_LM_POLICIES", "LMCollapseConfig", "LMCollapseRun", "LMWorkerError",
+           "run_lm_collapse"]
 
 DEFAULT_LM_POLICIES = ("replace", "retain:0.1", "accumulate", "scrape", "filter:oracle",
                        "filter:watermark", "filter:ledger", "filter:detector", "reweight")
@@ -76,6 +92,8 @@ FAMILY = "lm"
 #: Recipe defaults when ``model`` fine-tunes a pretrained LM (as the paper fine-tunes OPT-125m):
 #: the from-scratch learning rate would wreck pretrained weights.
 FINE_TUNE_DEFAULTS = {"lr": 5e-5, "epochs": 5, "weight_decay": 0.0}
+#: Seconds between looks at the workers' finished generations (the progress bar) with jobs > 1.
+POLL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +187,15 @@ class LMCollapseRun:
     baselines: dict[str, float]
 
 
+class LMWorkerError(TailguardError):
+    """A policy chain failed in its worker process (``jobs > 1``); the other workers were
+    stopped, and every finished generation is on disk for ``resume``."""
+
+    def __init__(self, message: str, *, policy: str, seed: int) -> None:
+        super().__init__(message)
+        self.policy, self.seed = policy, seed
+
+
 # ------------------------------------------------------------------------------------------------
 # the shared setup of a run
 
@@ -176,7 +203,10 @@ class LMCollapseRun:
 class _Setup:
     """Corpus, tokenizer, human documents and the held-out blocks, built once per run."""
 
-    def __init__(self, config: LMCollapseConfig, out: Path, device: str) -> None:
+    def __init__(self, config: LMCollapseConfig, out: Path, device: str, *,
+                 write: bool = True) -> None:
+        """``write=False`` (a worker process): the run's human documents and tokenizer are
+        already in ``out``, written by the parent; rebuild the same setup without writing."""
         from collapse_eval.text.data import load_text_corpus
         from collapse_eval.text.text_metrics import ngram_baselines
         from collapse_eval.text.tokenizer import encode_blocks
@@ -185,14 +215,16 @@ class _Setup:
         self.recipe = config.lm_recipe()
         corpus = load_text_corpus(config.dataset, max_articles=config.max_articles)
         self.corpus_stats = corpus.stats()
-        self.tokenizer, self.tokenizer_name = self._tokenizer(corpus.train)
+        self.tokenizer, self.tokenizer_name = self._tokenizer(corpus.train, write)
         self.vocab_size = (self.recipe.vocab_size if config.model is None
                            else int(self._pretrained.model.config.vocab_size))
         human = chunk_documents(self.tokenizer, corpus.train, config.doc_length)
         if config.max_train_docs:
             human = human.head(config.max_train_docs)
         self.human = human.with_columns(pl.lit(Label.HUMAN.value).alias(TRUTH))
-        self.human_path = write_parquet(self.human, out / "data" / "human-train.parquet")
+        self.human_path = out / "data" / "human-train.parquet"
+        if write:
+            write_parquet(self.human, self.human_path)
         self.valid_docs = chunk_documents(self.tokenizer, corpus.valid, config.doc_length,
                                           prefix="valid").get_column("text").to_list()
         block = self.recipe.block
@@ -212,14 +244,14 @@ class _Setup:
         """M: documents per generation, the size of the human training set."""
         return self.human.height
 
-    def _tokenizer(self, train: list[str]) -> tuple[Any, str]:
+    def _tokenizer(self, train: list[str], write: bool) -> tuple[Any, str]:
         from collapse_eval.text.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
         folder = self.out / "tokenizer"
         if self.config.model is not None:
             self._pretrained = self._load_pretrained()
             return self._pretrained.tokenizer, self.config.model
-        if not (folder / "tokenizer.json").exists():
+        if write and not (folder / "tokenizer.json").exists():
             save_tokenizer(train_tokenizer(train, self.recipe.vocab_size), folder)
         # Loaded back from disk even when just trained, so a resumed run tokenizes identically;
         # the folder is also the name the watermark key records.
@@ -240,6 +272,12 @@ class _Setup:
         if self.config.model is None:
             return new_model(self.recipe, seed=seed, eot_id=self.tokenizer.eos_token_id)
         return self._load_pretrained().model
+
+    def watermark_key(self, seed: int) -> Any:
+        """The watermark key of a seed's chains (the same in every process)."""
+        return evidence.watermark_key(self.tokenizer_name, self.vocab_size, len(self.tokenizer),
+                                      seed=_seed(seed, "watermark"),
+                                      bias=self.config.watermark_bias, device=self.device)
 
 
 def _seed(*parts: int | str) -> int:
@@ -263,6 +301,45 @@ class _Chain:
         self.name = "shared" if policy is None else policy_slug(policy.name)
         self._detector: Any = None
         self._watermark_scorer: Any = None
+        tagger = None if policy is None else policy.tagger
+        # The lineage's ledger (see the module notes): only a policy that tags with the ledger
+        # has one. A chain an older tailguard tagged against the run ledger has tags and no
+        # lineage ledger: it goes on as it started (``legacy_ledger``), with jobs=1 only.
+        self.lineage_path = (self.folder / "ledger.sqlite"
+                             if tagger is not None and tagger.kind == "ledger" else None)
+        self.legacy_ledger = (self.lineage_path is not None and not self.lineage_path.exists()
+                              and any((self.folder / "tags" / "ledger").glob("*.parquet")))
+        self._lineage: Any = None
+
+    @property
+    def generator(self) -> str:
+        return f"tailguard-lm/{self.name}/seed-{self.seed}"
+
+    def lookup_ledger(self) -> Any:
+        """The ledger this chain's tagger looks up: its lineage's (opened, and the documents
+        generation 0 published registered first, on first use), or for a legacy chain the run's."""
+        if self.legacy_ledger:
+            return self.ledger
+        if self._lineage is None:
+            from provenance.ledger import Ledger
+
+            lineage = Ledger(self.lineage_path)
+            try:
+                first = pl.read_parquet(self.published_path(1))
+                shared = f"tailguard-lm/shared/seed-{self.seed}"
+                if lineage.stats().by_generator.get(shared, 0) < first.height:  # idempotent
+                    lineage.register(first.get_column("text").to_list(), generator=shared,
+                                     generation=1, doc_ids=first.get_column("id").to_list())
+            except BaseException:
+                lineage.close()
+                raise
+            self._lineage = lineage
+        return self._lineage
+
+    def close(self) -> None:
+        if self._lineage is not None:
+            self._lineage.close()
+            self._lineage = None
 
     def generation_dir(self, generation: int) -> Path:
         base = self.shared if generation == 0 else self.folder
@@ -331,7 +408,8 @@ class _Chain:
         detector = self._detector
         if kind == "detector":
             detector = self._zero_shot()
-        return evidence.tag_part(path, out, kind, ledger=self.ledger,
+        return evidence.tag_part(path, out, kind,
+                                 ledger=self.lookup_ledger() if kind == "ledger" else None,
                                  watermark=self._scorer() if kind == "watermark" else None,
                                  detector=detector)
 
@@ -433,10 +511,13 @@ class _Chain:
         new = self._generate(model, prompts, _seed(self.seed, "sample", generation))
         texts = decode_documents(setup.tokenizer, new[:, config.prompt_tokens:])
         ids = [f"{self.name}-s{self.seed}-g{generation:03d}-{i:06d}" for i in range(len(texts))]
-        parent_ids = mixture.get_column("id").gather(parents).to_list()
-        self.ledger.register(texts, generator=f"tailguard-lm/{self.name}/seed-{self.seed}",
-                             generation=generation, doc_ids=ids,
-                             parent_ids=[[p] for p in parent_ids])
+        parent_ids = [[p] for p in mixture.get_column("id").gather(parents).to_list()]
+        self.ledger.register(texts, generator=self.generator, generation=generation,
+                             doc_ids=ids, parent_ids=parent_ids)
+        if self.lineage_path is not None and not self.legacy_ledger:
+            self.lookup_ledger().register(texts, generator=self.generator,
+                                          generation=generation, doc_ids=ids,
+                                          parent_ids=parent_ids)
         frame = document_frame(ids, texts, **{TRUTH: [Label.SYNTHETIC.value] * len(texts)})
         write_parquet(frame, folder / "published.parquet")
         return texts
@@ -473,16 +554,35 @@ def run_lm_collapse(
     progress: bool = True,
     plots: bool = True,
     threads: int | None = None,
+    jobs: int = 1,
 ) -> LMCollapseRun:
     """Run every policy of ``config`` for every seed; write results, checkpoints and plots.
 
     ``threads`` sets torch's CPU threads for the run (a model this small trains fastest on
     one thread where the cores are shared). With ``resume`` an interrupted run continues from
     its last complete generation.
+
+    With ``jobs > 1``, once every seed's generation 0 is trained (in this process), that many
+    (seed, policy) chains run at a time, each in its own spawned process with ``threads`` torch
+    threads (1 when None); each worker holds about 1 GB of memory. The results are those of
+    ``jobs=1`` (for the same ``threads``), and a run may be resumed with other ``jobs`` than it
+    started with. A chain that fails stops the others and raises :class:`LMWorkerError`; every
+    finished generation stays on disk for ``resume``. Workers are spawned, so they import the
+    caller's main module: a script must call this under ``if __name__ == "__main__":``.
     """
+    import multiprocessing
+
     from provenance.ledger import Ledger
     from provenance.models import resolve_device
 
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be a positive integer, got {jobs!r}")
+    if jobs > 1 and getattr(multiprocessing.current_process(), "_inheriting", False):
+        # A worker importing a main module that calls this at its top level: stop before it
+        # touches the run folder (with overwrite, it would delete the parent's run).
+        raise ConfigError("run_lm_collapse(jobs > 1) was called while a worker process was "
+                          "importing the main module; call it under "
+                          "`if __name__ == \"__main__\":`")
     started = time.perf_counter()
     out = Path(out_dir)
     device = resolve_device(device)
@@ -494,22 +594,28 @@ def run_lm_collapse(
         total = len(config.seeds) * (1 + len(policies) * config.generations)
         with tqdm(total=total, desc="lm", unit="gen", disable=None if progress else True,
                   dynamic_ncols=True) as bar:
-            for seed in config.seeds:
-                key = evidence.watermark_key(setup.tokenizer_name, setup.vocab_size,
-                                             len(setup.tokenizer), seed=_seed(seed, "watermark"),
-                                             bias=config.watermark_bias, device=device)
-                shared = _Chain(setup, seed, None, ledger, key)
-                resumed += shared.completed(0)
-                first = _first_model(shared, bar)
-                for policy in policies:
-                    chain = _Chain(setup, seed, policy, ledger, key)
-                    done = max(1, chain.completed(config.generations))
-                    resumed += done - 1
-                    bar.update(done - 1)
-                    bar.set_description(f"lm {policy.name} seed {seed}")
-                    for generation in range(done, config.generations + 1):
-                        chain.step(generation, first)
-                        bar.update(1)
+            if jobs > 1:
+                resumed = _run_in_workers(setup, policies, ledger, bar, jobs, threads or 1)
+            else:
+                for seed in config.seeds:
+                    key = setup.watermark_key(seed)
+                    shared = _Chain(setup, seed, None, ledger, key)
+                    resumed += shared.completed(0)
+                    first = _first_model(shared, bar)
+                    for policy in policies:
+                        chain = _Chain(setup, seed, policy, ledger, key)
+                        if chain.legacy_ledger:
+                            _warn_legacy_ledger(chain)
+                        done = max(1, chain.completed(config.generations))
+                        resumed += done - 1
+                        bar.update(done - 1)
+                        bar.set_description(f"lm {policy.name} seed {seed}")
+                        try:
+                            for generation in range(done, config.generations + 1):
+                                chain.step(generation, first)
+                                bar.update(1)
+                        finally:
+                            chain.close()
     results = collect_lm_results(out, config)
     with atomic_path(out / "results.parquet") as tmp:
         results.write_parquet(tmp)
@@ -521,22 +627,165 @@ def run_lm_collapse(
     write_run_info(out, config, device, seconds, resumed,
                    documents_per_generation=setup.size, corpus=setup.corpus_stats,
                    baselines={f"test_{k}": round(v, 3) for k, v in setup.baselines.items()},
-                   recipe=setup.recipe.to_dict())
+                   recipe=setup.recipe.to_dict(),
+                   # Torch's thread count changes floating-point sums, so a rerun must match it.
+                   threads={"requested": threads, "jobs": jobs,
+                            "torch_default": torch.get_num_threads()})
     return LMCollapseRun(out, results, made, seconds, resumed, setup.baselines)
 
 
-def _first_model(shared: _Chain, bar: Any) -> Any:
-    """Generation 0 of a seed: trained (or reloaded) once and shared by every policy."""
+def _first_model(shared: _Chain, bar: Any, *, load: bool = True) -> Any:
+    """Generation 0 of a seed: trained (or reloaded) once and shared by every policy.
+
+    ``load=False`` (the workers load it themselves): train it if needed, return nothing."""
     from collapse_eval.text.model import load_model
 
     if shared.completed(0):
         bar.update(1)
-        return load_model(shared.generation_dir(0) / "model", device=shared.setup.device)
+        return (load_model(shared.generation_dir(0) / "model", device=shared.setup.device)
+                if load else None)
     bar.set_description(f"lm generation 0 seed {shared.seed}")
     model = shared.step(0, None)
     bar.update(1)
     _warn_if_no_better_than_bigram(shared)
-    return model
+    return model if load else None
+
+
+def _warn_legacy_ledger(chain: _Chain) -> None:
+    warnings.warn(f"{chain.folder} was started by an older tailguard that tagged against the "
+                  "run's shared ledger; it goes on that way, so its tags depend on the policies "
+                  "run before it (a new run uses the lineage's own ledger)", TailguardWarning,
+                  stacklevel=3)
+
+
+# ------------------------------------------------------------------------------------------------
+# policy chains in worker processes (jobs > 1)
+
+
+def _run_in_workers(setup: _Setup, policies: list[Policy], ledger: Any, bar: Any, jobs: int,
+                    threads: int) -> int:
+    """Train each seed's generation 0 here, then run the chains ``jobs`` at a time in spawned
+    worker processes; returns the generations that were already complete."""
+    import multiprocessing
+
+    config, generations = setup.config, setup.config.generations
+    chains = [_Chain(setup, seed, policy, ledger, None)
+              for seed in config.seeds for policy in policies]
+    for chain in chains:
+        if chain.legacy_ledger:
+            raise ConfigError(f"{chain.folder} was started by an older tailguard that tagged "
+                              "against the run's shared ledger (its tags depend on the policies "
+                              "run before it, so workers could change them): resume this run "
+                              "with --jobs 1")
+    resumed = 0
+    for seed in config.seeds:
+        shared = _Chain(setup, seed, None, ledger, setup.watermark_key(seed))
+        resumed += shared.completed(0)
+        _first_model(shared, bar, load=False)
+    done = [max(1, chain.completed(generations)) - 1 for chain in chains]
+    resumed += sum(done)
+    bar.update(sum(done))
+    todo = [i for i, chain in enumerate(chains) if done[i] < generations]
+    if not todo:
+        return resumed
+    workers = min(jobs, len(todo))
+    bar.set_description(f"lm {len(todo)} chains, {workers} at once")
+    base = {"config": config.as_dict(), "out": str(setup.out), "device": setup.device,
+            "threads": threads}
+    executor = ProcessPoolExecutor(max_workers=workers,
+                                   mp_context=multiprocessing.get_context("spawn"))
+    futures: dict[Future, int] = {}
+    try:
+        for i in todo:
+            task = {**base, "seed": chains[i].seed, "policy": chains[i].policy.name}
+            futures[executor.submit(_chain_worker, task)] = i
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION)
+            for i, chain in enumerate(chains):  # the bar moves with each finished generation
+                now = max(1, chain.completed(generations)) - 1
+                bar.update(max(0, now - done[i]))
+                done[i] = max(done[i], now)
+            for future in sorted(finished, key=futures.__getitem__):
+                error = future.exception()
+                if error is not None:
+                    raise _worker_error(chains[futures[future]], error) from error
+    except BaseException:
+        _stop_workers(executor, futures)
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    return resumed
+
+
+def _stop_workers(executor: ProcessPoolExecutor, futures: dict[Future, int]) -> None:
+    """Cancel the chains not started and terminate the running ones: a generation cut short
+    has no metrics.json, so a resume runs it again from its start."""
+    for future in futures:
+        future.cancel()
+    terminate = getattr(executor, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    # Before 3.14: the pool's processes; once one is gone the pool is broken, and its manager
+    # terminates and joins the rest (shutdown waits for that).
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
+
+
+def _worker_error(chain: _Chain, error: BaseException) -> LMWorkerError:
+    """The parent's error for a chain that failed in its worker: the policy, the worker's
+    exception and, for an unexpected one, the worker's traceback."""
+    name, seed = chain.policy.name, chain.seed
+    kept = "finished generations are kept: continue with --resume once the cause is fixed"
+    if isinstance(error, BrokenProcessPool):
+        message = (f"lm policy {name} (seed {seed}): a worker process died (killed, or out of "
+                   f"memory? each worker holds about 1 GB: lower --jobs); {kept}")
+    else:
+        message = (f"lm policy {name} (seed {seed}) failed in its worker process: "
+                   f"{type(error).__name__}: {error}; {kept}")
+    # The worker's traceback (concurrent.futures attaches it as the cause), unless the error is
+    # one tailguard raised on purpose, whose message says it all.
+    remote = str(error.__cause__ or "").strip().strip("'\"").strip()
+    if remote and not isinstance(error, TailguardError):
+        message += f"\nworker traceback:\n{remote}"
+    return LMWorkerError(message, policy=name, seed=seed)
+
+
+#: A worker's setup, rebuilt once per process (the pool hands a process several chains).
+_WORKER_SETUP: dict[tuple[str, str, str], _Setup] = {}
+
+
+def _chain_worker(task: dict[str, Any]) -> None:
+    """In a worker process: run one (seed, policy) chain's remaining generations.
+
+    ``task`` is plain data (the config as a dict, the run folder, device, threads, seed and
+    policy name). The setup is rebuilt from the run folder without writing to it (the corpus
+    split and chunking are deterministic, the tokenizer is the one saved there), the
+    generation-0 model is loaded from disk, and the run ledger is opened by this process.
+    """
+    from collapse_eval.text.model import load_model
+    from provenance.ledger import Ledger
+
+    config = _config_from_dict(task["config"])
+    out, device, seed = Path(task["out"]), task["device"], int(task["seed"])
+    policy = parse_policies([task["policy"]])[0]
+    with torch_threads(int(task["threads"])):
+        key = (str(out), config_hash(task["config"]), device)
+        setup = _WORKER_SETUP.get(key)
+        if setup is None:
+            _WORKER_SETUP.clear()
+            setup = _WORKER_SETUP[key] = _Setup(config, out, device, write=False)
+        with Ledger(out / "ledger.sqlite") as ledger:
+            chain = _Chain(setup, seed, policy, ledger, setup.watermark_key(seed))
+            try:
+                first = load_model(chain.generation_dir(0) / "model", device=device)
+                for generation in range(max(1, chain.completed(config.generations)),
+                                        config.generations + 1):
+                    chain.step(generation, first)
+            finally:
+                chain.close()
 
 
 def _warn_if_no_better_than_bigram(shared: _Chain) -> None:
@@ -611,6 +860,10 @@ def plot_data_perplexity(out_dir: Path, config: LMCollapseConfig) -> list[Path]:
 
 def load_lm_config(out_dir: str | os.PathLike) -> LMCollapseConfig:
     """The config of an LM run folder (to report or resume it)."""
-    data = json.loads((Path(out_dir) / "config.json").read_text(encoding="utf-8"))
+    return _config_from_dict(json.loads((Path(out_dir) / "config.json")
+                                        .read_text(encoding="utf-8")))
+
+
+def _config_from_dict(data: dict[str, Any]) -> LMCollapseConfig:
     return LMCollapseConfig(**{k: tuple(v) if isinstance(v, list) and k != "recipe" else v
                                for k, v in data.items()})
