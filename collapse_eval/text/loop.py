@@ -98,7 +98,10 @@ POLL_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class LMCollapseConfig:
-    """Everything that determines an LM run's results (device and threads only change speed).
+    """Everything that determines an LM run's results but the machine: the device and torch's
+    CPU thread count change the order of floating-point sums, so a run repeats bit for bit on
+    the same device with the same ``threads`` (recorded in ``run.json``), and ``jobs`` never
+    changes a result.
 
     ``recipe`` overrides :class:`~collapse_eval.text.model.LMRecipe` fields (its model shape is
     used only when ``model`` is None, i.e. a GPT-2 trained from scratch; fine-tuning starts
