@@ -909,6 +909,47 @@ def collapse_run(family: str, policies: tuple[str, ...], generations: int | None
     _emit(report, as_json, lines)
 
 
+@collapse.command("status")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the progress as JSON.")
+def collapse_status(run_dir: str, as_json: bool) -> None:
+    """Show how far an LM run has got, from its folder (safe while it runs).
+
+    Counts each policy's finished generations, shows the newest one's metrics and estimates
+    the time left at the mean so far. Reads only; resume the run with `collapse run lm
+    --resume` and the same options.
+
+    \b
+    Example:
+      tailguard collapse status runs/lm
+    """
+    from collapse_eval.text.progress import lm_run_progress
+
+    progress = lm_run_progress(run_dir)
+    shown = ("test_perplexity", "rare_ngram_recall", "distinct_2", "synthetic_share")
+    lines = [f"{run_dir}: {progress.done} of {progress.total} policy-generations done"
+             + (" (finished)" if progress.finished else "")]
+    for seed, first in progress.first.items():
+        state = (f"done in {first['seconds'] / 60:.1f} min, test perplexity "
+                 f"{first['metrics']['test_perplexity']:.1f}" if first["done"] else "not done")
+        lines.append(f"seed {seed} generation 0: {state}")
+    width = max(len(c.policy) for c in progress.chains)
+    lines.append(f"  {'seed':>4} {'policy':<{width}} {'done':>7} {'min/gen':>8}"
+                 + "".join(f"{m:>19}" for m in shown))
+    for chain in progress.chains:
+        minutes = (f"{sum(chain.seconds) / len(chain.seconds) / 60:.1f}" if chain.seconds
+                   else "-")
+        cells = (chain.latest.get(m) for m in shown)
+        lines.append(f"  {chain.seed:>4} {chain.policy:<{width}} "
+                     f"{f'{chain.done}/{chain.total}':>7} {minutes:>8}"
+                     + "".join(f"{'-' if v is None else format(v, '.4g'):>19}" for v in cells))
+    left = progress.seconds_left()
+    if left and not progress.finished:
+        lines.append(f"left: about {left / 3600:.1f} h in one process at the means so far "
+                     "(divide by --jobs; accumulate grows each generation)")
+    _emit(progress.as_dict(), as_json, lines)
+
+
 # ---- benchmark and report ------------------------------------------------------------------------
 
 

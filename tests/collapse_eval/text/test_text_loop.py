@@ -113,6 +113,41 @@ def test_a_resumed_run_gives_the_uninterrupted_results(ordering_run, tmp_path: P
     assert a.equals(b)
 
 
+def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: Path):
+    from collapse_eval.text.progress import lm_run_progress
+
+    copy = tmp_path / "run"
+    shutil.copytree(ordering_run.out_dir, copy)
+    (copy / "seed-0" / "retain_0.1" / "generation-000002" / "metrics.json").unlink()
+    shutil.rmtree(copy / "seed-0" / "filter_watermark")  # not started
+    before = {p: p.stat().st_mtime_ns for p in copy.rglob("*")}
+
+    progress = lm_run_progress(copy)
+    chains = {c.policy: c for c in progress.chains}
+    assert {p: (c.done, c.total) for p, c in chains.items()} == {
+        "replace": (2, 2), "filter:watermark": (0, 2), "retain:0.1": (1, 2)}
+    assert (progress.done, progress.total, progress.finished) == (3, 6, False)
+    recorded = json.loads((copy / "seed-0" / "replace" / "generation-000002" / "metrics.json")
+                          .read_text())
+    assert chains["replace"].latest == {"generation": 2, **recorded["metrics"]}
+    assert chains["replace"].seconds[-1] == pytest.approx(sum(recorded["timing"].values()))
+    # Three generations left: filter:watermark's two at the mean of all, retain's one at its own.
+    everything = [s for c in progress.chains for s in c.seconds]
+    assert progress.seconds_left() == pytest.approx(
+        2 * sum(everything) / len(everything) + chains["retain:0.1"].seconds[0])
+
+    result = CliRunner().invoke(main, ["collapse", "status", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert "3 of 6 policy-generations done" in result.output
+    assert "retain:0.1" in result.output and "1/2" in result.output
+    assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before
+
+    whole = CliRunner().invoke(main, ["collapse", "status", str(ordering_run.out_dir), "--json"])
+    assert json.loads(whole.output)["finished"] is True
+    not_lm = CliRunner().invoke(main, ["collapse", "status", str(tmp_path)])
+    assert not_lm.exit_code != 0 and "not an LM run folder" in not_lm.output
+
+
 def test_every_policy_and_tagger_runs(tmp_path: Path):
     policies = ("accumulate", "scrape", "filter:oracle", "filter:ledger", "filter:detector",
                 "filter:discriminator", "reweight")

@@ -1,0 +1,129 @@
+"""Where an LM run stands, read from its folder while it runs, or after it stopped.
+
+A full default run is about 90 policy-generations of several minutes each: hours on a CPU. The
+run writes ``results.parquet`` only at its end, but every finished generation leaves its
+``metrics.json`` (written last, atomically), so the folder itself says what is done, what each
+generation took and how the metrics move. This module reads only those files and never writes:
+it is safe beside a running (or a paused) run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from collapse_eval.policies import policy_slug
+from collapse_eval.text.loop import load_lm_config
+from provenance.errors import InputError
+
+__all__ = ["ChainProgress", "LMRunProgress", "lm_run_progress"]
+
+
+@dataclass(frozen=True)
+class ChainProgress:
+    """One (seed, policy) chain: its complete generations, their wall seconds (mixing,
+    training and sampling) and the metrics of the newest one."""
+
+    seed: int
+    policy: str
+    done: int
+    total: int
+    seconds: tuple[float, ...]
+    latest: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LMRunProgress:
+    """The chains of a run folder, with generation 0 of each seed."""
+
+    out_dir: Path
+    generations: int
+    first: dict[int, dict[str, Any]]
+    chains: tuple[ChainProgress, ...]
+
+    @property
+    def done(self) -> int:
+        """Policy-generations complete (generation 0 not counted)."""
+        return sum(chain.done for chain in self.chains)
+
+    @property
+    def total(self) -> int:
+        return sum(chain.total for chain in self.chains)
+
+    @property
+    def finished(self) -> bool:
+        return self.done == self.total and all(f["done"] for f in self.first.values())
+
+    def seconds_left(self) -> float | None:
+        """Single-process seconds the unfinished generations need, at the means so far: a
+        chain's own mean where it has one, else the mean of every finished policy-generation
+        (``accumulate`` trains on more data each generation, so it is a lower bound there).
+        Divide by the workers (``--jobs``) for wall time; None before any generation is done."""
+        every = [s for chain in self.chains for s in chain.seconds]
+        if not every:
+            every = [f["seconds"] for f in self.first.values() if f["done"]]
+        if not every:
+            return None
+        overall = statistics.fmean(every)
+        return sum((chain.total - chain.done)
+                   * (statistics.fmean(chain.seconds) if chain.seconds else overall)
+                   for chain in self.chains)
+
+    def as_dict(self) -> dict[str, Any]:
+        left = self.seconds_left()
+        return {
+            "out_dir": str(self.out_dir), "generations": self.generations,
+            "done": self.done, "total": self.total, "finished": self.finished,
+            "seconds_left_one_process": None if left is None else round(left, 1),
+            "generation_0": {str(seed): first for seed, first in self.first.items()},
+            "chains": [{"seed": c.seed, "policy": c.policy, "done": c.done, "total": c.total,
+                        "mean_seconds": (round(statistics.fmean(c.seconds), 1)
+                                         if c.seconds else None),
+                        "latest": c.latest} for c in self.chains],
+        }
+
+
+def _record(folder: Path) -> dict[str, Any] | None:
+    path = folder / "metrics.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: unreadable metrics ({error})") from error
+
+
+def _seconds(record: dict[str, Any]) -> float:
+    return float(sum(record.get("timing", {}).values()))
+
+
+def lm_run_progress(out_dir: str | os.PathLike) -> LMRunProgress:
+    """Read the progress of the LM run in ``out_dir`` (see the module notes)."""
+    out = Path(out_dir)
+    if not (out / "config.json").is_file() or not any(out.glob("seed-*/generation-000000")):
+        raise InputError(f"{out}: not an LM run folder (no config.json with "
+                         "seed-*/generation-000000/); numeric runs are short: read their "
+                         "results.parquet")
+    config = load_lm_config(out)
+    first, chains = {}, []
+    for seed in config.seeds:
+        base = out / f"seed-{seed}"
+        record = _record(base / "generation-000000")
+        first[seed] = {"done": record is not None,
+                       "seconds": None if record is None else round(_seconds(record), 1),
+                       "metrics": {} if record is None else record["metrics"]}
+        for policy in config.policies:
+            folder, seconds, latest = base / policy_slug(policy), [], {}
+            for generation in range(1, config.generations + 1):
+                record = _record(folder / f"generation-{generation:06d}")
+                if record is None:
+                    break
+                seconds.append(_seconds(record))
+                latest = {"generation": generation, **record["metrics"]}
+            chains.append(ChainProgress(seed, policy, len(seconds), config.generations,
+                                        tuple(seconds), latest))
+    return LMRunProgress(out, config.generations, first, tuple(chains))
