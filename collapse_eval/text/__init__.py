@@ -13,5 +13,8 @@ default reproduces the setting at a size that runs on a laptop CPU:
   Face causal LM), safetensors checkpoints, perplexities per block;
 * :mod:`collapse_eval.text.sampling` -- a KV-cache sampler that continues prompts, with logits
   processors (transformers' watermark among them), and a beam-search wrapper;
-* :mod:`collapse_eval.text.text_metrics` -- n-gram baselines and the tail metrics on token ids.
+* :mod:`collapse_eval.text.text_metrics` -- n-gram baselines and the tail metrics on token ids;
+* :mod:`collapse_eval.text.loop` -- the recursion itself (with :mod:`~collapse_eval.text.config`,
+  :mod:`~collapse_eval.text.chain`, :mod:`~collapse_eval.text.workers` and
+  :mod:`~collapse_eval.text.progress`).
 """

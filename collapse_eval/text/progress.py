@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from collapse_eval.policies import policy_slug
-from collapse_eval.text.loop import load_lm_config
+from collapse_eval.text.config import load_lm_config
 from provenance.errors import InputError
 
 __all__ = ["ChainProgress", "LMRunProgress", "lm_run_progress"]

@@ -1,0 +1,155 @@
+"""Policy chains in worker processes (``jobs > 1``): after generation 0 the (seed, policy)
+chains are independent, so each runs in a spawned process of its own (never forked: torch),
+rebuilding the run's setup from its folder; the parent watches the generations finish."""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from collapse_eval.loop import config_hash
+from collapse_eval.policies import Policy, parse_policies
+from collapse_eval.text.chain import Chain, RunSetup, first_model
+from collapse_eval.text.config import config_from_dict
+from collapse_eval.text.model import torch_threads
+from provenance.errors import ConfigError, TailguardError
+
+#: Seconds between looks at the workers' finished generations (the progress bar).
+POLL_SECONDS = 2.0
+
+
+class LMWorkerError(TailguardError):
+    """A policy chain failed in its worker process (``jobs > 1``); the other workers were
+    stopped, and every finished generation is on disk for ``resume``."""
+
+    def __init__(self, message: str, *, policy: str, seed: int) -> None:
+        super().__init__(message)
+        self.policy, self.seed = policy, seed
+
+
+def run_in_workers(setup: RunSetup, policies: list[Policy], ledger: Any, bar: Any, jobs: int,
+                   threads: int) -> int:
+    """Train each seed's generation 0 here, then run the chains ``jobs`` at a time in spawned
+    worker processes; returns the generations that were already complete."""
+    import multiprocessing
+
+    config, generations = setup.config, setup.config.generations
+    chains = [Chain(setup, seed, policy, ledger, None)
+              for seed in config.seeds for policy in policies]
+    for chain in chains:
+        if chain.legacy_ledger:
+            raise ConfigError(f"{chain.folder} was started by an older tailguard that tagged "
+                              "against the run's shared ledger (its tags depend on the policies "
+                              "run before it, so workers could change them): resume this run "
+                              "with --jobs 1")
+    resumed = 0
+    for seed in config.seeds:
+        shared = Chain(setup, seed, None, ledger, setup.watermark_key(seed))
+        resumed += shared.completed(0)
+        first_model(shared, bar, load=False)
+    done = [max(1, chain.completed(generations)) - 1 for chain in chains]
+    resumed += sum(done)
+    bar.update(sum(done))
+    todo = [i for i, chain in enumerate(chains) if done[i] < generations]
+    if not todo:
+        return resumed
+    workers = min(jobs, len(todo))
+    bar.set_description(f"lm {len(todo)} chains, {workers} at once")
+    base = {"config": config.as_dict(), "out": str(setup.out), "device": setup.device,
+            "threads": threads}
+    executor = ProcessPoolExecutor(max_workers=workers,
+                                   mp_context=multiprocessing.get_context("spawn"))
+    futures: dict[Future, int] = {}
+    try:
+        for i in todo:
+            task = {**base, "seed": chains[i].seed, "policy": chains[i].policy.name}
+            futures[executor.submit(_chain_worker, task)] = i
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION)
+            for i, chain in enumerate(chains):  # the bar moves with each finished generation
+                now = max(1, chain.completed(generations)) - 1
+                bar.update(max(0, now - done[i]))
+                done[i] = max(done[i], now)
+            for future in sorted(finished, key=futures.__getitem__):
+                error = future.exception()
+                if error is not None:
+                    raise _worker_error(chains[futures[future]], error) from error
+    except BaseException:
+        _stop_workers(executor, futures)
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    return resumed
+
+
+def _stop_workers(executor: ProcessPoolExecutor, futures: dict[Future, int]) -> None:
+    """Cancel the chains not started and terminate the running ones: a generation cut short
+    has no metrics.json, so a resume runs it again from its start."""
+    for future in futures:
+        future.cancel()
+    terminate = getattr(executor, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    # Before 3.14: the pool's processes; once one is gone the pool is broken, and its manager
+    # terminates and joins the rest (shutdown waits for that).
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
+
+
+def _worker_error(chain: Chain, error: BaseException) -> LMWorkerError:
+    """The parent's error for a chain that failed in its worker: the policy, the worker's
+    exception and, for an unexpected one, the worker's traceback."""
+    name, seed = chain.policy.name, chain.seed
+    kept = "finished generations are kept: continue with --resume once the cause is fixed"
+    if isinstance(error, BrokenProcessPool):
+        message = (f"lm policy {name} (seed {seed}): a worker process died (killed, or out of "
+                   f"memory? each worker holds about 1 GB: lower --jobs); {kept}")
+    else:
+        message = (f"lm policy {name} (seed {seed}) failed in its worker process: "
+                   f"{type(error).__name__}: {error}; {kept}")
+    # The worker's traceback (concurrent.futures attaches it as the cause), unless the error is
+    # one tailguard raised on purpose, whose message says it all.
+    remote = str(error.__cause__ or "").strip().strip("'\"").strip()
+    if remote and not isinstance(error, TailguardError):
+        message += f"\nworker traceback:\n{remote}"
+    return LMWorkerError(message, policy=name, seed=seed)
+
+
+#: A worker's setup, rebuilt once per process (the pool hands a process several chains).
+_WORKER_SETUP: dict[tuple[str, str, str], RunSetup] = {}
+
+
+def _chain_worker(task: dict[str, Any]) -> None:
+    """In a worker process: run one (seed, policy) chain's remaining generations.
+
+    ``task`` is plain data (the config as a dict, the run folder, device, threads, seed and
+    policy name). The setup is rebuilt from the run folder without writing to it (the corpus
+    split and chunking are deterministic, the tokenizer is the one saved there), the
+    generation-0 model is loaded from disk, and the run ledger is opened by this process.
+    """
+    from collapse_eval.text.model import load_model
+    from provenance.ledger import Ledger
+
+    config = config_from_dict(task["config"])
+    out, device, seed = Path(task["out"]), task["device"], int(task["seed"])
+    policy = parse_policies([task["policy"]])[0]
+    with torch_threads(int(task["threads"])):
+        key = (str(out), config_hash(task["config"]), device)
+        setup = _WORKER_SETUP.get(key)
+        if setup is None:
+            _WORKER_SETUP.clear()
+            setup = _WORKER_SETUP[key] = RunSetup(config, out, device, write=False)
+        with Ledger(out / "ledger.sqlite") as ledger:
+            chain = Chain(setup, seed, policy, ledger, setup.watermark_key(seed))
+            try:
+                first = load_model(chain.generation_dir(0) / "model", device=device)
+                for generation in range(max(1, chain.completed(config.generations)),
+                                        config.generations + 1):
+                    chain.step(generation, first)
+            finally:
+                chain.close()
