@@ -10,7 +10,9 @@ evidence:
 tagger             evidence
 =================  ===============================================================================
 ``oracle``         the truth (what an ideal tagger would say)
-``ledger``         the ledger of everything the lab's models generated, exact and MinHash matches
+``ledger``         the ledger of everything the lineage's models generated (generation 0's
+                   output and the policy's own chain: ``<policy>/ledger.sqlite``), exact and
+                   MinHash matches
 ``watermark``      the green-list watermark (z >= 4, exact binomial test)
 ``detector``       Fast-DetectGPT with a scoring model (the generation-0 model by default, or any
                    causal LM, e.g. ``smollm2-135m``), threshold for ``detector_fpr`` on
