@@ -17,7 +17,7 @@ from test_text_loop import SMALL_RECIPE, small_config
 
 from cli import main
 from collapse_eval.text.loop import LMCollapseRun, LMWorkerError, run_lm_collapse
-from provenance.errors import ConfigError
+from provenance.errors import ConfigError, TailguardWarning
 
 POLICIES = ("replace", "retain:0.1", "filter:ledger")
 SLUGS = ("replace", "retain_0.1", "filter_ledger")
@@ -138,3 +138,19 @@ def test_workers_refuse_a_chain_tagged_against_the_run_ledger(tmp_path: Path):
     with pytest.raises(ConfigError, match="older tailguard.*resume this run with --jobs 1"):
         run_lm_collapse(config, out, resume=True, progress=False, threads=1, device="cpu",
                         plots=False, jobs=2)
+
+
+def test_one_process_goes_on_with_a_chain_tagged_against_the_run_ledger(one_process,
+                                                                         tmp_path: Path):
+    copy = tmp_path / "run"
+    shutil.copytree(one_process.out_dir, copy)
+    chain = copy / "seed-0" / "filter_ledger"
+    (chain / "ledger.sqlite").unlink()  # as an older tailguard left it: tags, no lineage ledger
+    (chain / "generation-000002" / "metrics.json").unlink()
+    with pytest.warns(TailguardWarning, match="older tailguard that tagged against the run's "
+                      "shared ledger"):
+        run = run_lm_collapse(_config(), copy, resume=True, progress=False, threads=1,
+                              device="cpu", plots=False)
+    assert (chain / "generation-000002" / "metrics.json").exists()
+    assert not (chain / "ledger.sqlite").exists()  # it went on as it started
+    assert run.resumed_generations == 1 + len(POLICIES) * GENERATIONS - 1
