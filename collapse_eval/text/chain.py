@@ -123,6 +123,18 @@ class RunSetup:
                                       bias=self.config.watermark_bias, device=self.device)
 
 
+def chain_dir(out: Path, seed: int, policy: str | None) -> Path:
+    """The folder of a (seed, policy) chain of a run (``policy`` None: the seed's shared one)."""
+    base = out / f"seed-{seed}"
+    return base if policy is None else base / policy_slug(policy)
+
+
+def generation_dir(out: Path, seed: int, policy: str | None, generation: int) -> Path:
+    """The folder of one generation of a chain: generation 0 is the seed's, shared by every
+    policy."""
+    return chain_dir(out, seed, policy if generation else None) / f"generation-{generation:06d}"
+
+
 def _seed(*parts: int | str) -> int:
     return derive_seed(*parts) % 2**31
 
@@ -138,9 +150,7 @@ class Chain:
                  watermark: Any) -> None:
         self.setup, self.seed, self.policy = setup, seed, policy
         self.ledger, self.watermark = ledger, watermark
-        root = setup.out / f"seed-{seed}"
-        self.shared = root
-        self.folder = root if policy is None else root / policy_slug(policy.name)
+        self.folder = chain_dir(setup.out, seed, None if policy is None else policy.name)
         self.name = "shared" if policy is None else policy_slug(policy.name)
         self._detector: Any = None
         self._watermark_scorer: Any = None
@@ -185,8 +195,8 @@ class Chain:
             self._lineage = None
 
     def generation_dir(self, generation: int) -> Path:
-        base = self.shared if generation == 0 else self.folder
-        return base / f"generation-{generation:06d}"
+        return generation_dir(self.setup.out, self.seed,
+                              None if self.policy is None else self.policy.name, generation)
 
     def published_path(self, generation: int) -> Path:
         """Where the documents published *at* ``generation`` (by model g-1) are."""

@@ -61,8 +61,14 @@ from collapse_eval.loop import (
     prepare_run_dir,
     write_run_info,
 )
-from collapse_eval.policies import parse_policies, policy_slug
-from collapse_eval.text.chain import Chain, RunSetup, first_model, warn_legacy_ledger
+from collapse_eval.policies import parse_policies
+from collapse_eval.text.chain import (
+    Chain,
+    RunSetup,
+    first_model,
+    generation_dir,
+    warn_legacy_ledger,
+)
 from collapse_eval.text.config import (
     DEFAULT_LM_POLICIES,
     FINE_TUNE_DEFAULTS,
@@ -193,10 +199,8 @@ def collect_lm_results(out_dir: Path, config: LMCollapseConfig) -> pl.DataFrame:
     for seed in config.seeds:
         for name in config.policies:
             for generation in range(config.generations + 1):
-                base = Path(out_dir) / f"seed-{seed}"
-                folder = base if generation == 0 else base / policy_slug(name)
-                record = json.loads((folder / f"generation-{generation:06d}" / "metrics.json")
-                                    .read_text(encoding="utf-8"))
+                folder = generation_dir(Path(out_dir), seed, name, generation)
+                record = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
                 rows += [(FAMILY, name, seed, generation, metric, float(value), run_id)
                          for metric, value in record["metrics"].items()]
     frame = pl.DataFrame(rows, schema=list(RESULT_COLUMNS), orient="row")
@@ -211,14 +215,12 @@ def plot_data_perplexity(out_dir: Path, config: LMCollapseConfig) -> list[Path]:
     from collapse_eval.plots import saved_figure
 
     seed = config.seeds[0]
-    base = Path(out_dir) / f"seed-{seed}"
     policies = list(config.policies)
     gens = sorted({0, config.generations // 2, config.generations})
     values = {}
     for name in policies:
         for g in gens:
-            folder = base if g == 0 else base / policy_slug(name)
-            path = folder / f"generation-{g:06d}" / "data_perplexity.parquet"
+            path = generation_dir(Path(out_dir), seed, name, g) / "data_perplexity.parquet"
             values[name, g] = pl.read_parquet(path).get_column("perplexity").to_numpy()
     every = np.concatenate(list(values.values()))
     bins = np.logspace(np.log10(max(every.min(), 1.0)), np.log10(every.max() + 1), 50)

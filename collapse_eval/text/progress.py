@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collapse_eval.policies import policy_slug
+from collapse_eval.text.chain import generation_dir
 from collapse_eval.text.config import load_lm_config
 from provenance.errors import InputError
 
@@ -111,15 +111,14 @@ def lm_run_progress(out_dir: str | os.PathLike) -> LMRunProgress:
     config = load_lm_config(out)
     first, chains = {}, []
     for seed in config.seeds:
-        base = out / f"seed-{seed}"
-        record = _record(base / "generation-000000")
+        record = _record(generation_dir(out, seed, None, 0))
         first[seed] = {"done": record is not None,
                        "seconds": None if record is None else round(_seconds(record), 1),
                        "metrics": {} if record is None else record["metrics"]}
         for policy in config.policies:
-            folder, seconds, latest = base / policy_slug(policy), [], {}
+            seconds, latest = [], {}
             for generation in range(1, config.generations + 1):
-                record = _record(folder / f"generation-{generation:06d}")
+                record = _record(generation_dir(out, seed, policy, generation))
                 if record is None:
                     break
                 seconds.append(_seconds(record))
