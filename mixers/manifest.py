@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from provenance.atomic import atomic_path
 from provenance.version import tool_version
 
@@ -36,11 +39,15 @@ class SyntheticShare:
     sum_p: float = 0.0
     sum_var: float = 0.0
 
-    def add(self, n: int, scored: int, sum_p: float, sum_var: float) -> None:
-        self.n += n
-        self.scored += scored
-        self.sum_p += sum_p
-        self.sum_var += sum_var
+    def add(self, scores: pa.Array | pa.ChunkedArray) -> None:
+        """Count the ``prov_score`` column of some written documents (nulls: unscored)."""
+        p = pc.cast(scores, pa.float64())
+        self.n += len(p)
+        scored = len(p) - p.null_count
+        if scored:
+            self.scored += scored
+            self.sum_p += pc.sum(p).as_py()
+            self.sum_var += pc.sum(pc.multiply(p, pc.subtract(1.0, p))).as_py()
 
     def as_dict(self) -> dict[str, Any]:
         if self.n == 0:

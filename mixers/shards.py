@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mixers.manifest import SyntheticShare
@@ -389,7 +388,7 @@ def write_tables(plan: WritePlan, tables: Iterable[tuple[pa.Table, np.ndarray]],
         written.by_source[source] += table.num_rows
         for code, n in enumerate(np.bincount(codes, minlength=len(POOLS))):
             written.by_pool[POOLS[code]] += int(n)
-        written.share.add(table.num_rows, *_score_sums(table.column(PROV_SCORE)))
+        written.share.add(table.column(PROV_SCORE))
         writer.add(table)
         bar.update(table.num_rows)
     writer.close()
@@ -442,17 +441,6 @@ def _read_ahead(items: Iterable[Any], depth: int = 1) -> Iterator[Any]:
     finally:
         stop.set()
         thread.join()
-
-
-def _score_sums(scores: pa.ChunkedArray) -> tuple[int, float, float]:
-    """(documents scored, sum of p, sum of p(1-p)) of ``prov_score``: the synthetic-share
-    estimate's sums (Arrow compute, no conversion per table)."""
-    p = pc.cast(scores, pa.float64())
-    scored = len(p) - p.null_count
-    if not scored:
-        return 0, 0.0, 0.0
-    total = pc.sum(p).as_py()
-    return scored, total, pc.sum(pc.multiply(p, pc.subtract(1.0, p))).as_py()
 
 
 class _NoBar:
