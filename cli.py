@@ -719,10 +719,15 @@ def lm_options(func):
     return wrapper
 
 
-def _check_numeric_options_unset(**given: Any) -> None:
+def _refuse_options(given: dict[str, Any], why: str) -> None:
+    """A usage error naming the options of ``given`` that were set, when any was."""
     used = sorted("--" + k.replace("_", "-") for k, v in given.items() if v is not None and v != ())
     if used:
-        raise click.UsageError(f"{', '.join(used)} do not apply to the lm family")
+        raise click.UsageError(f"{', '.join(used)} {why}")
+
+
+def _check_numeric_options_unset(**given: Any) -> None:
+    _refuse_options(given, "do not apply to the lm family")
 
 
 def _collapse_run_lm(policies: tuple[str, ...], generations: int, seeds: int, first_seed: int,
@@ -856,10 +861,7 @@ def collapse_run(family: str, policies: tuple[str, ...], generations: int | None
         _collapse_run_lm(policies, generations or 10, seeds or 1, first_seed, lm, device,
                          out_dir, resume, overwrite, no_plots, quiet, as_json)
         return
-    if any(v is not None and v != () for v in lm.values()):
-        used = sorted("--" + k.replace("_", "-") for k, v in lm.items()
-                      if v is not None and v != ())
-        raise click.UsageError(f"{', '.join(used)} apply to the lm family only")
+    _refuse_options(lm, "apply to the lm family only")
     generations = generations or 100
     seeds = seeds or 8
     from collapse_eval.families import family_class
