@@ -116,6 +116,13 @@ class RunSetup:
             return new_model(self.recipe, seed=seed, eot_id=self.tokenizer.eos_token_id)
         return self._load_pretrained().model
 
+    def model_info(self) -> dict[str, Any]:
+        """What ``run.json`` says of the model: which one, how big, on which tokens."""
+        model = (self.new_model(0) if self.config.model is None else self._pretrained.model)
+        return {"model": self.config.model or "GPT-2 trained from scratch",
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "vocab_size": self.vocab_size, "tokenizer": self.tokenizer_name}
+
     def watermark_key(self, seed: int) -> Any:
         """The watermark key of a seed's chains (the same in every process)."""
         return evidence.watermark_key(self.tokenizer_name, self.vocab_size, len(self.tokenizer),
@@ -381,12 +388,15 @@ class Chain:
         setup, config = self.setup, self.setup.config
         processor = self.watermark.generation_config().construct_processor(
             self.watermark.vocab_size, setup.device)
+        cuda = setup.device.startswith("cuda")
         if config.decoding == "beam":
+            # num_beams x batch sequences per forward: a GPU wants hundreds, a CPU core dozens
             return beam_generate(model, prompts, config.doc_length, num_beams=config.num_beams,
+                                 batch_size=128 if cuda else 16,
                                  logits_processors=[processor],
                                  repetition_penalty=config.repetition_penalty,
                                  device=setup.device)
-        batch = 1024 if setup.device.startswith("cuda") else 256
+        batch = 1024 if cuda else 256
         return sample_continuations(model, prompts, config.doc_length,
                                     temperature=config.temperature, top_k=config.top_k,
                                     logits_processors=[processor], seed=seed, batch_size=batch,

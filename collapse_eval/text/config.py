@@ -11,7 +11,7 @@ from typing import Any
 
 from collapse_eval.policies import parse_policies
 from collapse_eval.text import evidence
-from collapse_eval.text.model import LMRecipe
+from collapse_eval.text.model import MODEL_SHAPE_FIELDS, LMRecipe
 from provenance.errors import ConfigError
 
 DEFAULT_LM_POLICIES = ("replace", "retain:0.1", "accumulate", "scrape", "filter:oracle",
@@ -63,6 +63,10 @@ class LMCollapseConfig:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "recipe", dict(self.recipe))
         self.lm_recipe()  # validates the overrides
+        shaped = sorted(set(self.recipe) & set(MODEL_SHAPE_FIELDS))
+        if self.model is not None and shaped:
+            raise ConfigError(f"recipe {', '.join(shaped)} shape a GPT-2 trained from scratch; "
+                              f"{self.model} brings its own shape")
         for name in ("generations", "prompt_tokens", "num_beams"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -98,6 +102,14 @@ class LMCollapseConfig:
     @property
     def doc_length(self) -> int:
         return self.doc_tokens or self.lm_recipe().block - self.prompt_tokens
+
+    def recorded_recipe(self) -> dict[str, Any]:
+        """The recipe as ``run.json`` records it: a fine-tuned model's shape is its own, so
+        the from-scratch shape fields are left out rather than shown with values not used."""
+        recipe = self.lm_recipe().to_dict()
+        if self.model is not None:
+            recipe = {k: v for k, v in recipe.items() if k not in MODEL_SHAPE_FIELDS}
+        return recipe
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

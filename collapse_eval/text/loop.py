@@ -185,7 +185,7 @@ def run_lm_collapse(
     write_run_info(out, config, device, seconds, resumed,
                    documents_per_generation=setup.size, corpus=setup.corpus_stats,
                    baselines={f"test_{k}": round(v, 3) for k, v in setup.baselines.items()},
-                   recipe=setup.recipe.to_dict(),
+                   model=setup.model_info(), recipe=config.recorded_recipe(),
                    # Torch's thread count changes floating-point sums, so a rerun must match it.
                    threads={"requested": threads, "jobs": jobs,
                             "torch_default": torch.get_num_threads()})

@@ -47,6 +47,7 @@ from collapse_eval.text.tokenizer import EOT_ID
 from provenance.errors import ConfigError, InputError
 
 __all__ = [
+    "MODEL_SHAPE_FIELDS",
     "LMRecipe",
     "TrainReport",
     "clone_model",
@@ -63,13 +64,17 @@ __all__ = [
 ]
 
 RECIPE_FILE = "recipe.json"
+#: The :class:`LMRecipe` fields that shape a model trained from scratch; a pretrained model
+#: brings its own shape, so these do not apply when fine-tuning.
+MODEL_SHAPE_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "dropout",
+                      "tie_embeddings", "embedding_init_std")
 
 
 @dataclass(frozen=True)
 class LMRecipe:
     """Everything that defines a language model's training, JSON-serialisable.
 
-    The model shape fields (``vocab_size`` ... ``embedding_init_std``) are used by
+    The model shape fields (:data:`MODEL_SHAPE_FIELDS`) are used by
     :func:`new_model` only; fine-tuning a pretrained model uses the optimisation fields.
     ``cuda_batch_size`` replaces ``batch_size`` on CUDA (``None``: the same), and ``amp``
     turns on autocast there; neither applies on the CPU.

@@ -175,6 +175,10 @@ def test_config_errors_are_clear():
         LMCollapseConfig(policies=("replace",), prompt_tokens=64)
     with pytest.raises(ConfigError, match="unknown LMRecipe fields"):
         LMCollapseConfig(policies=("replace",), recipe={"layers": 3})
+    with pytest.raises(ConfigError, match="recipe n_embd, n_layer shape a GPT-2 trained from "
+                                          "scratch; some/model brings its own shape"):
+        LMCollapseConfig(policies=("replace",), model="some/model",
+                         recipe={"n_layer": 4, "n_embd": 256, "lr": 1e-4})
 
 
 def test_cli_runs_the_lm_family_and_rejects_numeric_options(tmp_path: Path):
@@ -196,3 +200,40 @@ def test_cli_runs_the_lm_family_and_rejects_numeric_options(tmp_path: Path):
     report = json.loads(result.output)
     assert report["final"]["replace"]["synthetic_share"] == 1.0
     assert report["baselines"]["test_bigram_ppl"] > 1
+
+
+def test_the_paper_setting_fine_tunes_a_pretrained_folder_with_beam_search(tiny_lm, tmp_path):
+    """``--model`` + ``--decoding beam``: every generation fine-tunes the same pretrained
+    weights (a model trained here and saved as a folder stands in for OPT-125m) and writes
+    its synthetic set by beam search, whose text the generation-0 model finds *likelier* than
+    the human text (the paper's histograms move to low perplexity)."""
+    from collapse_eval.text.model import save_model
+
+    folder = save_model(tiny_lm.model, tmp_path / "pretrained", tokenizer=tiny_lm.tokenizer)
+    args = ["collapse", "run", "lm", "--model", str(folder), "--decoding", "beam",
+            "--num-beams", "3", "--prompt-tokens", "8", "--policy", "replace",
+            "--policy", "filter:watermark", "--generations", "1", "--max-articles", "8",
+            "--max-train-docs", "400", "--recipe", "block=32", "--recipe", "epochs=1",
+            "--recipe", "lr=1e-3", "--threads", "1", "--device", "cpu", "--no-plots",
+            "--json", "-o", str(tmp_path / "run")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"] == str(folder) and config["decoding"] == "beam"
+    # the pretrained model and tokenizer are the run's: no BPE is trained, no shape is made up
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["model"] == {"model": str(folder), "vocab_size": 512, "tokenizer": str(folder),
+                             "parameters": sum(p.numel() for p in tiny_lm.model.parameters())}
+    assert "n_layer" not in info["recipe"] and info["recipe"]["lr"] == 1e-3
+    assert not (tmp_path / "run" / "tokenizer").exists()
+
+    results = pl.read_parquet(tmp_path / "run" / "results.parquet")
+    median = _final(results, "data_perplexity_q50", 1)
+    human_median = _final(results, "data_perplexity_q50", 0)["replace"]
+    assert median["replace"] < 0.7 * human_median
+    # beam search is deterministic and the watermark still marks its output
+    tpr, fpr = _final(results, "tagger_tpr", 1), _final(results, "tagger_fpr", 1)
+    assert tpr["filter:watermark"] > 0.5 and fpr["filter:watermark"] == 0.0
+    texts = pl.read_parquet(tmp_path / "run" / "seed-0" / "replace" / "generation-000001"
+                            / "published.parquet")["text"]
+    assert texts.len() == 400 and texts.str.len_chars().min() > 0
