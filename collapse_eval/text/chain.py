@@ -329,9 +329,12 @@ class Chain:
 
         started = time.perf_counter()
         model = setup.new_model(_seed(self.seed, "init", generation))
+        # Beside the generation's folder, which a restart clears: a killed run loses at most an
+        # epoch of this generation's training.
         report = train_lm(model, blocks, recipe=setup.recipe, seed=_seed(self.seed, "train",
                                                                           generation),
-                          valid_blocks=setup.reference.valid_blocks, device=setup.device)
+                          valid_blocks=setup.reference.valid_blocks, device=setup.device,
+                          state_dir=folder.with_name(f".{folder.name}.training"))
         timing["train_seconds"] = time.perf_counter() - started
 
         started = time.perf_counter()

@@ -39,6 +39,8 @@ Output folder::
     seed-0/generation-000000/         model/, mixture/, published.parquet, metrics.json
     seed-0/<policy>/generation-000003/  the same per policy (web.parquet for tagging policies)
     seed-0/<policy>/ledger.sqlite     the lineage's ledger (policies that tag with the ledger)
+    seed-0/<policy>/.generation-000004.training/  a generation's training state while it
+                                      trains (a killed run goes on from its last whole epoch)
     results.parquet, plots/, run.json as for the numeric families
 """
 from __future__ import annotations

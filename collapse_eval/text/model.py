@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from collapse_eval.text import train_state
 from collapse_eval.text.tokenizer import EOT_ID
 from provenance.errors import ConfigError, InputError
 
@@ -332,6 +333,7 @@ def train_lm(
     valid_blocks: torch.Tensor | None = None,
     device: str = "cpu",
     progress: bool = False,
+    state_dir: str | os.PathLike | None = None,
 ) -> TrainReport:
     """Train ``model`` on token blocks in place; keep the best epoch on validation data.
 
@@ -349,6 +351,11 @@ def train_lm(
     device : ``auto``, ``cpu`` or ``cuda[:N]``
     progress : bool, default False
         Show a progress bar (on a terminal).
+    state_dir : path, optional
+        Where to leave the training state after each epoch (see
+        :mod:`collapse_eval.text.train_state`): a call killed part-way and made again with the
+        same arguments goes on from its last whole epoch, to the same weights. Removed when
+        the training is done.
 
     Returns
     -------
@@ -389,14 +396,19 @@ def train_lm(
     params = [p for p in model.parameters() if p.requires_grad]
 
     start = time.perf_counter()
-    train_seconds = 0.0
-    history: list[dict[str, float]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    saved = train_state.SavedTraining(0, [], 0.0, None)
+    loop = train_state.TrainingLoop(model, optimizer, scheduler, scaler, order_rng, device)
+    key = (train_state.fingerprint(recipe.to_dict(), seed, train_blocks, valid_blocks)
+           if state_dir is not None else "")
     bar = tqdm(total=total_steps, unit="step", desc="train", disable=None if progress else True)
     rng_devices = [torch.device(device)] if device.startswith("cuda") else []
     with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(seed)  # dropout, where a model has it
-        for epoch in range(recipe.epochs):
+        if state_dir is not None:
+            saved = train_state.load_state(state_dir, key, loop) or saved
+            bar.update(saved.epochs_done * steps_per_epoch)
+        train_seconds, history, best = saved.train_seconds, saved.history, saved.best
+        for epoch in range(saved.epochs_done, recipe.epochs):
             model.train()
             epoch_start = time.perf_counter()
             order = torch.randperm(n, generator=order_rng).to(device)
@@ -427,7 +439,11 @@ def train_lm(
                     best = (ppl, epoch + 1, state)
                 bar.set_postfix(valid_ppl=f"{ppl:.1f}")
             history.append(row)
+            if state_dir is not None and epoch + 1 < recipe.epochs:
+                train_state.save_state(state_dir, key, loop, train_state.SavedTraining(
+                    epoch + 1, history, train_seconds, best))
     bar.close()
+    train_state.drop_state(state_dir)
     best_epoch = recipe.epochs
     valid_ppl = None
     if best is not None:
@@ -555,11 +571,7 @@ def save_model(
         recipe.save(tmp / RECIPE_FILE)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    train_state.swap_in_folder(tmp, folder)
     return folder
 
 

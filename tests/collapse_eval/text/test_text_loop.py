@@ -89,6 +89,7 @@ def test_outputs_and_the_paper_histograms(ordering_run):
     out = ordering_run.out_dir
     assert (out / "plots" / "data_perplexity_histograms.png").stat().st_size > 10_000
     assert (out / "plots" / "test_perplexity.png").exists()
+    assert not list(out.rglob(".generation-*")), "a finished generation keeps no training state"
     info = json.loads((out / "run.json").read_text())
     assert info["documents_per_generation"] == DOCS
     assert set(ordering_run.results["metric"]) >= {
