@@ -311,6 +311,7 @@ class Chain:
     def step(self, generation: int, first_model: Any) -> Any:
         """Train generation ``generation``, publish its documents, measure; returns the model."""
         from collapse_eval.text.model import save_model, train_lm
+        from collapse_eval.text.train_state import drop_state
 
         setup, config = self.setup, self.setup.config
         folder = self.generation_dir(generation)
@@ -329,12 +330,13 @@ class Chain:
 
         started = time.perf_counter()
         model = setup.new_model(_seed(self.seed, "init", generation))
-        # Beside the generation's folder, which a restart clears: a killed run loses at most an
-        # epoch of this generation's training.
+        # Beside the generation's folder, which a restart clears, and kept until the
+        # generation is done: a killed run loses at most an epoch of its training.
+        training_state = folder.with_name(f".{folder.name}.training")
         report = train_lm(model, blocks, recipe=setup.recipe, seed=_seed(self.seed, "train",
                                                                           generation),
                           valid_blocks=setup.reference.valid_blocks, device=setup.device,
-                          state_dir=folder.with_name(f".{folder.name}.training"))
+                          state_dir=training_state)
         timing["train_seconds"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -363,6 +365,7 @@ class Chain:
                   "train": report.to_dict()}
         with atomic_path(folder / "metrics.json") as tmp:
             tmp.write_text(json.dumps(record, indent=2, default=float) + "\n", encoding="utf-8")
+        drop_state(training_state)
         return model
 
     def publish(self, model: Any, mixture: pl.DataFrame, pieces: list[np.ndarray],

@@ -354,8 +354,10 @@ def train_lm(
     state_dir : path, optional
         Where to leave the training state after each epoch (see
         :mod:`collapse_eval.text.train_state`): a call killed part-way and made again with the
-        same arguments goes on from its last whole epoch, to the same weights. Removed when
-        the training is done.
+        same arguments goes on from its last whole epoch, to the same weights, and once all
+        epochs are done it returns the finished training at once. The caller removes it
+        (:func:`~collapse_eval.text.train_state.drop_state`) when what it made of the model is
+        safe.
 
     Returns
     -------
@@ -439,11 +441,10 @@ def train_lm(
                     best = (ppl, epoch + 1, state)
                 bar.set_postfix(valid_ppl=f"{ppl:.1f}")
             history.append(row)
-            if state_dir is not None and epoch + 1 < recipe.epochs:
+            if state_dir is not None:
                 train_state.save_state(state_dir, key, loop, train_state.SavedTraining(
                     epoch + 1, history, train_seconds, best))
     bar.close()
-    train_state.drop_state(state_dir)
     best_epoch = recipe.epochs
     valid_ppl = None
     if best is not None:

@@ -6,7 +6,9 @@ An LM run resumes generation by generation, and a generation can be long: in the
 135M-parameter model for hours. Killing the run (a preempted machine, a session that ends) used
 to throw that training away. With a state folder, at most one epoch is lost, and the resumed
 training gives bit for bit the weights of an uninterrupted one (same device and threads), so a
-resumed run's results are the uninterrupted run's.
+resumed run's results are the uninterrupted run's. The state stays after the last epoch, until
+the caller has saved what it made of the model (the LM loop: the generation's sampling and
+metrics), so a kill after the training does not cost the training either.
 
 The folder holds everything the next epoch depends on: the weights, the best epoch's weights
 (safetensors), the optimiser, learning-rate schedule and loss scaler, the batch-order generator
@@ -153,10 +155,8 @@ def load_state(folder: str | os.PathLike, key: str, loop: TrainingLoop) -> Saved
                          float(info["train_seconds"]), best)
 
 
-def drop_state(folder: str | os.PathLike | None) -> None:
+def drop_state(folder: str | os.PathLike) -> None:
     """Remove a finished training's state (and any half-written one beside it)."""
-    if folder is None:
-        return
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     for stray in folder.parent.glob(f".{folder.name}.*"):

@@ -1,5 +1,6 @@
 """Training that survives a kill: a real SIGKILL mid-training, then the same call goes on from
-the last whole epoch to the uninterrupted run's weights."""
+the last whole epoch to the uninterrupted run's weights; a finished state is the finished
+training until the caller drops it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from collapse_eval.text.model import LMRecipe, new_model, train_lm
+from collapse_eval.text.train_state import drop_state
 from provenance.errors import TailguardWarning
 
 #: Dropout on, so torch's random state matters too; enough epochs for the kill to land between.
@@ -92,7 +94,13 @@ def test_a_killed_training_goes_on_to_the_uninterrupted_weights(tiny_lm, tmp_pat
     assert [(r["epoch"], r["train_loss"], r["valid_perplexity"])
             for r in resumed_report.history] == [
         (r["epoch"], r["train_loss"], r["valid_perplexity"]) for r in straight_report.history]
-    # the finished training leaves no state behind (nor a half-written one)
+    # The finished state stays until the caller drops it; meanwhile the same call returns the
+    # finished training without training again.
+    assert json.loads((state_dir / "state.json").read_text())["epochs_done"] == RECIPE.epochs
+    again, again_report = _train(tiny_lm, state_dir)
+    assert _same_weights(again, straight) and again_report.history == resumed_report.history
+    assert again_report.seconds < resumed_report.seconds
+    drop_state(state_dir)
     assert not state_dir.exists() and not list(tmp_path.glob(".state.*"))
 
 
@@ -119,4 +127,5 @@ def test_an_unreadable_state_starts_over_with_a_warning(tiny_lm, tmp_path):
         train_lm(model, tiny_lm.train[:64], recipe=short, seed=SEED, state_dir=state_dir)
     reference = new_model(short, seed=0)
     train_lm(reference, tiny_lm.train[:64], recipe=short, seed=SEED)
-    assert _same_weights(model, reference) and not state_dir.exists()
+    assert _same_weights(model, reference)
+    assert json.loads((state_dir / "state.json").read_text())["epochs_done"] == 1
