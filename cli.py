@@ -917,8 +917,9 @@ def collapse_run(family: str, policies: tuple[str, ...], generations: int | None
 def collapse_status(run_dir: str, as_json: bool) -> None:
     """Show how far an LM run has got, from its folder (safe while it runs).
 
-    Counts each policy's finished generations, shows the newest one's metrics and estimates
-    the time left at the mean so far. Reads only; resume the run with `collapse run lm
+    Counts each policy's finished generations, shows the newest one's metrics, the epochs
+    the generation in training has saved (a resume goes on from there) and estimates the time
+    left at the mean so far. Reads only; resume the run with `collapse run lm
     --resume` and the same options.
 
     \b
@@ -937,14 +938,17 @@ def collapse_status(run_dir: str, as_json: bool) -> None:
         lines.append(f"seed {seed} generation 0: {state}")
     width = max(len(c.policy) for c in progress.chains)
     lines.append(f"  {'seed':>4} {'policy':<{width}} {'done':>7} {'min/gen':>8}"
-                 + "".join(f"{m:>19}" for m in shown))
+                 + "".join(f"{m:>19}" for m in shown) + "  training")
     for chain in progress.chains:
         minutes = (f"{sum(chain.seconds) / len(chain.seconds) / 60:.1f}" if chain.seconds
                    else "-")
         cells = (chain.latest.get(m) for m in shown)
+        training = ("" if chain.training is None else
+                    "  gen {}: {}/{} epochs saved".format(*chain.training))
         lines.append(f"  {chain.seed:>4} {chain.policy:<{width}} "
                      f"{f'{chain.done}/{chain.total}':>7} {minutes:>8}"
-                     + "".join(f"{'-' if v is None else format(v, '.4g'):>19}" for v in cells))
+                     + "".join(f"{'-' if v is None else format(v, '.4g'):>19}" for v in cells)
+                     + training)
     left = progress.seconds_left()
     if left and not progress.finished:
         lines.append(f"left: about {left / 3600:.1f} h in one process at the means so far "

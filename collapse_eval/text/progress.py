@@ -3,8 +3,10 @@
 A full default run is about 90 policy-generations of several minutes each: hours on a CPU. The
 run writes ``results.parquet`` only at its end, but every finished generation leaves its
 ``metrics.json`` (written last, atomically), so the folder itself says what is done, what each
-generation took and how the metrics move. This module reads only those files and never writes:
-it is safe beside a running (or a paused) run.
+generation took and how the metrics move; a generation in training leaves its epochs'
+``.generation-N.training/state.json`` (see :mod:`collapse_eval.text.train_state`), so the
+folder also says how far the unfinished generation got. This module reads only those files and
+never writes: it is safe beside a running (or a paused) run.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class ChainProgress:
     total: int
     seconds: tuple[float, ...]
     latest: dict[str, float] = field(default_factory=dict)
+    #: the next generation's training so far: generation, epochs done, epochs (None: none saved)
+    training: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,10 @@ class LMRunProgress:
             "chains": [{"seed": c.seed, "policy": c.policy, "done": c.done, "total": c.total,
                         "mean_seconds": (round(statistics.fmean(c.seconds), 1)
                                          if c.seconds else None),
-                        "latest": c.latest} for c in self.chains],
+                        "latest": c.latest,
+                        "training": None if c.training is None else dict(zip(
+                            ("generation", "epochs_done", "epochs"), c.training, strict=True))}
+                       for c in self.chains],
         }
 
 
@@ -95,6 +102,17 @@ def _record(folder: Path) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: unreadable metrics ({error})") from error
+
+
+def _epochs_saved(folder: Path) -> int | None:
+    """Epochs the unfinished generation in ``folder`` has saved (None: none, or unreadable --
+    the state may be mid-swap; the run itself decides whether it can resume it)."""
+    try:
+        state = json.loads((folder.with_name(f".{folder.name}.training") / "state.json")
+                           .read_text(encoding="utf-8"))
+        return int(state["epochs_done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _seconds(record: dict[str, Any]) -> float:
@@ -123,6 +141,12 @@ def lm_run_progress(out_dir: str | os.PathLike) -> LMRunProgress:
                     break
                 seconds.append(_seconds(record))
                 latest = {"generation": generation, **record["metrics"]}
+            training = None
+            if len(seconds) < config.generations:
+                following = len(seconds) + 1
+                epochs = _epochs_saved(generation_dir(out, seed, policy, following))
+                if epochs is not None:
+                    training = (following, epochs, config.lm_recipe().epochs)
             chains.append(ChainProgress(seed, policy, len(seconds), config.generations,
-                                        tuple(seconds), latest))
+                                        tuple(seconds), latest, training))
     return LMRunProgress(out, config.generations, first, tuple(chains))

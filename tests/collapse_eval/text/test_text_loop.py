@@ -120,6 +120,10 @@ def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: P
     copy = tmp_path / "run"
     shutil.copytree(ordering_run.out_dir, copy)
     (copy / "seed-0" / "retain_0.1" / "generation-000002" / "metrics.json").unlink()
+    # killed while training generation 2, after its first two epochs were saved
+    state = copy / "seed-0" / "retain_0.1" / ".generation-000002.training"
+    state.mkdir()
+    (state / "state.json").write_text(json.dumps({"epochs_done": 2}))
     shutil.rmtree(copy / "seed-0" / "filter_watermark")  # not started
     before = {p: p.stat().st_mtime_ns for p in copy.rglob("*")}
 
@@ -128,6 +132,8 @@ def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: P
     assert {p: (c.done, c.total) for p, c in chains.items()} == {
         "replace": (2, 2), "filter:watermark": (0, 2), "retain:0.1": (1, 2)}
     assert (progress.done, progress.total, progress.finished) == (3, 6, False)
+    assert chains["retain:0.1"].training == (2, 2, SMALL_RECIPE["epochs"])
+    assert chains["replace"].training is None and chains["filter:watermark"].training is None
     recorded = json.loads((copy / "seed-0" / "replace" / "generation-000002" / "metrics.json")
                           .read_text())
     assert chains["replace"].latest == {"generation": 2, **recorded["metrics"]}
@@ -141,6 +147,7 @@ def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: P
     assert result.exit_code == 0, result.output
     assert "3 of 6 policy-generations done" in result.output
     assert "retain:0.1" in result.output and "1/2" in result.output
+    assert "gen 2: 2/3 epochs saved" in result.output
     assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before
 
     whole = CliRunner().invoke(main, ["collapse", "status", str(ordering_run.out_dir), "--json"])
