@@ -142,6 +142,12 @@ def generation_dir(out: Path, seed: int, policy: str | None, generation: int) ->
     return chain_dir(out, seed, policy if generation else None) / f"generation-{generation:06d}"
 
 
+def training_state_dir(generation_folder: Path) -> Path:
+    """Where a generation's training state lives while it trains: beside the generation's
+    folder (which a restart clears), until the generation is done."""
+    return generation_folder.with_name(f".{generation_folder.name}.training")
+
+
 def _seed(*parts: int | str) -> int:
     return derive_seed(*parts) % 2**31
 
@@ -330,9 +336,8 @@ class Chain:
 
         started = time.perf_counter()
         model = setup.new_model(_seed(self.seed, "init", generation))
-        # Beside the generation's folder, which a restart clears, and kept until the
-        # generation is done: a killed run loses at most an epoch of its training.
-        training_state = folder.with_name(f".{folder.name}.training")
+        # A killed run loses at most an epoch of this generation's training.
+        training_state = training_state_dir(folder)
         report = train_lm(model, blocks, recipe=setup.recipe, seed=_seed(self.seed, "train",
                                                                           generation),
                           valid_blocks=setup.reference.valid_blocks, device=setup.device,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collapse_eval.text.chain import generation_dir
+from collapse_eval.text.chain import generation_dir, training_state_dir
 from collapse_eval.text.config import load_lm_config
 from provenance.errors import InputError
 
@@ -108,7 +108,7 @@ def _epochs_saved(folder: Path) -> int | None:
     """Epochs the unfinished generation in ``folder`` has saved (None: none, or unreadable --
     the state may be mid-swap; the run itself decides whether it can resume it)."""
     try:
-        state = json.loads((folder.with_name(f".{folder.name}.training") / "state.json")
+        state = json.loads((training_state_dir(folder) / "state.json")
                            .read_text(encoding="utf-8"))
         return int(state["epochs_done"])
     except (OSError, ValueError, KeyError, TypeError):
