@@ -914,21 +914,27 @@ def collapse_run(family: str, policies: tuple[str, ...], generations: int | None
 @collapse.command("status")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the progress as JSON.")
-def collapse_status(run_dir: str, as_json: bool) -> None:
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Also write results.parquet and plots/ of the generations every seed has "
+                   "finished to DIR (outside the run folder).")
+def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None:
     """Show how far an LM run has got, from its folder (safe while it runs).
 
     Counts each policy's finished generations, shows the newest one's metrics, the epochs
     the generation in training has saved (a resume goes on from there) and estimates the time
-    left at the mean so far. Reads only; resume the run with `collapse run lm
-    --resume` and the same options.
+    left at the mean so far. Never writes into the run folder; resume the run with
+    `collapse run lm --resume` and the same options. With --export, the curves so far are
+    plotted as the finished run would plot them.
 
     \b
     Example:
       tailguard collapse status runs/lm
+      tailguard collapse status runs/lm --export runs/lm-so-far
     """
-    from collapse_eval.text.progress import lm_run_progress
+    from collapse_eval.text.progress import export_lm_progress, lm_run_progress
 
     progress = lm_run_progress(run_dir)
+    exported = [] if export_dir is None else export_lm_progress(run_dir, export_dir)
     shown = ("test_perplexity", "rare_ngram_recall", "distinct_2", "synthetic_share")
     lines = [f"{run_dir}: {progress.done} of {progress.total} policy-generations done"
              + (" (finished)" if progress.finished else "")]
@@ -953,7 +959,15 @@ def collapse_status(run_dir: str, as_json: bool) -> None:
     if left and not progress.finished:
         lines.append(f"left: about {left / 3600:.1f} h in one process at the means so far "
                      "(divide by --jobs; accumulate grows each generation)")
-    _emit(progress.as_dict(), as_json, lines)
+    summary = progress.as_dict()
+    if export_dir is not None:
+        through = progress.finished_through()
+        summary["exported"] = {"folder": export_dir, "through": through,
+                               "files": [str(p) for p in exported]}
+        lines.append(f"exported to {export_dir}: results.parquet and {len(exported) - 1} "
+                     "plots, through generation "
+                     + ", ".join(f"{g} ({p})" for p, g in through.items()))
+    _emit(summary, as_json, lines)
 
 
 # ---- benchmark and report ------------------------------------------------------------------------

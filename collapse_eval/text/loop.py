@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,13 +195,18 @@ def run_lm_collapse(
     return LMCollapseRun(out, results, made, seconds, resumed, setup.baselines)
 
 
-def collect_lm_results(out_dir: Path, config: LMCollapseConfig) -> pl.DataFrame:
-    """Long-format results (as the numeric families'): generation 0 repeated under every policy."""
+def collect_lm_results(out_dir: Path, config: LMCollapseConfig,
+                       last: Mapping[str, int] | None = None) -> pl.DataFrame:
+    """Long-format results (as the numeric families'): generation 0 repeated under every policy.
+
+    ``last`` (policy -> generation) stops each policy there: the part a run still going has
+    finished (see :func:`collapse_eval.text.progress.export_lm_progress`)."""
     run_id = config_hash(config.as_dict())
     rows: list[tuple] = []
     for seed in config.seeds:
         for name in config.policies:
-            for generation in range(config.generations + 1):
+            upto = config.generations if last is None else last[name]
+            for generation in range(upto + 1):
                 folder = generation_dir(Path(out_dir), seed, name, generation)
                 record = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
                 rows += [(FAMILY, name, seed, generation, metric, float(value), run_id)
@@ -209,35 +215,42 @@ def collect_lm_results(out_dir: Path, config: LMCollapseConfig) -> pl.DataFrame:
     return frame.filter(pl.col("value").is_not_nan())
 
 
-def plot_data_perplexity(out_dir: Path, config: LMCollapseConfig) -> list[Path]:
+def plot_data_perplexity(out_dir: Path, config: LMCollapseConfig,
+                         last: Mapping[str, int] | None = None,
+                         folder: Path | None = None) -> list[Path]:
     """The paper's histograms: per-sequence perplexity of each generation's training data under
-    the generation-0 model, one panel per policy, one curve per generation (first seed)."""
+    the generation-0 model, one panel per policy, curves at generations 0, the middle and the
+    last (``last`` as in :func:`collect_lm_results`), first seed; into ``folder``
+    [``out_dir/plots``]."""
     import matplotlib
 
     from collapse_eval.plots import saved_figure
 
     seed = config.seeds[0]
     policies = list(config.policies)
-    gens = sorted({0, config.generations // 2, config.generations})
+    upto = {name: config.generations if last is None else last[name] for name in policies}
+    gens = {name: sorted({0, upto[name] // 2, upto[name]}) for name in policies}
     values = {}
     for name in policies:
-        for g in gens:
+        for g in gens[name]:
             path = generation_dir(Path(out_dir), seed, name, g) / "data_perplexity.parquet"
             values[name, g] = pl.read_parquet(path).get_column("perplexity").to_numpy()
     every = np.concatenate(list(values.values()))
     bins = np.logspace(np.log10(max(every.min(), 1.0)), np.log10(every.max() + 1), 50)
-    path = Path(out_dir) / "plots" / "data_perplexity_histograms.png"
+    path = Path(folder or Path(out_dir) / "plots") / "data_perplexity_histograms.png"
+    # colour by generation over the whole run, so panels of unequal progress stay comparable
+    colormap = matplotlib.colormaps["viridis"]
     with saved_figure(path, figsize=(3.2 * len(policies), 3.0)) as (fig, _):
         fig.clf()
         axes = fig.subplots(1, len(policies), sharex=True, sharey=True, squeeze=False)[0]
-        colors = [matplotlib.colormaps["viridis"](x) for x in np.linspace(0.0, 0.9, len(gens))]
         for ax, name in zip(axes, policies, strict=True):
-            for g, color in zip(gens, colors, strict=True):
-                ax.hist(values[name, g], bins=bins, histtype="step", density=True, color=color,
-                        label=f"generation {g}")
+            for g in gens[name]:
+                ax.hist(values[name, g], bins=bins, histtype="step", density=True,
+                        color=colormap(0.9 * g / config.generations), label=f"generation {g}")
             ax.set_xscale("log")
             ax.set_title(name, fontsize=9)
             ax.set_xlabel("perplexity under generation 0", fontsize=8)
+            if last is not None or ax is axes[-1]:
+                ax.legend(fontsize=7)
         axes[0].set_ylabel("density")
-        axes[-1].legend(fontsize=7)
     return [path]

@@ -6,7 +6,8 @@ run writes ``results.parquet`` only at its end, but every finished generation le
 generation took and how the metrics move; a generation in training leaves its epochs'
 ``.generation-N.training/state.json`` (see :mod:`collapse_eval.text.train_state`), so the
 folder also says how far the unfinished generation got. This module reads only those files and
-never writes: it is safe beside a running (or a paused) run.
+never writes into the run folder: it is safe beside a running (or a paused) run, and
+:func:`export_lm_progress` plots the curves so far elsewhere.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 
 from collapse_eval.text.chain import generation_dir, training_state_dir
 from collapse_eval.text.config import load_lm_config
+from provenance.atomic import atomic_path
 from provenance.errors import InputError
 
-__all__ = ["ChainProgress", "LMRunProgress", "lm_run_progress"]
+__all__ = ["ChainProgress", "LMRunProgress", "export_lm_progress", "lm_run_progress"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,15 @@ class LMRunProgress:
     @property
     def finished(self) -> bool:
         return self.done == self.total and all(f["done"] for f in self.first.values())
+
+    def finished_through(self) -> dict[str, int]:
+        """Per policy, the last generation every seed has finished (generation 0 counts: -1
+        where a seed has not finished even that): what a partial report can compare."""
+        through: dict[str, int] = {}
+        for chain in self.chains:
+            last = chain.done if self.first[chain.seed]["done"] else -1
+            through[chain.policy] = min(through.get(chain.policy, last), last)
+        return through
 
     def seconds_left(self) -> float | None:
         """Single-process seconds the unfinished generations need, at the means so far: a
@@ -150,3 +161,33 @@ def lm_run_progress(out_dir: str | os.PathLike) -> LMRunProgress:
             chains.append(ChainProgress(seed, policy, len(seconds), config.generations,
                                         tuple(seconds), latest, training))
     return LMRunProgress(out, config.generations, first, tuple(chains))
+
+
+def export_lm_progress(out_dir: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
+    """Write what the LM run in ``out_dir`` has finished so far to ``dest``: ``results.parquet``
+    and ``plots/`` as the run writes them at its end, each policy up to the last generation
+    every seed has finished. Returns the files written.
+
+    A full run takes hours; its curves say within the first generations whether it is worth
+    the rest. Only ``dest`` is written, so this is safe beside the running run; ``dest`` may
+    not lie inside the run folder, whose own ``results.parquet`` and ``plots/`` the run
+    writes when it finishes."""
+    from collapse_eval.loop import plot_results
+    from collapse_eval.text.loop import collect_lm_results, plot_data_perplexity
+
+    out, dest = Path(out_dir), Path(dest)
+    if dest.resolve().is_relative_to(out.resolve()):
+        raise InputError(f"{dest}: lies inside the run folder {out}; export to a folder "
+                         "outside it (the run writes its own results there when it finishes)")
+    progress = lm_run_progress(out)
+    through = progress.finished_through()
+    if min(through.values()) < 0:
+        raise InputError(f"{out}: generation 0 is not finished yet; nothing to export")
+    config = load_lm_config(out)
+    results = collect_lm_results(out, config, last=through)
+    dest.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest / "results.parquet") as tmp:
+        results.write_parquet(tmp)
+    plots = plot_results(results, dest / "plots")
+    plots += plot_data_perplexity(out, config, last=through, folder=dest / "plots")
+    return [dest / "results.parquet", *plots]

@@ -148,7 +148,26 @@ def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: P
     assert "3 of 6 policy-generations done" in result.output
     assert "retain:0.1" in result.output and "1/2" in result.output
     assert "gen 2: 2/3 epochs saved" in result.output
+
+    # the curves so far: each policy up to its last finished generation, nothing in the run
+    so_far = tmp_path / "so-far"
+    exported = CliRunner().invoke(main, ["collapse", "status", str(copy), "--export",
+                                         str(so_far), "--json"])
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.output)["exported"]["through"] == {
+        "replace": 2, "filter:watermark": 0, "retain:0.1": 1}
+    partial = pl.read_parquet(so_far / "results.parquet")
+    assert dict(partial.group_by("policy").agg(pl.col("generation").max()).iter_rows()) == {
+        "replace": 2, "filter:watermark": 0, "retain:0.1": 1}
+    whole = ordering_run.results.filter(pl.col("policy") == "replace")
+    assert partial.filter(pl.col("policy") == "replace").equals(whole)
+    assert (so_far / "plots" / "data_perplexity_histograms.png").stat().st_size > 10_000
+    assert (so_far / "plots" / "rare_ngram_recall.png").exists()
     assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before
+    inside = CliRunner().invoke(main, ["collapse", "status", str(copy), "--export",
+                                       str(copy / "so-far")])
+    assert inside.exit_code != 0 and "inside the run folder" in inside.output
+    assert not (copy / "so-far").exists()
 
     whole = CliRunner().invoke(main, ["collapse", "status", str(ordering_run.out_dir), "--json"])
     assert json.loads(whole.output)["finished"] is True
