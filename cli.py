@@ -958,7 +958,7 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
     left = progress.seconds_left()
     if left and not progress.finished:
         lines.append(f"left: about {left / 3600:.1f} h in one process at the means so far "
-                     "(divide by --jobs; accumulate grows each generation)")
+                     "(divide by --jobs; a growing training set at its growth so far)")
     summary = progress.as_dict()
     if export_dir is not None:
         through = progress.finished_through()

@@ -40,6 +40,22 @@ class ChainProgress:
     latest: dict[str, float] = field(default_factory=dict)
     #: the next generation's training so far: generation, epochs done, epochs (None: none saved)
     training: tuple[int, int, int] | None = None
+    #: training documents of each complete generation (empty where the records lack them)
+    docs: tuple[float, ...] = ()
+
+    def seconds_left(self, fallback: float) -> float:
+        """Single-process seconds its unfinished generations need: at its own mean, or at
+        ``fallback`` before it has one. A training set that grows (``accumulate``) is projected
+        at its last growth step and the seconds per document so far: its generations get
+        slower, so its mean so far would promise too soon an end."""
+        left = self.total - self.done
+        if not self.seconds:
+            return left * fallback
+        if len(self.docs) == len(self.seconds) >= 2 and self.docs[-1] > self.docs[-2]:
+            step = self.docs[-1] - self.docs[-2]
+            per_doc = sum(self.seconds) / sum(self.docs)
+            return per_doc * sum(self.docs[-1] + step * k for k in range(1, left + 1))
+        return left * statistics.fmean(self.seconds)
 
 
 @dataclass(frozen=True)
@@ -74,19 +90,17 @@ class LMRunProgress:
         return through
 
     def seconds_left(self) -> float | None:
-        """Single-process seconds the unfinished generations need, at the means so far: a
-        chain's own mean where it has one, else the mean of every finished policy-generation
-        (``accumulate`` trains on more data each generation, so it is a lower bound there).
-        Divide by the workers (``--jobs``) for wall time; None before any generation is done."""
+        """Single-process seconds the unfinished generations need (see
+        :meth:`ChainProgress.seconds_left`; a chain not started goes at the mean of every
+        finished policy-generation). Divide by the workers (``--jobs``) for wall time; None
+        before any generation is done."""
         every = [s for chain in self.chains for s in chain.seconds]
         if not every:
             every = [f["seconds"] for f in self.first.values() if f["done"]]
         if not every:
             return None
         overall = statistics.fmean(every)
-        return sum((chain.total - chain.done)
-                   * (statistics.fmean(chain.seconds) if chain.seconds else overall)
-                   for chain in self.chains)
+        return sum(chain.seconds_left(overall) for chain in self.chains)
 
     def as_dict(self) -> dict[str, Any]:
         left = self.seconds_left()
@@ -145,12 +159,14 @@ def lm_run_progress(out_dir: str | os.PathLike) -> LMRunProgress:
                        "seconds": None if record is None else round(_seconds(record), 1),
                        "metrics": {} if record is None else record["metrics"]}
         for policy in config.policies:
-            seconds, latest = [], {}
+            seconds, docs, latest = [], [], {}
             for generation in range(1, config.generations + 1):
                 record = _record(generation_dir(out, seed, policy, generation))
                 if record is None:
                     break
                 seconds.append(_seconds(record))
+                if "training_docs" in record["metrics"]:
+                    docs.append(float(record["metrics"]["training_docs"]))
                 latest = {"generation": generation, **record["metrics"]}
             training = None
             if len(seconds) < config.generations:
@@ -159,7 +175,7 @@ def lm_run_progress(out_dir: str | os.PathLike) -> LMRunProgress:
                 if epochs is not None:
                     training = (following, epochs, config.lm_recipe().epochs)
             chains.append(ChainProgress(seed, policy, len(seconds), config.generations,
-                                        tuple(seconds), latest, training))
+                                        tuple(seconds), latest, training, tuple(docs)))
     return LMRunProgress(out, config.generations, first, tuple(chains))
 
 
