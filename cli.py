@@ -922,7 +922,7 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
 
     Counts each policy's finished generations, shows the newest one's metrics, the epochs
     the generation in training has saved (a resume goes on from there) and estimates the time
-    left at the mean so far. Never writes into the run folder; resume the run with
+    left from the generations so far. Never writes into the run folder; resume the run with
     `collapse run lm --resume` and the same options. With --export, the curves so far are
     plotted as the finished run would plot them.
 
