@@ -72,6 +72,11 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x54474C44
 #: How long a writer opening a ledger retries the switch to WAL mode while others hold it.
 _WAL_SWITCH_SECONDS = 30.0
+#: What the write-ahead log is cut back to once a checkpoint has copied it into the ledger. SQLite
+#: reuses the WAL file from its start but never shrinks it by itself, so one large batch written
+#: while a reader held an old snapshot left a 656 MB ``-wal`` beside a 1 GB ledger for the rest of
+#: a 10-generation language-model run.
+_WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 #: Defaults used when a ledger is created. ``lsh_threshold`` is deliberately low (0.5): the LSH
 #: bands are fixed at creation, and a banding tuned for 0.5 finds pairs at any lookup threshold
@@ -374,6 +379,7 @@ class Ledger:
         # NORMAL in WAL mode: a committed batch survives a killed process; only a power loss can
         # drop the last commits, never corrupt the file. FULL would fsync on every batch.
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA journal_size_limit = {int(_WAL_SIZE_LIMIT_BYTES)}")
 
     def _load_or_init(self, requested: dict[str, Any], *, create: bool) -> dict[str, Any]:
         if create and not self._has_meta():

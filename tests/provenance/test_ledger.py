@@ -396,6 +396,28 @@ def test_writer_waits_busy_timeout_then_names_the_fix(path: Path) -> None:
         blocker.close()
 
 
+def test_wal_is_cut_back_after_a_checkpoint_while_another_connection_keeps_it(
+        path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger_module, "_WAL_SIZE_LIMIT_BYTES", 64 * 1024)
+    wal = path.with_name(path.name + "-wal")
+    rng = random.Random(3)
+    with Ledger(path) as ledger:
+        # A second open connection keeps SQLite from deleting the WAL, as in a long run with a
+        # tagger reading beside the generator.
+        reader = sqlite3.connect(path)
+        try:
+            # Past SQLite's 1000-page automatic checkpoint, which runs after this commit.
+            ledger.register([random_doc(rng) for _ in range(5000)])
+            grown = wal.stat().st_size
+            ledger.register([random_doc(rng)])  # the checkpointed log restarts here: cut back
+            assert grown > 1000 * 4096
+            # Not below the limit: the log keeps what this last commit wrote (about 100 KB).
+            assert wal.stat().st_size < 256 * 1024
+            assert reader.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 5001
+        finally:
+            reader.close()
+
+
 def test_closed_ledger_says_so(path: Path) -> None:
     ledger = Ledger(path)
     ledger.close()
