@@ -344,10 +344,9 @@ class Chain:
                           state_dir=training_state)
         timing["train_seconds"] = time.perf_counter() - started
 
-        started = time.perf_counter()
-        published = self.publish(model, mixture, pieces, generation + 1, folder)
-        timing["sample_seconds"] = time.perf_counter() - started
+        published = self.publish(model, mixture, pieces, generation + 1, folder, timing)
 
+        started = time.perf_counter()
         first = model if generation == 0 else first_model
         metrics, data_ppl = generation_metrics(
             model, first, blocks, encode_documents(setup.tokenizer, published), setup.reference)
@@ -364,6 +363,7 @@ class Chain:
                    else None)
         if generation >= 2:  # keep generation 0 and the newest model only
             shutil.rmtree(self.generation_dir(generation - 1) / "model", ignore_errors=True)
+        timing["metrics_seconds"] = time.perf_counter() - started
         record = {"generation": generation, "metrics": metrics,
                   "timing": {k: round(v, 3) for k, v in timing.items()},
                   "mixture": {"documents": mixture.height, "seconds": manifest.seconds},
@@ -374,12 +374,18 @@ class Chain:
         return model
 
     def publish(self, model: Any, mixture: pl.DataFrame, pieces: list[np.ndarray],
-                generation: int, folder: Path) -> list[str]:
+                generation: int, folder: Path, timing: dict[str, float]) -> list[str]:
         """Model ``generation - 1`` writes the documents of ``generation``: watermarked,
-        registered in the ledger with their parents, saved as the web would see them."""
+        registered in the ledger with their parents, saved as the web would see them.
+
+        Sampling and registering are timed apart into ``timing``: the ledger's share grows
+        with the ledger, the sampler's does not."""
         setup, config = self.setup, self.setup.config
+        started = time.perf_counter()
         prompts, parents = prompts_from(pieces, setup.size, config.prompt_tokens, setup.fallback)
         new = self._generate(model, prompts, _seed(self.seed, "sample", generation))
+        timing["sample_seconds"] = time.perf_counter() - started
+        started = time.perf_counter()
         texts = decode_documents(setup.tokenizer, new[:, config.prompt_tokens:])
         ids = [f"{self.name}-s{self.seed}-g{generation:03d}-{i:06d}" for i in range(len(texts))]
         parent_ids = [[p] for p in mixture.get_column("id").gather(parents).to_list()]
@@ -391,6 +397,7 @@ class Chain:
                                           parent_ids=parent_ids)
         frame = document_frame(ids, texts, **{TRUTH: [Label.SYNTHETIC.value] * len(texts)})
         write_parquet(frame, folder / "published.parquet")
+        timing["register_seconds"] = time.perf_counter() - started
         return texts
 
     def _generate(self, model: Any, prompts: torch.Tensor, seed: int) -> torch.Tensor:

@@ -137,6 +137,9 @@ def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: P
     recorded = json.loads((copy / "seed-0" / "replace" / "generation-000002" / "metrics.json")
                           .read_text())
     assert chains["replace"].latest == {"generation": 2, **recorded["metrics"]}
+    assert set(recorded["timing"]) == {"tag_and_mix_seconds", "train_seconds", "sample_seconds",
+                                       "register_seconds", "metrics_seconds"}
+    assert min(recorded["timing"].values()) > 0
     assert chains["replace"].seconds[-1] == pytest.approx(sum(recorded["timing"].values()))
     # Three generations left: filter:watermark's two at the mean of all, retain's one at its own.
     everything = [s for c in progress.chains for s in c.seconds]
