@@ -915,8 +915,9 @@ def collapse_run(family: str, policies: tuple[str, ...], generations: int | None
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the progress as JSON.")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Also write results.parquet and plots/ of the generations every seed has "
-                   "finished to DIR (outside the run folder).")
+              help="Also write results.parquet, plots/ and a config for `tailguard report` "
+                   "of the generations every seed has finished to DIR (outside the run "
+                   "folder).")
 def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None:
     """Show how far an LM run has got, from its folder (safe while it runs).
 
@@ -924,12 +925,14 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
     the generation in training has saved (a resume goes on from there) and estimates the time
     left from the generations so far. Never writes into the run folder; resume the run with
     `collapse run lm --resume` and the same options. With --export, the curves so far are
-    plotted as the finished run would plot them.
+    plotted as the finished run would plot them, and `tailguard report` on the export compares
+    the policies at the last generation every started one has reached.
 
     \b
     Example:
       tailguard collapse status runs/lm
       tailguard collapse status runs/lm --export runs/lm-so-far
+      tailguard report runs/lm-so-far
     """
     from collapse_eval.text.progress import export_lm_progress, lm_run_progress
 
@@ -964,9 +967,10 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
         through = progress.finished_through()
         summary["exported"] = {"folder": export_dir, "through": through,
                                "files": [str(p) for p in exported]}
-        lines.append(f"exported to {export_dir}: results.parquet and {len(exported) - 1} "
-                     "plots, through generation "
-                     + ", ".join(f"{g} ({p})" for p, g in through.items()))
+        plots = sum(1 for path in exported if path.suffix == ".png")
+        lines.append(f"exported to {export_dir}: results.parquet and {plots} plots, through "
+                     "generation " + ", ".join(f"{g} ({p})" for p, g in through.items())
+                     + f"; `tailguard report {export_dir}` compares them")
     _emit(summary, as_json, lines)
 
 

@@ -56,13 +56,16 @@ class Share:
         return f"{self.estimate:.2f} [{self.low:.2f}, {self.high:.2f}]"
 
 
-def final_losses(results: pl.DataFrame, family: str) -> pl.DataFrame:
-    """Tail loss per policy and seed at the family's last generation (columns: policy, seed,
-    loss)."""
+def final_losses(results: pl.DataFrame, family: str,
+                 generation: int | None = None) -> pl.DataFrame:
+    """Tail loss per policy and seed at ``generation``, by default the family's last (columns:
+    policy, seed, loss)."""
     profile = family_profile(family)
     rows = results.filter((pl.col("family") == family)
                           & (pl.col("metric") == profile.tail_metric))
-    last = rows.filter(pl.col("generation") == rows.get_column("generation").max())
+    if generation is None:
+        generation = rows.get_column("generation").max()
+    last = rows.filter(pl.col("generation") == generation)
     return last.select("policy", "seed", pl.Series(
         "loss", profile.tail_loss(last.get_column("value").to_numpy())))
 
@@ -254,6 +257,16 @@ def _bench_info(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+def _partial_text(through: dict[str, int], last: int) -> str:
+    finished = ", ".join(f"{policy} {generation}" for policy, generation in through.items())
+    waiting = [policy for policy, generation in through.items() if generation < last]
+    return (f"**A run still going** (exported by `tailguard collapse status --export`): "
+            f"finished through generation {finished}. Tables compare generation {last}, the "
+            "last every started policy has reached; the curves go as far as each policy has."
+            + (f" Not started yet, so not in the tables: {', '.join(waiting)}." if waiting
+               else ""))
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -284,13 +297,18 @@ def write_report(run_dir: str | os.PathLike) -> Report:
         configs[family], infos[family] = config, info
         all_results.append(results)
         profile = family_profile(family)
-        losses = final_losses(results, family)
+        # A partial run (exported by `collapse status --export`) is compared at the generation
+        # every started policy has reached; a finished run's config names its last generation.
+        last = int(config.get("generations", results.get_column("generation").max()))
+        through = config.get("partial_through")
+        losses = final_losses(results, family, last)
         vs_scrape = prevented_shares(losses, "scrape")
         vs_replace = prevented_shares(losses, "replace")
-        last = int(results.get_column("generation").max())
         for policy in config["policies"]:
             if _NOISY.match(policy) and policy != "filter:noisy(tpr=0.9,fpr=0.05)":
                 continue  # sweep points have their own plot
+            if through is not None and through[policy] < last:
+                continue  # not started yet
             values = losses.filter(pl.col("policy") == policy).get_column("loss").to_numpy()
             headline_rows.append([
                 family, policy, mean_interval(values).text(),
@@ -311,6 +329,9 @@ def write_report(run_dir: str | os.PathLike) -> Report:
                         + (f" Skipped (do not apply to {family}): "
                                  f"{', '.join(skipped)}." if skipped else ""))
         sections.append("")
+        if through is not None:
+            sections.append(_partial_text(through, last))
+            sections.append("")
         main_policies = [p for p in config["policies"]
                          if not _NOISY.match(p) or p == "filter:noisy(tpr=0.9,fpr=0.05)"]
         shown = results.filter(pl.col("policy").is_in(main_policies))

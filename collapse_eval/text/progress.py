@@ -30,7 +30,7 @@ __all__ = ["ChainProgress", "LMRunProgress", "export_lm_progress", "lm_run_progr
 @dataclass(frozen=True)
 class ChainProgress:
     """One (seed, policy) chain: its complete generations, their wall seconds (mixing,
-    training and sampling) and the metrics of the newest one."""
+    training, sampling, registering and measuring) and the metrics of the newest one."""
 
     seed: int
     policy: str
@@ -182,7 +182,9 @@ def lm_run_progress(out_dir: str | os.PathLike) -> LMRunProgress:
 def export_lm_progress(out_dir: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
     """Write what the LM run in ``out_dir`` has finished so far to ``dest``: ``results.parquet``
     and ``plots/`` as the run writes them at its end, each policy up to the last generation
-    every seed has finished. Returns the files written.
+    every seed has finished, and a ``config.json`` that lets ``tailguard report dest`` compare
+    the policies at the last generation every started one has reached. Returns the files
+    written.
 
     A full run takes hours; its curves say within the first generations whether it is worth
     the rest. Only ``dest`` is written, so this is safe beside the running run; ``dest`` may
@@ -206,4 +208,33 @@ def export_lm_progress(out_dir: str | os.PathLike, dest: str | os.PathLike) -> l
         results.write_parquet(tmp)
     plots = plot_results(results, dest / "plots")
     plots += plot_data_perplexity(out, config, last=through, folder=dest / "plots")
-    return [dest / "results.parquet", *plots]
+    started = [generation for generation in through.values() if generation > 0]
+    summary = {**json.loads((out / "config.json").read_text(encoding="utf-8")),
+               "generations": min(started, default=0), "partial_through": through}
+    with atomic_path(dest / "config.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    with atomic_path(dest / "run.json") as tmp:
+        tmp.write_text(json.dumps(_run_info_so_far(out, config, progress), indent=2) + "\n",
+                       encoding="utf-8")
+    return [dest / "results.parquet", *plots, dest / "config.json", dest / "run.json"]
+
+
+def _run_info_so_far(out: Path, config: Any, progress: LMRunProgress) -> dict[str, Any]:
+    """What the report's tables say about the run: its id, device, documents per generation
+    and the compute seconds of the generations finished so far (versions only the finished
+    run records)."""
+    import polars as pl
+
+    from collapse_eval.loop import config_hash
+
+    seed = config.seeds[0]
+    first = generation_dir(out, seed, None, 0)
+    record = _record(first) or {}
+    return {
+        "run_id": config_hash(config.as_dict()),
+        "device": record.get("train", {}).get("device", "?"),
+        "seconds": round(sum(f["seconds"] or 0.0 for f in progress.first.values())
+                         + sum(sum(chain.seconds) for chain in progress.chains), 3),
+        "documents_per_generation": pl.scan_parquet(first / "published.parquet")
+        .select(pl.len()).collect().item(),
+    }

@@ -166,6 +166,20 @@ def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: P
     assert partial.filter(pl.col("policy") == "replace").equals(whole)
     assert (so_far / "plots" / "data_perplexity_histograms.png").stat().st_size > 10_000
     assert (so_far / "plots" / "rare_ngram_recall.png").exists()
+    # ... and a report comparing generation 1, the last that every started policy reached
+    reported = CliRunner().invoke(main, ["report", str(so_far)])
+    assert reported.exit_code == 0, reported.output
+    markdown = (so_far / "report.md").read_text()
+    assert "A run still going" in markdown and "Not started yet, so not in the tables: " \
+        "filter:watermark." in markdown
+    headline = {row.split(" | ")[1]: row.split(" | ")[2] for row in markdown.splitlines()
+                if row.startswith("| lm | ") and "(1 seed)" in row}
+    recall = whole_recall_at(ordering_run.results, generation=1)
+    assert headline == {"replace": f"{1 - recall['replace']:.2f} (1 seed)",
+                        "retain:0.1": f"{1 - recall['retain:0.1']:.2f} (1 seed)"}
+    assert "generation 0 -> 1, replace vs retain:0.1" in markdown
+    size = pl.read_parquet(copy / "seed-0" / "generation-000000" / "published.parquet").height
+    assert f"1 seed, {size} documents per generation, generations 0..1." in markdown
     assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before
     inside = CliRunner().invoke(main, ["collapse", "status", str(copy), "--export",
                                        str(copy / "so-far")])
@@ -176,6 +190,12 @@ def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: P
     assert json.loads(whole.output)["finished"] is True
     not_lm = CliRunner().invoke(main, ["collapse", "status", str(tmp_path)])
     assert not_lm.exit_code != 0 and "not an LM run folder" in not_lm.output
+
+
+def whole_recall_at(results: pl.DataFrame, generation: int) -> dict[str, float]:
+    rows = results.filter((pl.col("metric") == "rare_ngram_recall")
+                          & (pl.col("generation") == generation))
+    return dict(rows.select("policy", "value").iter_rows())
 
 
 def test_every_policy_and_tagger_runs(tmp_path: Path):
