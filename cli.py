@@ -934,7 +934,7 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
       tailguard collapse status runs/lm --export runs/lm-so-far
       tailguard report runs/lm-so-far
     """
-    from collapse_eval.text.progress import export_lm_progress, lm_run_progress
+    from collapse_eval.text.progress import disk_room, export_lm_progress, lm_run_progress
 
     progress = lm_run_progress(run_dir)
     exported = [] if export_dir is None else export_lm_progress(run_dir, export_dir)
@@ -962,7 +962,13 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
     if left and not progress.finished:
         lines.append(f"left: about {left / 3600:.1f} h in one process at the means so far "
                      "(divide by --jobs; a growing training set at its growth so far)")
-    summary = progress.as_dict()
+    free, needed = disk_room(run_dir)
+    if not progress.finished:
+        lines.append(f"disk: {free / 1024**3:.1f} GiB free, a generation needs "
+                     f"{needed / 1024**3:.1f} GiB to start"
+                     + ("; too little: the run stops before its next generation" if free < needed
+                        else ""))
+    summary = {**progress.as_dict(), "disk": {"free_bytes": free, "generation_needs": needed}}
     if export_dir is not None:
         through = progress.finished_through()
         summary["exported"] = {"folder": export_dir, "through": through,

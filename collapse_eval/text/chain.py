@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from collapse_eval.disk_space import generation_needs, require_free_space
 from collapse_eval.policies import ORIGINAL_SOURCE, Policy, policy_slug
 from collapse_eval.rng import derive_seed
 from collapse_eval.text import evidence
@@ -116,6 +117,15 @@ class RunSetup:
             return new_model(self.recipe, seed=seed, eot_id=self.tokenizer.eos_token_id)
         return self._load_pretrained().model
 
+    @property
+    def model_bytes(self) -> int:
+        """Bytes of the model's weights, what a generation's disk needs scale with."""
+        if not hasattr(self, "_model_bytes"):
+            model = (self.new_model(0) if self.config.model is None
+                     else self._pretrained.model)
+            self._model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        return self._model_bytes
+
     def model_info(self) -> dict[str, Any]:
         """What ``run.json`` says of the model: which one, how big, on which tokens."""
         model = (self.new_model(0) if self.config.model is None else self._pretrained.model)
@@ -176,6 +186,10 @@ class Chain:
         self.legacy_ledger = (self.lineage_path is not None and not self.lineage_path.exists()
                               and any((self.folder / "tags" / "ledger").glob("*.parquet")))
         self._lineage: Any = None
+
+    @property
+    def _label(self) -> str:
+        return "the shared chain" if self.policy is None else f"policy {self.policy.name}"
 
     @property
     def generator(self) -> str:
@@ -323,6 +337,8 @@ class Chain:
         folder = self.generation_dir(generation)
         if folder.exists():  # an interrupted attempt: start this generation over
             shutil.rmtree(folder)
+        require_free_space(setup.out, generation_needs(setup.model_bytes),
+                           what=f"generation {generation} of {self._label} (seed {self.seed})")
         folder.mkdir(parents=True)
         timing: dict[str, float] = {}
         started = time.perf_counter()

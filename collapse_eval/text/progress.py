@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collapse_eval.disk_space import free_bytes, generation_needs
 from collapse_eval.text.chain import generation_dir, training_state_dir
 from collapse_eval.text.config import load_lm_config
 from provenance.atomic import atomic_path
 from provenance.errors import InputError
 
-__all__ = ["ChainProgress", "LMRunProgress", "export_lm_progress", "lm_run_progress"]
+__all__ = ["ChainProgress", "LMRunProgress", "disk_room", "export_lm_progress",
+           "lm_run_progress"]
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,15 @@ def lm_run_progress(out_dir: str | os.PathLike) -> LMRunProgress:
             chains.append(ChainProgress(seed, policy, len(seconds), config.generations,
                                         tuple(seconds), latest, training, tuple(docs)))
     return LMRunProgress(out, config.generations, first, tuple(chains))
+
+
+def disk_room(out_dir: str | os.PathLike) -> tuple[int, int]:
+    """Bytes free on the run's disk, and the bytes a generation of it must find free to start
+    (from generation 0's saved weights; see :mod:`collapse_eval.disk_space`)."""
+    out = Path(out_dir)
+    weights = sum(path.stat().st_size
+                  for path in out.glob("seed-*/generation-000000/model/*.safetensors"))
+    return free_bytes(out)[1], generation_needs(weights)
 
 
 def export_lm_progress(out_dir: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:

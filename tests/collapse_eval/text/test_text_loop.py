@@ -114,7 +114,8 @@ def test_a_resumed_run_gives_the_uninterrupted_results(ordering_run, tmp_path: P
     assert a.equals(b)
 
 
-def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: Path):
+def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
     from collapse_eval.text.progress import lm_run_progress
 
     copy = tmp_path / "run"
@@ -151,6 +152,12 @@ def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: P
     assert "3 of 6 policy-generations done" in result.output
     assert "retain:0.1" in result.output and "1/2" in result.output
     assert "gen 2: 2/3 epochs saved" in result.output
+    assert "GiB free, a generation needs 0.5 GiB to start\n" in result.output
+    monkeypatch.setenv("TAILGUARD_MIN_FREE_GB", "1000000")
+    short = CliRunner().invoke(main, ["collapse", "status", str(copy)])
+    assert "a generation needs 1000000.0 GiB to start; too little: the run stops before its " \
+        "next generation" in short.output
+    monkeypatch.delenv("TAILGUARD_MIN_FREE_GB")
 
     # the curves so far: each policy up to its last finished generation, nothing in the run
     so_far = tmp_path / "so-far"
@@ -231,7 +238,8 @@ def test_config_errors_are_clear():
                          recipe={"n_layer": 4, "n_embd": 256, "lr": 1e-4})
 
 
-def test_cli_runs_the_lm_family_and_rejects_numeric_options(tmp_path: Path):
+def test_cli_runs_the_lm_family_and_rejects_numeric_options(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     runner = CliRunner()
     bad = runner.invoke(main, ["collapse", "run", "lm", "--samples", "10", "-o",
                                str(tmp_path / "x")])
@@ -244,8 +252,17 @@ def test_cli_runs_the_lm_family_and_rejects_numeric_options(tmp_path: Path):
             "--device", "cpu", "--no-plots", "--json", "-o", str(tmp_path / "cli")]
     for key, value in SMALL_RECIPE.items():
         args += ["--recipe", f"{key}={value}"]
+    # A disk with less free space than a generation needs stops the run before it starts one,
+    # with one line that says so; --resume goes on once there is room.
+    monkeypatch.setenv("TAILGUARD_MIN_FREE_GB", "1000000")
+    full = runner.invoke(main, args)
+    assert full.exit_code == 1
+    assert full.output.count("\n") == 1 and "GiB free, less than the 1000000.00 GiB " \
+        "generation 0 of the shared chain (seed 0) needs" in full.output
+    assert not list((tmp_path / "cli").rglob("metrics.json"))
+    monkeypatch.delenv("TAILGUARD_MIN_FREE_GB")
     with pytest.warns(TailguardWarning, match="no better than the bigram baseline"):
-        result = runner.invoke(main, args)  # 300 documents are too few to learn much
+        result = runner.invoke(main, [*args, "--resume"])  # 300 documents: too few to learn
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["final"]["replace"]["synthetic_share"] == 1.0
