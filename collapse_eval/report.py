@@ -33,6 +33,7 @@ import torch
 
 from collapse_eval.plots import plot_metric, saved_figure
 from collapse_eval.profiles import family_profile
+from collapse_eval.text.report_table import generation_table
 from provenance.atomic import atomic_path
 from provenance.errors import InputError
 
@@ -335,6 +336,14 @@ def write_report(run_dir: str | os.PathLike) -> Report:
         main_policies = [p for p in config["policies"]
                          if not _NOISY.match(p) or p == "filter:noisy(tpr=0.9,fpr=0.05)"]
         shown = results.filter(pl.col("policy").is_in(main_policies))
+        if family == "lm":
+            header, rows = generation_table(shown, main_policies)
+            sections.append("By generation (means over seeds; data ppl is the perplexity of the "
+                            "generation's training documents under the generation-0 model, "
+                            "the filter's TPR and FPR are what its tagger achieved on the web):")
+            sections.append("")
+            sections += _md_table(header, rows)
+            sections.append("")
         for metric in dict.fromkeys([profile.tail_metric, *profile.summary_metrics]):
             if shown.filter(pl.col("metric") == metric).is_empty():
                 continue

@@ -139,6 +139,17 @@ def test_the_report_covers_the_vae_and_the_language_model(neural_bench_dir: Path
     assert "`rare_ngram_recall`" in md and "tail loss: 1 - rare_ngram_recall" in md
     assert "report_files/lm-data_perplexity_histograms.png" in md
     assert "report_files/lm-test_perplexity.png" in md and "report_files/vae-recall.png" in md
+    # the LM's numbers by generation: generation 0 once, then each policy's generation 1
+    lm = pl.read_parquet(neural_bench_dir / "lm" / "results.parquet")
+    table = [line.split(" | ") for line in md.split("By generation")[1].split("\n\n")[1]
+             .splitlines()[2:]]
+    assert [(r[0], r[1]) for r in table] == [("| all (shared)", "0")] + [
+        (f"| {p}", "1") for p in ("replace", "retain:0.1", "scrape", "filter:oracle",
+                                  "filter:watermark", "filter:ledger")]
+    replace = lm.filter((pl.col("policy") == "replace") & (pl.col("generation") == 1))
+    recall = replace.filter(pl.col("metric") == "rare_ngram_recall")["value"][0]
+    assert table[1][3] == f"{recall:.3f}" and table[1][8] == "1.00"  # all synthetic
+    assert table[5][9] != "" and table[1][9] == ""  # a filter's TPR; replace has none
 
 
 def test_rerunning_the_neural_benchmark_resumes(neural_bench_dir: Path) -> None:
