@@ -79,6 +79,7 @@ from collapse_eval.text.config import (
     load_lm_config,
 )
 from collapse_eval.text.model import torch_threads
+from collapse_eval.text.progress import lm_run_progress
 from collapse_eval.text.workers import LMWorkerError, run_in_workers
 from provenance.atomic import atomic_path
 from provenance.errors import ConfigError
@@ -186,6 +187,8 @@ def run_lm_collapse(
         made += plot_data_perplexity(out, config)
     seconds = time.perf_counter() - started
     write_run_info(out, config, device, seconds, resumed,
+                   # `seconds` is this invocation; a resumed run's whole cost is the sum
+                   generation_seconds=round(lm_run_progress(out).compute_seconds, 1),
                    documents_per_generation=setup.size, corpus=setup.corpus_stats,
                    baselines={f"test_{k}": round(v, 3) for k, v in setup.baselines.items()},
                    model=setup.model_info(), recipe=config.recorded_recipe(),

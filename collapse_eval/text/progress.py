@@ -104,11 +104,19 @@ class LMRunProgress:
         overall = statistics.fmean(every)
         return sum(chain.seconds_left(overall) for chain in self.chains)
 
+    @property
+    def compute_seconds(self) -> float:
+        """Seconds of every finished generation, summed over the invocations that ran them: what
+        the run has cost in one process, however often it was stopped and resumed."""
+        return (sum(f["seconds"] or 0.0 for f in self.first.values())
+                + sum(sum(chain.seconds) for chain in self.chains))
+
     def as_dict(self) -> dict[str, Any]:
         left = self.seconds_left()
         return {
             "out_dir": str(self.out_dir), "generations": self.generations,
             "done": self.done, "total": self.total, "finished": self.finished,
+            "compute_seconds": round(self.compute_seconds, 1),
             "seconds_left_one_process": None if left is None else round(left, 1),
             "generation_0": {str(seed): first for seed, first in self.first.items()},
             "chains": [{"seed": c.seed, "policy": c.policy, "done": c.done, "total": c.total,
@@ -244,8 +252,7 @@ def _run_info_so_far(out: Path, config: Any, progress: LMRunProgress) -> dict[st
     return {
         "run_id": config_hash(config.as_dict()),
         "device": record.get("train", {}).get("device", "?"),
-        "seconds": round(sum(f["seconds"] or 0.0 for f in progress.first.values())
-                         + sum(sum(chain.seconds) for chain in progress.chains), 3),
+        "seconds": round(progress.compute_seconds, 3),
         "documents_per_generation": pl.scan_parquet(first / "published.parquet")
         .select(pl.len()).collect().item(),
     }

@@ -108,6 +108,12 @@ def test_a_resumed_run_gives_the_uninterrupted_results(ordering_run, tmp_path: P
     resumed = run_lm_collapse(small_config(ORDERING_POLICIES, 2, DOCS), copy, resume=True,
                               progress=False, threads=1, device="cpu")
     assert resumed.resumed_generations == 1 + 2 + 2 + 1
+    # run.json's seconds are this invocation's; generation_seconds the whole run's, resumed
+    info = json.loads((copy / "run.json").read_text())
+    timings = [sum(json.loads(p.read_text())["timing"].values())
+               for p in copy.rglob("metrics.json")]
+    assert len(timings) == 7 and info["generation_seconds"] == pytest.approx(sum(timings),
+                                                                             abs=0.1)
     volatile = ("train_tokens_per_s",)
     a = ordering_run.results.filter(~pl.col("metric").is_in(volatile))
     b = resumed.results.filter(~pl.col("metric").is_in(volatile))
