@@ -262,7 +262,7 @@ def _partial_text(through: dict[str, int], last: int) -> str:
     finished = ", ".join(f"{policy} {generation}" for policy, generation in through.items())
     waiting = [policy for policy, generation in through.items() if generation < last]
     return (f"**A run still going** (exported by `tailguard collapse status --export`): "
-            f"finished through generation {finished}. Tables compare generation {last}, the "
+            f"generations finished so far: {finished}. Tables compare generation {last}, the "
             "last every started policy has reached; the curves go as far as each policy has."
             + (f" Not started yet, so not in the tables: {', '.join(waiting)}." if waiting
                else ""))
