@@ -16,5 +16,6 @@ default reproduces the setting at a size that runs on a laptop CPU:
 * :mod:`collapse_eval.text.text_metrics` -- n-gram baselines and the tail metrics on token ids;
 * :mod:`collapse_eval.text.loop` -- the recursion itself (with :mod:`~collapse_eval.text.config`,
   :mod:`~collapse_eval.text.chain`, :mod:`~collapse_eval.text.workers` and
-  :mod:`~collapse_eval.text.progress`).
+  :mod:`~collapse_eval.text.progress`);
+* :mod:`collapse_eval.text.report_table` -- the report's numbers by policy and generation.
 """
