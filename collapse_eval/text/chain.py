@@ -12,6 +12,7 @@ import json
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -437,10 +438,12 @@ class Chain:
                                     device=setup.device)
 
 
-def first_model(shared: Chain, bar: Any, *, load: bool = True) -> Any:
+def first_model(shared: Chain, bar: Any, *, load: bool = True,
+                log: Callable[[int, str | None, int], None] | None = None) -> Any:
     """Generation 0 of a seed: trained (or reloaded) once and shared by every policy.
 
-    ``load=False`` (the workers load it themselves): train it if needed, return nothing."""
+    ``load=False`` (the workers load it themselves): train it if needed, return nothing.
+    ``log(seed, None, 0)`` is called when it has been trained here."""
     from collapse_eval.text.model import load_model
 
     if shared.completed(0):
@@ -450,6 +453,8 @@ def first_model(shared: Chain, bar: Any, *, load: bool = True) -> Any:
     bar.set_description(f"lm generation 0 seed {shared.seed}")
     model = shared.step(0, None)
     bar.update(1)
+    if log is not None:
+        log(shared.seed, None, 0)
     warn_if_no_better_than_bigram(shared)
     return model if load else None
 

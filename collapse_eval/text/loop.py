@@ -79,7 +79,7 @@ from collapse_eval.text.config import (
     load_lm_config,
 )
 from collapse_eval.text.model import torch_threads
-from collapse_eval.text.progress import lm_run_progress
+from collapse_eval.text.progress import generation_logger, lm_run_progress
 from collapse_eval.text.workers import LMWorkerError, run_in_workers
 from provenance.atomic import atomic_path
 from provenance.errors import ConfigError
@@ -156,14 +156,17 @@ def run_lm_collapse(
         total = len(config.seeds) * (1 + len(policies) * config.generations)
         with tqdm(total=total, desc="lm", unit="gen", disable=None if progress else True,
                   dynamic_ncols=True) as bar:
+            # No terminal for the bar (nohup, a batch job): a line per finished generation.
+            log = generation_logger(out, config.generations, enabled=progress and bar.disable)
             if jobs > 1:
-                resumed = run_in_workers(setup, policies, ledger, bar, jobs, threads or 1)
+                resumed = run_in_workers(setup, policies, ledger, bar, jobs, threads or 1,
+                                         log=log)
             else:
                 for seed in config.seeds:
                     key = setup.watermark_key(seed)
                     shared = Chain(setup, seed, None, ledger, key)
                     resumed += shared.completed(0)
-                    first = first_model(shared, bar)
+                    first = first_model(shared, bar, log=log)
                     for policy in policies:
                         chain = Chain(setup, seed, policy, ledger, key)
                         if chain.legacy_ledger:
@@ -176,6 +179,7 @@ def run_lm_collapse(
                             for generation in range(done, config.generations + 1):
                                 chain.step(generation, first)
                                 bar.update(1)
+                                log(seed, policy.name, generation)
                         finally:
                             chain.close()
     results = collect_lm_results(out, config)

@@ -15,6 +15,9 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from provenance.atomic import atomic_path
 from provenance.errors import InputError
 
 __all__ = ["ChainProgress", "LMRunProgress", "disk_room", "export_lm_progress",
-           "lm_run_progress"]
+           "generation_line", "generation_logger", "lm_run_progress"]
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,38 @@ def lm_run_progress(out_dir: str | os.PathLike) -> LMRunProgress:
             chains.append(ChainProgress(seed, policy, len(seconds), config.generations,
                                         tuple(seconds), latest, training, tuple(docs)))
     return LMRunProgress(out, config.generations, first, tuple(chains))
+
+
+def generation_line(out_dir: str | os.PathLike, seed: int, policy: str | None,
+                    generation: int, generations: int) -> str | None:
+    """One log line on a finished generation (None: its record is not there), for runs whose
+    output is a file rather than a terminal: under ``nohup`` or a batch scheduler there is no
+    progress bar, and a log that stays empty for hours says nothing of a run that works."""
+    record = _record(generation_dir(Path(out_dir), seed, policy, generation))
+    if record is None:
+        return None
+    metrics = record["metrics"]
+    which = ("generation 0 (shared)" if policy is None
+             else f"{policy} generation {generation}/{generations}")
+    return (f"{time.strftime('%Y-%m-%d %H:%M:%S')} lm seed {seed} {which} done in "
+            f"{_seconds(record) / 60:.1f} min: test perplexity "
+            f"{metrics['test_perplexity']:.1f}, rare-bigram recall "
+            f"{metrics['rare_ngram_recall']:.3f}, distinct-2 {metrics['distinct_2']:.3f}, "
+            f"synthetic share {metrics['synthetic_share']:.2f}")
+
+
+def generation_logger(out_dir: str | os.PathLike, generations: int,
+                      enabled: bool) -> Callable[[int, str | None, int], None]:
+    """``log(seed, policy, generation)``: print :func:`generation_line` to stderr when
+    ``enabled`` (a run with progress output but no terminal for its bar), else nothing."""
+
+    def log(seed: int, policy: str | None, generation: int) -> None:
+        if enabled:
+            line = generation_line(out_dir, seed, policy, generation, generations)
+            if line is not None:
+                print(line, file=sys.stderr, flush=True)
+
+    return log
 
 
 def disk_room(out_dir: str | os.PathLike) -> tuple[int, int]:

@@ -4,6 +4,7 @@ rebuilding the run's setup from its folder; the parent watches the generations f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -30,9 +31,11 @@ class LMWorkerError(TailguardError):
 
 
 def run_in_workers(setup: RunSetup, policies: list[Policy], ledger: Any, bar: Any, jobs: int,
-                   threads: int) -> int:
+                   threads: int,
+                   log: Callable[[int, str | None, int], None] | None = None) -> int:
     """Train each seed's generation 0 here, then run the chains ``jobs`` at a time in spawned
-    worker processes; returns the generations that were already complete."""
+    worker processes; returns the generations that were already complete. ``log(seed, policy,
+    generation)`` hears of each generation finished here or in a worker."""
     import multiprocessing
 
     config, generations = setup.config, setup.config.generations
@@ -48,7 +51,7 @@ def run_in_workers(setup: RunSetup, policies: list[Policy], ledger: Any, bar: An
     for seed in config.seeds:
         shared = Chain(setup, seed, None, ledger, setup.watermark_key(seed))
         resumed += shared.completed(0)
-        first_model(shared, bar, load=False)
+        first_model(shared, bar, load=False, log=log)
     done = [max(1, chain.completed(generations)) - 1 for chain in chains]
     resumed += sum(done)
     bar.update(sum(done))
@@ -72,6 +75,9 @@ def run_in_workers(setup: RunSetup, policies: list[Policy], ledger: Any, bar: An
             for i, chain in enumerate(chains):  # the bar moves with each finished generation
                 now = max(1, chain.completed(generations)) - 1
                 bar.update(max(0, now - done[i]))
+                for generation in range(done[i] + 1, now + 1):
+                    if log is not None:
+                        log(chain.seed, chain.policy.name, generation)
                 done[i] = max(done[i], now)
             for future in sorted(finished, key=futures.__getitem__):
                 error = future.exception()

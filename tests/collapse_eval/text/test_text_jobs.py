@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -79,16 +80,22 @@ def test_two_workers_give_the_results_of_one_process(one_process, tmp_path: Path
         r[1:] for r in _records(one / "ledger.sqlite"))
 
 
-def test_a_resume_with_other_jobs_gives_the_same_results(one_process, tmp_path: Path):
+def test_a_resume_with_other_jobs_gives_the_same_results(one_process, tmp_path: Path,
+                                                         capfd: pytest.CaptureFixture[str]):
     copy = tmp_path / "run"
     shutil.copytree(one_process.out_dir, copy)
     # killed mid-run: retain:0.1 in its last generation, filter:ledger in its first
     (copy / "seed-0" / "retain_0.1" / "generation-000002" / "metrics.json").unlink()
     (copy / "seed-0" / "filter_ledger" / "generation-000001" / "metrics.json").unlink()
-    resumed = run_lm_collapse(_config(), copy, resume=True, progress=False, threads=1,
+    resumed = run_lm_collapse(_config(), copy, resume=True, progress=True, threads=1,
                               device="cpu", plots=False, jobs=2)
     assert resumed.resumed_generations == 1 + 2 + 1 + 0
     assert _results(resumed.results).equals(_results(one_process.results))
+    # stderr is no terminal here, so no bar: a line per generation the workers finished
+    logged = sorted(re.findall(r"lm seed 0 (\S+) generation (\d)/2 done in [0-9.]+ min: test "
+                               r"perplexity [0-9.]+, rare-bigram recall 0\.\d{3}",
+                               capfd.readouterr().err))
+    assert logged == [("filter:ledger", "1"), ("filter:ledger", "2"), ("retain:0.1", "2")]
     lineage = Path("seed-0", "filter_ledger", "ledger.sqlite")  # re-registered, not duplicated
     assert _records(copy / lineage) == _records(one_process.out_dir / lineage)
     # a resume of a complete run does nothing, whatever the jobs
@@ -140,8 +147,8 @@ def test_workers_refuse_a_chain_tagged_against_the_run_ledger(tmp_path: Path):
                         plots=False, jobs=2)
 
 
-def test_one_process_goes_on_with_a_chain_tagged_against_the_run_ledger(one_process,
-                                                                         tmp_path: Path):
+def test_one_process_goes_on_with_a_chain_tagged_against_the_run_ledger(
+        one_process, tmp_path: Path, capfd: pytest.CaptureFixture[str]):
     copy = tmp_path / "run"
     shutil.copytree(one_process.out_dir, copy)
     chain = copy / "seed-0" / "filter_ledger"
@@ -149,8 +156,10 @@ def test_one_process_goes_on_with_a_chain_tagged_against_the_run_ledger(one_proc
     (chain / "generation-000002" / "metrics.json").unlink()
     with pytest.warns(TailguardWarning, match="older tailguard that tagged against the run's "
                       "shared ledger"):
-        run = run_lm_collapse(_config(), copy, resume=True, progress=False, threads=1,
+        run = run_lm_collapse(_config(), copy, resume=True, progress=True, threads=1,
                               device="cpu", plots=False)
     assert (chain / "generation-000002" / "metrics.json").exists()
+    logged = re.findall(r"lm seed 0 (\S+) generation (\d)/2 done", capfd.readouterr().err)
+    assert logged == [("filter:ledger", "2")]  # one process logs what it finished, too
     assert not (chain / "ledger.sqlite").exists()  # it went on as it started
     assert run.resumed_generations == 1 + len(POLICIES) * GENERATIONS - 1
