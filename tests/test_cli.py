@@ -156,6 +156,24 @@ def test_installed_console_script(crawl: Path, tmp_path: Path) -> None:
     assert "3 kept, 1 rejected" in proc.stdout
 
 
+@pytest.mark.skipif(shutil.which("tailguard") is None, reason="console script not installed")
+def test_a_tailguard_warning_prints_as_one_line(crawl: Path, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "l.sqlite")
+    assert run("ledger", "add", str(crawl), "--ledger", ledger, "-q")[0] == 0
+    edited = tmp_path / "edited.jsonl"  # not an exact match: the near lookup runs, and warns
+    edited.write_text(json.dumps({"id": "a2", "text": "the quick brown fox jumps over the "
+                                  "lazy cat again"}) + "\n")
+    proc = subprocess.run(  # the real command: what a shell shows, not pytest's warning capture
+        ["tailguard", "ledger", "lookup", str(edited), "--ledger", ledger, "--threshold", "0.3",
+         "-q"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    shown = [line for line in proc.stderr.splitlines() if "threshold 0.3" in line]
+    assert shown == [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(shown) == 1 and shown[0].startswith("warning: near-match threshold 0.3 is below "
+                                                   "the ledger's lsh_threshold 0.5")
+    assert "TailguardWarning" not in proc.stderr and ".py:" not in proc.stderr
+
+
 @pytest.fixture
 def pools(tmp_path: Path) -> dict[str, Path]:
     human, gen = tmp_path / "human.parquet", tmp_path / "gen.parquet"
