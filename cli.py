@@ -7,16 +7,13 @@ on stderr and exit code 1; usage errors exit 2 (click's convention).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import click
 
-from provenance.errors import ConfigError, TailguardError, TailguardWarning
+from provenance.errors import ConfigError, TailguardError, one_line_warnings
 from provenance.version import tool_version
 
 
@@ -25,33 +22,12 @@ class TailguardGroup(click.Group):
     TailguardWarnings as ``warning: ...`` lines."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        with _one_line_warnings():
+        with one_line_warnings():
             try:
                 return super().invoke(ctx)
             except TailguardError as exc:
                 click.echo(f"error: {exc}", err=True)
                 ctx.exit(1)
-
-
-@contextlib.contextmanager
-def _one_line_warnings() -> Iterator[None]:
-    """A TailguardWarning is written for the person at the command line (what is wrong, what
-    to do), so it prints like an error, without Python's file:line and source line; other
-    warnings keep their format. Only the display changes: a warning caught by
-    ``warnings.catch_warnings(record=True)`` or ``pytest.warns`` is caught as before."""
-    default = warnings.formatwarning
-
-    def formatted(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  line: str | None = None) -> str:
-        if issubclass(category, TailguardWarning):
-            return f"warning: {message}\n"
-        return default(message, category, filename, lineno, line)
-
-    warnings.formatwarning = formatted
-    try:
-        yield
-    finally:
-        warnings.formatwarning = default
 
 
 # ---- shared options ----------------------------------------------------------------------------

@@ -7,6 +7,10 @@ line on stderr and exit code 1, so a message must make sense on its own: say wha
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 
 class TailguardError(Exception):
     """Base class of every error tailguard raises on purpose."""
@@ -52,3 +56,34 @@ class LedgerError(TailguardError):
 
 class TailguardWarning(UserWarning):
     """Something still runs but deserves attention (a remedial hint is in the message)."""
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Show each :class:`TailguardWarning` as one ``warning: ...`` line while inside.
+
+    A TailguardWarning is written for the person at the command line (what is wrong, what to
+    do), so the CLI prints it like its errors, without Python's file:line and source line;
+    other warnings keep their format. Only the display changes: a warning caught by
+    ``warnings.catch_warnings(record=True)`` or ``pytest.warns`` is caught as before.
+    """
+    default = warnings.formatwarning
+
+    def formatted(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+        if issubclass(category, TailguardWarning):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    formatted.one_line = True  # type: ignore[attr-defined]  # see one_line_warnings_active
+    warnings.formatwarning = formatted
+    try:
+        yield
+    finally:
+        warnings.formatwarning = default
+
+
+def one_line_warnings_active() -> bool:
+    """Whether :func:`one_line_warnings` is in force: worker processes that a CLI command
+    starts show their warnings the same way."""
+    return bool(getattr(warnings.formatwarning, "one_line", False))

@@ -4,6 +4,7 @@ rebuilding the run's setup from its folder; the parent watches the generations f
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -15,7 +16,12 @@ from collapse_eval.policies import Policy, parse_policies
 from collapse_eval.text.chain import Chain, RunSetup, first_model
 from collapse_eval.text.config import config_from_dict
 from collapse_eval.text.model import torch_threads
-from provenance.errors import ConfigError, TailguardError
+from provenance.errors import (
+    ConfigError,
+    TailguardError,
+    one_line_warnings,
+    one_line_warnings_active,
+)
 
 #: Seconds between looks at the workers' finished generations (the progress bar).
 POLL_SECONDS = 2.0
@@ -61,7 +67,7 @@ def run_in_workers(setup: RunSetup, policies: list[Policy], ledger: Any, bar: An
     workers = min(jobs, len(todo))
     bar.set_description(f"lm {len(todo)} chains, {workers} at once")
     base = {"config": config.as_dict(), "out": str(setup.out), "device": setup.device,
-            "threads": threads}
+            "threads": threads, "one_line_warnings": one_line_warnings_active()}
     executor = ProcessPoolExecutor(max_workers=workers,
                                    mp_context=multiprocessing.get_context("spawn"))
     futures: dict[Future, int] = {}
@@ -144,7 +150,8 @@ def _chain_worker(task: dict[str, Any]) -> None:
     config = config_from_dict(task["config"])
     out, device, seed = Path(task["out"]), task["device"], int(task["seed"])
     policy = parse_policies([task["policy"]])[0]
-    with torch_threads(int(task["threads"])):
+    shown = one_line_warnings() if task.get("one_line_warnings") else contextlib.nullcontext()
+    with shown, torch_threads(int(task["threads"])):
         key = (str(out), config_hash(task["config"]), device)
         setup = _WORKER_SETUP.get(key)
         if setup is None:
