@@ -247,17 +247,25 @@ def plot_data_perplexity(out_dir: Path, config: LMCollapseConfig,
     path = Path(folder or Path(out_dir) / "plots") / "data_perplexity_histograms.png"
     # colour by generation over the whole run, so panels of unequal progress stay comparable
     colormap = matplotlib.colormaps["viridis"]
-    with saved_figure(path, figsize=(3.2 * len(policies), 3.0)) as (fig, _):
+    # at most 3 panels a row: nine policies in one row would be a strip too wide to read
+    cols = min(3, len(policies))
+    rows = -(-len(policies) // cols)
+    with saved_figure(path, figsize=(3.6 * cols, 2.9 * rows)) as (fig, _):
         fig.clf()
-        axes = fig.subplots(1, len(policies), sharex=True, sharey=True, squeeze=False)[0]
-        for ax, name in zip(axes, policies, strict=True):
+        grid = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
+        axes = list(grid.flat)
+        for ax, name in zip(axes, policies, strict=False):
             for g in gens[name]:
                 ax.hist(values[name, g], bins=bins, histtype="step", density=True,
                         color=colormap(0.9 * g / config.generations), label=f"generation {g}")
             ax.set_xscale("log")
             ax.set_title(name, fontsize=9)
-            ax.set_xlabel("perplexity under generation 0", fontsize=8)
-            if last is not None or ax is axes[-1]:
+            if last is not None or ax is axes[len(policies) - 1]:
                 ax.legend(fontsize=7)
-        axes[0].set_ylabel("density")
+        for ax in axes[len(policies):]:
+            ax.set_visible(False)
+        for ax in grid[-1]:
+            ax.set_xlabel("perplexity under generation 0", fontsize=8)
+        for ax in grid[:, 0]:
+            ax.set_ylabel("density")
     return [path]
