@@ -853,7 +853,7 @@ def collapse_run(family: str, policies: tuple[str, ...], generations: int | None
     Example:
       tailguard collapse run gmm --policy replace --policy retain:0.1 \\
           --policy 'filter:noisy(tpr=0.9,fpr=0.01)' --generations 200 --seeds 32 -o runs/gmm
-      tailguard collapse run lm --policy replace --policy retain:0.1 \
+      tailguard collapse run lm --policy replace --policy retain:0.1 \\
           --policy filter:watermark --generations 10 -o runs/lm
     """
     if family == "lm":

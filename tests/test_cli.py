@@ -12,14 +12,25 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import click
 import polars as pl
 import pytest
 from click.testing import CliRunner
 
 from cli import main
 
-COMMANDS = [["tag"], ["ledger"], ["ledger", "add"], ["ledger", "lookup"], ["ledger", "stats"],
-            ["demo"], ["mix"], ["detect-eval"]]
+
+def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and group under ``group``, as the words that name it."""
+    paths = []
+    for name, command in sorted(group.commands.items()):
+        paths.append([*prefix, name])
+        if isinstance(command, click.Group):
+            paths += _command_paths(command, (*prefix, name))
+    return paths
+
+
+COMMANDS = _command_paths(main)
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -46,6 +57,14 @@ def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     code, out, _ = run(*command, "--help")
     assert code == 0
     assert "Example:" in out and "tailguard " in out
+    examples = out.split("Example:")[1].split("Options:")[0]
+    for line in examples.splitlines():  # a lone "\" in a docstring joins two example lines
+        assert "   " not in line.strip(), line
+
+
+def test_the_command_list_covers_the_collapse_commands() -> None:
+    assert {"collapse run", "collapse status", "bench", "report", "ledger add"} <= {
+        " ".join(c) for c in COMMANDS}
 
 
 def test_version() -> None:
