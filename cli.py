@@ -924,8 +924,10 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
     """Show how far an LM run has got, from its folder (safe while it runs).
 
     Counts each policy's finished generations, shows the newest one's metrics, the epochs
-    the generation in training has saved (a resume goes on from there) and estimates the time
-    left from the generations so far. Never writes into the run folder; resume the run with
+    the generation in training has saved (a resume goes on from there), estimates the time
+    left from the generations so far and says whether the disk has the room the next
+    generation needs (TAILGUARD_MIN_FREE_GB overrides it). Never writes into the run folder;
+    resume the run with
     `collapse run lm --resume` and the same options. With --export, the curves so far are
     plotted as the finished run would plot them, and `tailguard report` on the export compares
     the policies at the last generation every started one has reached.
