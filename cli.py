@@ -913,6 +913,18 @@ def collapse_run(family: str, policies: tuple[str, ...], generations: int | None
     _emit(report, as_json, lines)
 
 
+def _running_line(run_dir: str, holder: Any) -> str:
+    """Whether a process still works on an unfinished run, and how to go on if none does."""
+    again = f"continue with `tailguard collapse run lm -o {run_dir} --resume` and its options"
+    if holder is None:
+        return f"no process is recorded as running it: {again}"
+    if holder.alive is None:
+        return f"started by {holder.describe()}: cannot tell from this host whether it runs"
+    if not holder.alive:
+        return f"not running: {holder.describe()} stopped before the end; {again}"
+    return f"running: {holder.describe()}, --jobs {holder.options.get('jobs', 1)}"
+
+
 @collapse.command("status")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the progress as JSON.")
@@ -938,6 +950,7 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
       tailguard collapse status runs/lm --export runs/lm-so-far
       tailguard report runs/lm-so-far
     """
+    from collapse_eval.run_lock import run_holder
     from collapse_eval.text.progress import disk_room, export_lm_progress, lm_run_progress
 
     progress = lm_run_progress(run_dir)
@@ -963,16 +976,31 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
                      + "".join(f"{'-' if v is None else format(v, '.4g'):>19}" for v in cells)
                      + training)
     left = progress.seconds_left()
+    holder = run_holder(run_dir)
+    jobs = int(holder.options.get("jobs", 1)) if holder is not None and holder.alive else None
+    if not progress.finished:
+        lines.append(_running_line(run_dir, holder))
     if left and not progress.finished:
-        lines.append(f"left: about {left / 3600:.1f} h in one process at the means so far "
-                     "(divide by --jobs; a growing training set at its growth so far)")
+        if jobs is not None:
+            wall = progress.wall_seconds_left(jobs) or 0.0
+            lines.append(f"left: about {wall / 3600:.1f} h with its {jobs} chain"
+                         f"{'s' if jobs > 1 else ''} at a time ({left / 3600:.1f} h in one "
+                         "process) at the means so far; a growing training set at its growth")
+        else:
+            lines.append(f"left: about {left / 3600:.1f} h in one process at the means so far "
+                         "(divide by --jobs; a growing training set at its growth so far)")
     free, needed = disk_room(run_dir)
     if not progress.finished:
         lines.append(f"disk: {free / 1024**3:.1f} GiB free, a generation needs "
                      f"{needed / 1024**3:.1f} GiB to start"
                      + ("; too little: the run stops before its next generation" if free < needed
                         else ""))
-    summary = {**progress.as_dict(), "disk": {"free_bytes": free, "generation_needs": needed}}
+    summary = {**progress.as_dict(), "disk": {"free_bytes": free, "generation_needs": needed},
+               "running": None if holder is None else {
+                   "pid": holder.pid, "host": holder.host, "started": holder.started,
+                   "alive": holder.alive, "options": holder.options}}
+    if jobs is not None:
+        summary["wall_seconds_left"] = progress.wall_seconds_left(jobs)
     if export_dir is not None:
         through = progress.finished_through()
         summary["exported"] = {"folder": export_dir, "through": through,

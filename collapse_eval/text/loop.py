@@ -65,6 +65,7 @@ from collapse_eval.loop import (
     write_run_info,
 )
 from collapse_eval.policies import parse_policies
+from collapse_eval.run_lock import claim_run_dir, refuse_if_running
 from collapse_eval.text.chain import (
     Chain,
     RunSetup,
@@ -148,10 +149,12 @@ def run_lm_collapse(
     started = time.perf_counter()
     out = Path(out_dir)
     device = resolve_device(device)
+    refuse_if_running(out)  # before --overwrite could delete what another process works on
     prepare_run_dir(out, config, resume, overwrite)
     policies = parse_policies(config.policies)
     resumed = 0
-    with torch_threads(threads), Ledger(out / "ledger.sqlite") as ledger:
+    with (claim_run_dir(out, jobs=jobs, threads=threads, device=device), torch_threads(threads),
+          Ledger(out / "ledger.sqlite") as ledger):
         setup = RunSetup(config, out, device)
         total = len(config.seeds) * (1 + len(policies) * config.generations)
         with tqdm(total=total, desc="lm", unit="gen", disable=None if progress else True,

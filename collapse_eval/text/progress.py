@@ -107,6 +107,17 @@ class LMRunProgress:
         overall = statistics.fmean(every)
         return sum(chain.seconds_left(overall) for chain in self.chains)
 
+    def wall_seconds_left(self, jobs: int) -> float | None:
+        """Wall seconds left with ``jobs`` chains running at a time: no less than the longest
+        chain's own remainder (a chain's generations run one after another), nor than the
+        whole remainder spread evenly over the jobs. None before any generation is done."""
+        every = [s for chain in self.chains for s in chain.seconds]
+        if not every:
+            return None
+        overall = statistics.fmean(every)
+        per_chain = [chain.seconds_left(overall) for chain in self.chains]
+        return max(max(per_chain), sum(per_chain) / max(1, jobs))
+
     @property
     def compute_seconds(self) -> float:
         """Seconds of every finished generation, summed over the invocations that ran them: what

@@ -6,12 +6,17 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
+import time
+import warnings
 from pathlib import Path
 
 import polars as pl
 import pytest
 from click.testing import CliRunner
 
+import cli as cli_module
 from cli import main
 from collapse_eval.text.loop import LMCollapseConfig, LMCollapseRun, run_lm_collapse
 from provenance.errors import ConfigError, TailguardWarning
@@ -273,6 +278,45 @@ def test_cli_runs_the_lm_family_and_rejects_numeric_options(
     report = json.loads(result.output)
     assert report["final"]["replace"]["synthetic_share"] == 1.0
     assert report["baselines"]["test_bigram_ppl"] > 1
+
+
+def test_a_running_run_holds_its_folder_and_a_killed_one_is_told_apart(tmp_path: Path):
+    """A real run in another process: status names it, a second run into its folder is
+    refused; killed, status says it stopped and a resume takes the folder over."""
+    out = tmp_path / "run"
+    args = ["collapse", "run", "lm", "--policy", "replace", "--generations", "3",
+            "--max-articles", "6", "--max-train-docs", "300", "--threads", "1", "--device",
+            "cpu", "--no-plots", "-q", "-o", str(out)]
+    for key, value in SMALL_RECIPE.items():
+        args += ["--recipe", f"{key}={value}"]
+    proc = subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=Path(cli_module.__file__)
+                            .parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / ".running.json").exists() or not list(out.glob("seed-0/*")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        runner = CliRunner()
+        status = runner.invoke(main, ["collapse", "status", str(out)])
+        assert f"running: pid {proc.pid} on this machine since " in status.output
+        assert "--jobs 1" in status.output
+        second = runner.invoke(main, [*args, "--resume"])
+        assert second.exit_code == 1
+        assert f"is being run by pid {proc.pid}" in second.output
+    finally:
+        proc.kill()
+        proc.wait()
+    stopped = CliRunner().invoke(main, ["collapse", "status", str(out)])
+    assert f"not running: pid {proc.pid} on this machine since " in stopped.output
+    assert f"stopped before the end; continue with `tailguard collapse run lm -o {out} " \
+        "--resume`" in stopped.output
+    with warnings.catch_warnings():  # the bigram warning, if generation 0 is trained again
+        warnings.simplefilter("ignore", TailguardWarning)
+        resumed = CliRunner().invoke(main, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert not (out / ".running.json").exists()
+    assert json.loads(CliRunner().invoke(main, ["collapse", "status", str(out), "--json"])
+                      .output)["finished"] is True
 
 
 def test_the_paper_setting_fine_tunes_a_pretrained_folder_with_beam_search(tiny_lm, tmp_path):

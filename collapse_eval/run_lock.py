@@ -1,0 +1,122 @@
+"""Which process is running a run folder: one at a time, and ``status`` can tell a run that
+works from one that died.
+
+A long run is started with ``nohup`` and checked on hours later. Without a record of its
+process, a dead run (killed, out of memory, a full disk) looks the same as a live one to
+``collapse status``, and a second ``--resume`` started by mistake beside a live run would write
+the same generation folders from two processes. While a run works, its folder holds
+``.running.json`` (process id, host, start time and options); it is removed when the run ends,
+and a record whose process is gone is stale: the next run takes the folder over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provenance.errors import ConfigError
+
+__all__ = ["RUNNING_FILE", "RunHolder", "claim_run_dir", "refuse_if_running", "run_holder"]
+
+RUNNING_FILE = ".running.json"
+
+
+@dataclass(frozen=True)
+class RunHolder:
+    """The process recorded as running a folder, and whether it still does (None: it runs on
+    another host, where this one cannot look)."""
+
+    pid: int
+    host: str
+    started: float
+    options: dict[str, Any]
+    alive: bool | None
+
+    def describe(self) -> str:
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
+        where = "this machine" if self.host == socket.gethostname() else self.host
+        return f"pid {self.pid} on {where} since {since}"
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), so that a process id the
+    system has since given to another process is not taken for the run's."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(record: dict[str, Any]) -> bool | None:
+    if record.get("host") != socket.gethostname():
+        return None
+    pid = int(record["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    recorded, now = record.get("start_ticks"), _start_ticks(pid)
+    return recorded is None or now is None or recorded == now
+
+
+def run_holder(out_dir: str | os.PathLike) -> RunHolder | None:
+    """The process recorded as running ``out_dir``, or None when none is."""
+    try:
+        record = json.loads((Path(out_dir) / RUNNING_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return RunHolder(int(record["pid"]), str(record["host"]), float(record["started"]),
+                     dict(record.get("options", {})), _alive(record))
+
+
+def refuse_if_running(out_dir: str | os.PathLike) -> None:
+    """Raise :class:`ConfigError` if a live process (or one on another host) runs
+    ``out_dir``: checked before a run touches the folder, since ``--overwrite`` deletes it."""
+    holder = run_holder(out_dir)
+    if holder is None and (Path(out_dir) / RUNNING_FILE).exists():
+        time.sleep(0.2)  # a run that is writing its record this instant
+        holder = run_holder(out_dir)
+    if holder is not None and holder.alive is not False:
+        raise ConfigError(
+            f"{out_dir} is being run by {holder.describe()}; two runs in one folder would "
+            f"write the same generations (if that process is gone, delete "
+            f"{Path(out_dir) / RUNNING_FILE})")
+
+
+@contextlib.contextmanager
+def claim_run_dir(out_dir: str | os.PathLike, **options: Any) -> Iterator[None]:
+    """Record this process as running ``out_dir`` for the duration; refuse with a
+    :class:`ConfigError` if a live process (or one on another host) holds it already. A
+    stale record (its process is gone) is taken over."""
+    path = Path(out_dir) / RUNNING_FILE
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+              "start_ticks": _start_ticks(os.getpid()), "options": options}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            refuse_if_running(out_dir)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # stale: its process died without cleaning up
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, indent=2) + "\n")
+        break
+    else:
+        raise ConfigError(f"{out_dir}: could not record this run in {path}; another process "
+                          "keeps taking the folder")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
