@@ -48,6 +48,7 @@ from collapse_eval.families import (
 )
 from collapse_eval.policies import Policy, generated_source, parse_policies, policy_slug
 from collapse_eval.rng import ChainRandom
+from collapse_eval.run_lock import claim_run_dir, refuse_if_running
 from collapse_eval.taggers import discriminator_tags, noisy_tags, oracle_tags, tagger_rates
 from collapse_eval.tensor_mix import (
     ORIGIN_GENERATED,
@@ -372,13 +373,15 @@ def run_collapse(
     out = Path(out_dir)
     device = resolve_device(device)
     family = config.make_family(device)
+    refuse_if_running(out)  # before --overwrite could delete what another process works on
     prepare_run_dir(out, config, resume, overwrite)
     policies = parse_policies(config.policies)
     total = len(policies) * (config.generations + 1)
     resumed = 0
     # disable=None: shown on a terminal only, so pipeline logs stay free of carriage returns.
-    with tqdm(total=total, desc="collapse", unit="gen", disable=None if progress else True,
-              dynamic_ncols=True) as bar:
+    with (claim_run_dir(out, device=device),
+          tqdm(total=total, desc="collapse", unit="gen", disable=None if progress else True,
+               dynamic_ncols=True) as bar):
         for policy in policies:
             folder = out / "checkpoints" / policy_slug(policy.name)
             folder.mkdir(parents=True, exist_ok=True)

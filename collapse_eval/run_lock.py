@@ -1,5 +1,5 @@
-"""Which process is running a run folder: one at a time, and ``status`` can tell a run that
-works from one that died.
+"""Which process is running a run folder (a ``collapse run`` of any family): one at a time,
+and ``collapse status`` can tell an LM run that works from one that died.
 
 A long run is started with ``nohup`` and checked on hours later. Without a record of its
 process, a dead run (killed, out of memory, a full disk) looks the same as a live one to

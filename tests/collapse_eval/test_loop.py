@@ -16,6 +16,7 @@ from polars.testing import assert_frame_equal
 
 from collapse_eval.loop import CollapseConfig, collect_results, run_collapse
 from collapse_eval.metrics import METRICS
+from collapse_eval.run_lock import RUNNING_FILE, claim_run_dir
 from provenance.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +80,20 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
     again = run_collapse(config, tmp_path / "r", resume=True, progress=False, plots=False)
     assert again.resumed_generations == 3
     assert_frame_equal(again.results, collect_results(tmp_path / "r", config))
+
+
+def test_a_folder_another_live_process_runs_is_refused_even_with_overwrite(
+        tmp_path: Path) -> None:
+    config = CollapseConfig("gaussian", ("replace",), generations=2, samples=20, seeds=(0,))
+    out = tmp_path / "run"
+    run_collapse(config, out, progress=False, plots=False)
+    with claim_run_dir(out):  # this process stands in for another live run of the folder
+        for flags in ({"resume": True}, {"overwrite": True}):
+            with pytest.raises(ConfigError, match="is being run by pid"):
+                run_collapse(config, out, progress=False, plots=False, **flags)
+        assert (out / "results.parquet").exists()  # --overwrite deleted nothing
+    again = run_collapse(config, out, resume=True, progress=False, plots=False)
+    assert again.resumed_generations == 3 and not (out / RUNNING_FILE).exists()
 
 
 def test_filtering_with_the_truth_stops_collapse_and_scraping_does_not(tmp_path: Path) -> None:
