@@ -359,7 +359,11 @@ class Chain:
                                                                           generation),
                           valid_blocks=setup.reference.valid_blocks, device=setup.device,
                           state_dir=training_state)
-        timing["train_seconds"] = time.perf_counter() - started
+        # A generation resumed from saved epochs trained partly in an earlier process: count
+        # those epochs too, or its record (and the projections made from it) would say it was
+        # nearly free.
+        timing["train_seconds"] = max(time.perf_counter() - started,
+                                      sum(epoch["seconds"] for epoch in report.history))
 
         published = self.publish(model, mixture, pieces, generation + 1, folder, timing)
 

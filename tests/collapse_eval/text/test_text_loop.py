@@ -284,8 +284,8 @@ def test_a_running_run_holds_its_folder_and_a_killed_one_is_told_apart(tmp_path:
     """A real run in another process: status names it, a second run into its folder is
     refused; killed, status says it stopped and a resume takes the folder over."""
     out = tmp_path / "run"
-    args = ["collapse", "run", "lm", "--policy", "replace", "--generations", "3",
-            "--max-articles", "6", "--max-train-docs", "300", "--threads", "1", "--device",
+    args = ["collapse", "run", "lm", "--policy", "replace", "--generations", "1",
+            "--max-articles", "20", "--max-train-docs", "1500", "--threads", "1", "--device",
             "cpu", "--no-plots", "-q", "-o", str(out)]
     for key, value in SMALL_RECIPE.items():
         args += ["--recipe", f"{key}={value}"]
@@ -293,9 +293,10 @@ def test_a_running_run_holds_its_folder_and_a_killed_one_is_told_apart(tmp_path:
                             .parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not (out / ".running.json").exists() or not list(out.glob("seed-0/*")):
+        state = out / "seed-0" / ".generation-000000.training" / "state.json"
+        while not state.exists():  # killed below after generation 0's first epochs
             assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+            time.sleep(0.05)
         runner = CliRunner()
         status = runner.invoke(main, ["collapse", "status", str(out)])
         assert f"running: pid {proc.pid} on this machine since " in status.output
@@ -315,6 +316,11 @@ def test_a_running_run_holds_its_folder_and_a_killed_one_is_told_apart(tmp_path:
         resumed = CliRunner().invoke(main, [*args, "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert not (out / ".running.json").exists()
+    # generation 0 went on from its saved epochs; its record counts the earlier process's too
+    record = json.loads((out / "seed-0" / "generation-000000" / "metrics.json").read_text())
+    epochs = [epoch["seconds"] for epoch in record["train"]["history"]]
+    assert len(epochs) == SMALL_RECIPE["epochs"]
+    assert record["timing"]["train_seconds"] >= sum(epochs)
     assert json.loads(CliRunner().invoke(main, ["collapse", "status", str(out), "--json"])
                       .output)["finished"] is True
 
