@@ -320,7 +320,7 @@ def test_a_running_run_holds_its_folder_and_a_killed_one_is_told_apart(tmp_path:
     record = json.loads((out / "seed-0" / "generation-000000" / "metrics.json").read_text())
     epochs = [epoch["seconds"] for epoch in record["train"]["history"]]
     assert len(epochs) == SMALL_RECIPE["epochs"]
-    assert record["timing"]["train_seconds"] >= sum(epochs)
+    assert record["timing"]["train_seconds"] >= round(sum(epochs), 3) - 0.001  # rounded
     assert json.loads(CliRunner().invoke(main, ["collapse", "status", str(out), "--json"])
                       .output)["finished"] is True
 
