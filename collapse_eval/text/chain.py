@@ -9,6 +9,7 @@ measure and publish one generation of it. Both are rebuilt identically in worker
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 import warnings
@@ -274,7 +275,10 @@ class Chain:
                 frames.append(self._tagged(name, path, kind, generation, folder))
         web = pl.concat(frames, how="diagonal_relaxed")
         if kind is not None:
-            self.rates = evidence.rates_against_truth(web)
+            # The newest part apart as well: the web's TPR mixes every generation's text, and
+            # how well the tagger catches each new generation is what changes over the run.
+            newest = evidence.rates_against_truth(frames[-1])[0] if generation else math.nan
+            self.rates = (*evidence.rates_against_truth(web), newest)
         return write_parquet(web, folder / "web.parquet")
 
     def _tagged(self, name: str, path: Path, kind: str, generation: int, folder: Path
@@ -378,7 +382,7 @@ class Chain:
         metrics["training_tokens"] = float(blocks.numel())
         metrics["train_tokens_per_s"] = report.tokens_per_s
         if self.rates is not None:
-            metrics["tagger_tpr"], metrics["tagger_fpr"] = self.rates
+            metrics["tagger_tpr"], metrics["tagger_fpr"], metrics["tagger_tpr_newest"] = self.rates
         write_parquet(pl.DataFrame({"perplexity": data_ppl}), folder / "data_perplexity.parquet")
         save_model(model, folder / "model", recipe=setup.recipe if config.model is None
                    else None)

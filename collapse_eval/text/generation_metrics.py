@@ -44,6 +44,9 @@ LM_METRIC_DEFINITIONS = {
     "vocab_coverage": "share of the human training data's token types the published text uses",
     "data_perplexity_qXX": "percentiles of the per-sequence perplexity of the generation's "
     "training blocks under the generation-0 model",
+    "tagger_tpr_newest": "share of the newest documents on the web (those the previous model "
+    "published) that the filter's tagger flags: how well it catches each new generation, where "
+    "tagger_tpr mixes every generation's",
 }
 
 

@@ -69,6 +69,12 @@ def test_the_filter_acts_on_the_watermark_it_measures(ordering_run):
     assert share["retain:0.1"] == pytest.approx(0.9, abs=1e-3)
     # what the filter leaves in is the watermark's misses: about (1 - TPR) of the synthetic docs
     assert share["filter:watermark"] < 0.25
+    # the newest part apart: at generation 1 it is the whole synthetic web; at 2, the web's TPR
+    # is the mean over its two equal parts (a part's tags do not change once made)
+    newest = {g: _final(results, "tagger_tpr_newest", g)["filter:watermark"] for g in (1, 2)}
+    assert newest[1] == pytest.approx(_final(results, "tagger_tpr", 1)["filter:watermark"])
+    assert tpr["filter:watermark"] == pytest.approx((newest[1] + newest[2]) / 2)
+    assert set(_final(results, "tagger_tpr_newest", 2)) == {"filter:watermark"}  # the tagger
 
 
 def test_every_generation_is_registered_in_the_ledger_with_its_parent(ordering_run):
