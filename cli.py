@@ -7,6 +7,7 @@ on stderr and exit code 1; usage errors exit 2 (click's convention).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -936,11 +937,11 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
     """Show how far an LM run has got, from its folder (safe while it runs).
 
     Counts each policy's finished generations, shows the newest one's metrics, the epochs
-    the generation in training has saved (a resume goes on from there), estimates the time
-    left from the generations so far and says whether the disk has the room the next
-    generation needs (TAILGUARD_MIN_FREE_GB overrides it). Never writes into the run folder;
-    resume the run with
-    `collapse run lm --resume` and the same options. With --export, the curves so far are
+    the generation in training has saved (a resume goes on from there), whether a process
+    still runs it, the time left from the generations so far and whether the disk has the room
+    the next generation needs (TAILGUARD_MIN_FREE_GB overrides it). Never writes into the run
+    folder; resume the run with `collapse run lm --resume` and the same options. With
+    --export, the curves so far are
     plotted as the finished run would plot them, and `tailguard report` on the export compares
     the policies at the last generation every started one has reached.
 
@@ -980,9 +981,9 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
     jobs = int(holder.options.get("jobs", 1)) if holder is not None and holder.alive else None
     if not progress.finished:
         lines.append(_running_line(run_dir, holder))
+    wall = None if jobs is None else progress.wall_seconds_left(jobs)
     if left and not progress.finished:
-        if jobs is not None:
-            wall = progress.wall_seconds_left(jobs) or 0.0
+        if wall is not None:
             lines.append(f"left: about {wall / 3600:.1f} h with its {jobs} chain"
                          f"{'s' if jobs > 1 else ''} at a time ({left / 3600:.1f} h in one "
                          "process) at the means so far; a growing training set at its growth")
@@ -996,11 +997,9 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
                      + ("; too little: the run stops before its next generation" if free < needed
                         else ""))
     summary = {**progress.as_dict(), "disk": {"free_bytes": free, "generation_needs": needed},
-               "running": None if holder is None else {
-                   "pid": holder.pid, "host": holder.host, "started": holder.started,
-                   "alive": holder.alive, "options": holder.options}}
+               "running": None if holder is None else dataclasses.asdict(holder)}
     if jobs is not None:
-        summary["wall_seconds_left"] = progress.wall_seconds_left(jobs)
+        summary["wall_seconds_left"] = wall
     if export_dir is not None:
         through = progress.finished_through()
         summary["exported"] = {"folder": export_dir, "through": through,

@@ -8,6 +8,7 @@ measure and publish one generation of it. Both are rebuilt identically in worker
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -119,20 +120,19 @@ class RunSetup:
             return new_model(self.recipe, seed=seed, eot_id=self.tokenizer.eos_token_id)
         return self._load_pretrained().model
 
-    @property
+    def _shape_model(self) -> Any:
+        """A model of the run's shape, to measure (not to train)."""
+        return self.new_model(0) if self.config.model is None else self._pretrained.model
+
+    @functools.cached_property
     def model_bytes(self) -> int:
         """Bytes of the model's weights, what a generation's disk needs scale with."""
-        if not hasattr(self, "_model_bytes"):
-            model = (self.new_model(0) if self.config.model is None
-                     else self._pretrained.model)
-            self._model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        return self._model_bytes
+        return sum(p.numel() * p.element_size() for p in self._shape_model().parameters())
 
     def model_info(self) -> dict[str, Any]:
         """What ``run.json`` says of the model: which one, how big, on which tokens."""
-        model = (self.new_model(0) if self.config.model is None else self._pretrained.model)
         return {"model": self.config.model or "GPT-2 trained from scratch",
-                "parameters": sum(p.numel() for p in model.parameters()),
+                "parameters": sum(p.numel() for p in self._shape_model().parameters()),
                 "vocab_size": self.vocab_size, "tokenizer": self.tokenizer_name}
 
     def watermark_key(self, seed: int) -> Any:

@@ -94,28 +94,32 @@ class LMRunProgress:
             through[chain.policy] = min(through.get(chain.policy, last), last)
         return through
 
-    def seconds_left(self) -> float | None:
-        """Single-process seconds the unfinished generations need (see
-        :meth:`ChainProgress.seconds_left`; a chain not started goes at the mean of every
-        finished policy-generation). Divide by the workers (``--jobs``) for wall time; None
-        before any generation is done."""
+    def _chains_left(self) -> list[float] | None:
+        """Each chain's single-process seconds left (see :meth:`ChainProgress.seconds_left`; a
+        chain not started goes at the mean of every finished policy-generation, or of
+        generation 0 before there is one); None before anything is done."""
         every = [s for chain in self.chains for s in chain.seconds]
         if not every:
             every = [f["seconds"] for f in self.first.values() if f["done"]]
         if not every:
             return None
         overall = statistics.fmean(every)
-        return sum(chain.seconds_left(overall) for chain in self.chains)
+        return [chain.seconds_left(overall) for chain in self.chains]
+
+    def seconds_left(self) -> float | None:
+        """Single-process seconds the unfinished generations need. Divide by the workers
+        (``--jobs``) for wall time, or see :meth:`wall_seconds_left`; None before any
+        generation is done."""
+        per_chain = self._chains_left()
+        return None if per_chain is None else sum(per_chain)
 
     def wall_seconds_left(self, jobs: int) -> float | None:
         """Wall seconds left with ``jobs`` chains running at a time: no less than the longest
         chain's own remainder (a chain's generations run one after another), nor than the
         whole remainder spread evenly over the jobs. None before any generation is done."""
-        every = [s for chain in self.chains for s in chain.seconds]
-        if not every:
+        per_chain = self._chains_left()
+        if not per_chain:
             return None
-        overall = statistics.fmean(every)
-        per_chain = [chain.seconds_left(overall) for chain in self.chains]
         return max(max(per_chain), sum(per_chain) / max(1, jobs))
 
     @property

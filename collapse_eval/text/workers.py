@@ -81,8 +81,8 @@ def run_in_workers(setup: RunSetup, policies: list[Policy], ledger: Any, bar: An
             for i, chain in enumerate(chains):  # the bar moves with each finished generation
                 now = max(1, chain.completed(generations)) - 1
                 bar.update(max(0, now - done[i]))
-                for generation in range(done[i] + 1, now + 1):
-                    if log is not None:
+                if log is not None:
+                    for generation in range(done[i] + 1, now + 1):
                         log(chain.seed, chain.policy.name, generation)
                 done[i] = max(done[i], now)
             for future in sorted(finished, key=futures.__getitem__):
