@@ -1,231 +1,33 @@
-"""Read and write corpora without losing a document.
-
-A corpus is jsonl, jsonl.gz, parquet (a file, a folder of files or a glob), a folder written by
-``datasets.Dataset.save_to_disk``, or an in-memory polars / ``datasets`` table. Whatever it is,
-it comes out as polars batches with a string ``id`` column and a string ``text`` column (named
-by the caller), plus every other field the documents carry.
-
-Web corpora are dirty, so every row read ends up either in a batch or as a :class:`Reject` with a
-reason, and :class:`CorpusCounts` says how many of each: ``read == accepted + rejected`` always
-holds. ``strict=True`` turns the first bad row into an :class:`~provenance.errors.InputError`
-naming file, line (or row) and field instead.
-
-``iter_*`` functions stream; ``read_*`` functions materialise (polars naming).
-"""
+"""Reading a corpus: validated polars batches with every bad row counted and routed."""
 
 from __future__ import annotations
 
 import base64
-import glob as globlib
 import gzip
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from provenance.atomic import atomic_path
+from provenance.corpus.batch_sources import (
+    DatasetBatches,
+    FrameBatches,
+    LazyFrameBatches,
+    ParquetBatches,
+    is_hf_dataset,
+    load_dataset_folder,
+)
+from provenance.corpus.formats import DEFAULT_BATCH_SIZE, resolve_inputs
+from provenance.corpus.rejects import CorpusCounts, Reject, RejectReason
 from provenance.errors import InputError
 from provenance.schema import ID, TEXT
-
-DEFAULT_BATCH_SIZE = 10_000
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
-PARQUET_SUFFIXES = (".parquet", ".pq")
-
-
-class RejectReason(str, Enum):
-    """Why a row did not make it into the corpus."""
-
-    MALFORMED_JSON = "malformed_json"
-    NOT_AN_OBJECT = "not_an_object"
-    INVALID_UTF8 = "invalid_utf8"
-    MISSING_TEXT = "missing_text"
-    TEXT_NOT_STRING = "text_not_string"
-    EMPTY_TEXT = "empty_text"
-    BAD_ID = "bad_id"
-    DUPLICATE_ID = "duplicate_id"
-
-
-@dataclass(frozen=True)
-class Reject:
-    """One row that could not be used, with enough context to find and fix it.
-
-    ``line`` is the 1-based line of a jsonl file; ``row`` the 0-based row of a table. ``raw`` is the
-    record as read (the parsed object, or the line's text when it did not parse); for bytes that
-    are not UTF-8, ``raw_base64`` keeps them exactly.
-    """
-
-    file: str
-    reason: RejectReason
-    message: str
-    line: int | None = None
-    row: int | None = None
-    field: str | None = None
-    raw: Any = None
-    raw_base64: str | None = None
-
-    def as_json(self) -> str:
-        record: dict[str, Any] = {
-            "file": self.file,
-            "line": self.line,
-            "row": self.row,
-            "reason": self.reason.value,
-            "field": self.field,
-            "message": self.message,
-            "raw": self.raw,
-        }
-        if self.raw_base64 is not None:
-            record["raw_base64"] = self.raw_base64
-        return json.dumps(record, ensure_ascii=False, default=str)
-
-    def to_error(self) -> InputError:
-        return InputError(
-            f"{self.reason.value}: {self.message}",
-            file=self.file,
-            line=self.line,
-            row=self.row,
-            field=self.field,
-        )
-
-
-@dataclass
-class CorpusCounts:
-    """How many rows were read, kept and rejected (and why); ``read == accepted + rejected``."""
-
-    files: int = 0
-    read: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    ids_derived: int = 0
-    by_reason: Counter = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "files": self.files,
-            "read": self.read,
-            "accepted": self.accepted,
-            "rejected": self.rejected,
-            "ids_derived": self.ids_derived,
-            "rejected_by_reason": dict(sorted(self.by_reason.items())),
-        }
-
-
-class RejectsWriter:
-    """Append rejects to a jsonl file that appears atomically when the writer is closed.
-
-    The file is only created when there is at least one reject, so a clean run leaves no empty
-    rejects file behind; a stale one from an earlier run of the same output is removed.
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.count = 0
-        self._ctx: Any = None
-        self._fh: IO[str] | None = None
-
-    def __call__(self, reject: Reject) -> None:
-        if self._fh is None:
-            self._ctx = atomic_path(self.path)
-            tmp = self._ctx.__enter__()
-            self._fh = open(tmp, "w", encoding="utf-8")
-        self._fh.write(reject.as_json() + "\n")
-        self.count += 1
-
-    def close(self, *, commit: bool = True) -> None:
-        if self._fh is None:
-            if commit and self.path.exists():
-                self.path.unlink()
-            return
-        self._fh.close()
-        self._fh = None
-        if commit:
-            self._ctx.__exit__(None, None, None)
-        else:
-            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
-
-    def __enter__(self) -> RejectsWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.close(commit=exc_type is None)
-
-
-def rejects_path_for(output: str | os.PathLike) -> Path:
-    """The rejects file that goes with an output: ``<output>.rejects.jsonl``."""
-    output = Path(output)
-    return output.with_name(output.name + ".rejects.jsonl")
-
-
-# --------------------------------------------------------------------------------------------
-# Finding the input
-
-
-def _is_dataset_folder(path: Path) -> bool:
-    return path.is_dir() and (
-        (path / "dataset_info.json").exists()
-        or (path / "state.json").exists()
-        or (path / "dataset_dict.json").exists()
-    )
-
-
-def _kind_of(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    if name.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    raise InputError(
-        "unsupported input format; use .jsonl, .jsonl.gz, .parquet, a folder of those, "
-        "or a folder written by datasets' save_to_disk",
-        file=str(path),
-    )
-
-
-def resolve_inputs(source: str | os.PathLike) -> list[tuple[str, Path]]:
-    """The files behind a corpus path, in a stable order, each with its kind.
-
-    Accepts one file, a folder (its jsonl/parquet files, recursively, sorted), a glob pattern, or a
-    ``save_to_disk`` folder (kind ``dataset``).
-    """
-    text = os.fspath(source)
-    path = Path(text)
-    if any(ch in text for ch in "*?["):
-        matches = sorted(Path(p) for p in globlib.glob(text, recursive=True) if Path(p).is_file())
-        if not matches:
-            raise InputError("glob pattern matched no file", file=text)
-        return [(_kind_of(p), p) for p in matches]
-    if not path.exists():
-        raise InputError("no such file or folder", file=text)
-    if _is_dataset_folder(path):
-        return [("dataset", path)]
-    if path.is_dir():
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file()
-            and not p.name.startswith(".")
-            and p.name.lower().endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES)
-            and not p.name.endswith(".rejects.jsonl")
-        )
-        if not files:
-            raise InputError("folder holds no .jsonl, .jsonl.gz or .parquet file", file=text)
-        return [(_kind_of(p), p) for p in files]
-    return [(_kind_of(path), path)]
-
-
-# --------------------------------------------------------------------------------------------
-# Reading
 
 
 def content_id(text: str) -> str:
@@ -316,11 +118,11 @@ class CorpusReader:
     def _resolve(self) -> list[tuple[str, str, Any]]:
         source = self.source
         if isinstance(source, pl.LazyFrame):
-            return [("frame", "<LazyFrame>", _Lazy(source, self.batch_size))]
+            return [("frame", "<LazyFrame>", LazyFrameBatches(source, self.batch_size))]
         if isinstance(source, pl.DataFrame):
-            return [("frame", "<DataFrame>", _Frame(source, self.batch_size))]
-        if _is_hf_dataset(source):
-            return [("frame", "<datasets.Dataset>", _HFDataset(source, self.batch_size))]
+            return [("frame", "<DataFrame>", FrameBatches(source, self.batch_size))]
+        if is_hf_dataset(source):
+            return [("frame", "<datasets.Dataset>", DatasetBatches(source, self.batch_size))]
         if not isinstance(source, (str, os.PathLike)):
             raise InputError(
                 f"cannot read a corpus from {type(source).__name__}; pass a path, a polars "
@@ -331,9 +133,10 @@ class CorpusReader:
             if kind == "jsonl":
                 inputs.append((kind, str(path), path))
             elif kind == "parquet":
-                inputs.append((kind, str(path), _ParquetBatches(path, self.batch_size)))
+                inputs.append((kind, str(path), ParquetBatches(path, self.batch_size)))
             else:
-                inputs.append((kind, str(path), _HFDataset(_load_dataset(path), self.batch_size)))
+                dataset = load_dataset_folder(path)
+                inputs.append((kind, str(path), DatasetBatches(dataset, self.batch_size)))
         return inputs
 
     # -- jsonl ----------------------------------------------------------------------------------
@@ -586,104 +389,6 @@ class CorpusReader:
         return frame.select(first + [c for c in frame.columns if c not in first])
 
 
-# --------------------------------------------------------------------------------------------
-# Table batch sources: each yields (row offset, frame)
-
-
-@dataclass
-class _ParquetBatches:
-    path: Path
-    batch_size: int
-
-    def __call__(self) -> Iterator[tuple[int, pl.DataFrame]]:
-        try:
-            pfile = pq.ParquetFile(self.path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"not a readable parquet file: {exc}", file=str(self.path)) from exc
-        offset = 0
-        try:
-            for batch in pfile.iter_batches(batch_size=self.batch_size):
-                frame = pl.from_arrow(batch)
-                assert isinstance(frame, pl.DataFrame)
-                yield offset, frame
-                offset += frame.height
-        except pa.ArrowInvalid as exc:
-            raise InputError(
-                f"parquet data cannot be decoded near row {offset}: {exc}", file=str(self.path)
-            ) from exc
-
-    @property
-    def rows(self) -> int:
-        return pq.ParquetFile(self.path).metadata.num_rows
-
-
-@dataclass
-class _Frame:
-    frame: pl.DataFrame
-    batch_size: int
-
-    def __call__(self) -> Iterator[tuple[int, pl.DataFrame]]:
-        for offset in range(0, self.frame.height, self.batch_size):
-            yield offset, self.frame.slice(offset, self.batch_size)
-
-    @property
-    def rows(self) -> int:
-        return self.frame.height
-
-
-@dataclass
-class _Lazy:
-    frame: pl.LazyFrame
-    batch_size: int
-
-    def __call__(self) -> Iterator[tuple[int, pl.DataFrame]]:
-        offset = 0
-        for batch in self.frame.collect_batches(chunk_size=self.batch_size):
-            yield offset, batch
-            offset += batch.height
-
-    rows = None
-
-
-@dataclass
-class _HFDataset:
-    dataset: Any
-    batch_size: int
-
-    def __call__(self) -> Iterator[tuple[int, pl.DataFrame]]:
-        offset = 0
-        for table in self.dataset.with_format("arrow").iter(batch_size=self.batch_size):
-            frame = pl.from_arrow(table)
-            assert isinstance(frame, pl.DataFrame)
-            yield offset, frame
-            offset += frame.height
-
-    @property
-    def rows(self) -> int:
-        return len(self.dataset)
-
-
-def _is_hf_dataset(obj: Any) -> bool:
-    return type(obj).__module__.startswith("datasets.") and hasattr(obj, "with_format")
-
-
-def _load_dataset(path: Path) -> Any:
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except Exception as exc:  # datasets raises several unrelated types here
-        raise InputError(f"cannot load the datasets folder: {exc}", file=str(path)) from exc
-    if isinstance(loaded, datasets.DatasetDict):
-        splits = ", ".join(loaded.keys())
-        raise InputError(
-            f"this folder holds a DatasetDict with splits {splits}; pass one split's folder, "
-            f"e.g. {path / next(iter(loaded.keys()))}",
-            file=str(path),
-        )
-    return loaded
-
-
 def _has_lone_surrogate(record: Any) -> bool:
     """True when JSON escapes produced a lone surrogate, which no UTF-8 writer can store."""
     try:
@@ -779,103 +484,3 @@ def read_corpus(source: Any, **options: Any) -> Corpus:
         )
     )
     return Corpus(frame=frame, rejects=reader.rejects, counts=reader.counts)
-
-
-# --------------------------------------------------------------------------------------------
-# Writing
-
-
-def output_format(path: str | os.PathLike) -> str:
-    """``parquet`` or ``jsonl`` from an output file name."""
-    name = os.fspath(path).lower()
-    if name.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if name.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    raise InputError(
-        "unsupported output format; name the output .parquet, .jsonl or .jsonl.gz",
-        file=os.fspath(path),
-    )
-
-
-def write_corpus(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a DataFrame as parquet or jsonl (by extension), atomically."""
-    with CorpusWriter(path) as writer:
-        writer.write(frame)
-    return Path(path)
-
-
-class CorpusWriter:
-    """Stream batches into one parquet or jsonl file that appears atomically on close.
-
-    Batches of a web corpus need not share a schema (a field present in one batch only, an int
-    column that turns float): parquet batches go to part files first and are merged with
-    polars' relaxed concatenation, so columns are unified instead of the run failing at batch 900.
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.format = output_format(self.path)
-        self.rows = 0
-        self._parts: list[Path] = []
-        self._tmpdir: Path | None = None
-        self._jsonl_ctx: Any = None
-        self._jsonl: IO[bytes] | None = None
-
-    def write(self, frame: pl.DataFrame) -> None:
-        self.rows += frame.height
-        if self.format == "parquet":
-            if self._tmpdir is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._tmpdir = Path(
-                    tempfile.mkdtemp(prefix=f".{self.path.name}.parts.", dir=self.path.parent)
-                )
-            part = self._tmpdir / f"part-{len(self._parts):06d}.parquet"
-            frame.write_parquet(part)
-            self._parts.append(part)
-            return
-        if self._jsonl is None:
-            self._jsonl_ctx = atomic_path(self.path)
-            tmp = self._jsonl_ctx.__enter__()
-            raw = open(tmp, "wb")
-            self._jsonl = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if str(
-                self.path
-            ).lower().endswith(".gz") else raw
-            self._raw = raw
-        frame.write_ndjson(self._jsonl)
-
-    def close(self, *, commit: bool = True) -> None:
-        try:
-            if self.format == "parquet":
-                if commit:
-                    self._merge_parts()
-            else:
-                if self._jsonl is None and commit:
-                    self.write(pl.DataFrame())
-                if self._jsonl is not None:
-                    self._jsonl.close()
-                    if self._raw is not self._jsonl:
-                        self._raw.close()
-                    self._jsonl = None
-                    exc = None if commit else RuntimeError("aborted")
-                    self._jsonl_ctx.__exit__(type(exc) if exc else None, exc, None)
-        finally:
-            if self._tmpdir is not None:
-                shutil.rmtree(self._tmpdir, ignore_errors=True)
-                self._tmpdir = None
-
-    def _merge_parts(self) -> None:
-        with atomic_path(self.path, suffix=".parquet") as tmp:
-            if not self._parts:
-                pl.DataFrame().write_parquet(tmp)
-            elif len(self._parts) == 1:
-                os.replace(self._parts[0], tmp)
-            else:
-                frames = [pl.scan_parquet(p) for p in self._parts]
-                pl.concat(frames, how="diagonal_relaxed").sink_parquet(tmp)
-
-    def __enter__(self) -> CorpusWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.close(commit=exc_type is None)
