@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 import provenance.ledger as ledger_module
+import provenance.ledger.store as ledger_store
 from provenance.errors import ConfigError, InputError, LedgerError, TailguardWarning
 from provenance.ledger import Ledger, LedgerMatch, RegisterResult
+from provenance.ledger.schema import CANDIDATES_SQL
 from provenance.minhash import lsh_params, normalize
 
 BANDS, _ = lsh_params(0.5, 128)  # the default configuration's banding (25 bands)
@@ -231,7 +233,7 @@ def test_near_candidates_probe_the_bands_primary_key(path: Path, docs: list[str]
         ledger.lookup_near(docs[:1])  # creates the per-connection query table
         plan = [
             row[-1]
-            for row in ledger._conn.execute("EXPLAIN QUERY PLAN " + ledger_module._CANDIDATES_SQL)
+            for row in ledger._conn.execute("EXPLAIN QUERY PLAN " + CANDIDATES_SQL)
         ]
     assert any("SEARCH b USING PRIMARY KEY (band=? AND key=?)" in step for step in plan), plan
     assert not any(step.startswith("SCAN b") for step in plan), plan
@@ -398,7 +400,7 @@ def test_writer_waits_busy_timeout_then_names_the_fix(path: Path) -> None:
 
 def test_wal_is_cut_back_after_a_checkpoint_while_another_connection_keeps_it(
         path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger_module, "_WAL_SIZE_LIMIT_BYTES", 64 * 1024)
+    monkeypatch.setattr(ledger_store, "WAL_SIZE_LIMIT_BYTES", 64 * 1024)
     wal = path.with_name(path.name + "-wal")
     rng = random.Random(3)
     with Ledger(path) as ledger:
@@ -436,7 +438,7 @@ def _worker_docs(worker: int, batch: int, n: int) -> list[str]:
 
 def _register_worker(path: str, worker: int, batches: int, per_batch: int, barrier) -> None:
     with Ledger(path) as ledger:  # both processes may be the one creating the ledger
-        barrier.wait()
+        barrier.wait(timeout=300)
         for b in range(batches):
             docs = _worker_docs(worker, b, per_batch)
             assert ledger.register(docs, generator=f"w{worker}").added == per_batch
@@ -452,8 +454,14 @@ def test_concurrent_writer_processes(path: Path) -> None:
     ]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join(timeout=120)
+    try:
+        for p in procs:
+            p.join(timeout=300)
+    finally:  # a writer that never reached the barrier must not leave the other waiting forever
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
     assert [p.exitcode for p in procs] == [0, 0]
 
     with Ledger(path, create=False) as ledger:
@@ -551,5 +559,5 @@ def test_killed_writer_leaves_only_whole_batches(path: Path, tmp_path: Path) -> 
 
 
 def test_module_examples() -> None:
-    result = doctest.testmod(ledger_module)
+    result = doctest.testmod(ledger_store)
     assert result.attempted > 0 and result.failed == 0

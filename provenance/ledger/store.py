@@ -1,236 +1,56 @@
-"""A ledger of content our own models generated, to answer "did one of our models write this?".
-
-The ledger is one embedded SQLite file. Generation jobs :meth:`Ledger.register` what they produce;
-tagging later asks, for every document of a corpus, whether its text is in the ledger
-(:meth:`Ledger.lookup_exact`) or is a lightly edited copy of something in it
-(:meth:`Ledger.lookup_near`, MinHash + LSH).
-
-Why SQLite and not an in-memory MinHash LSH index
--------------------------------------------------
-A ledger grows across many runs and is read by many processes. An in-memory index would be rebuilt
-from scratch on every open (minutes for millions of records) and could not be shared between
-concurrent writers. In SQLite the LSH buckets are an ordinary indexed table, so a near lookup is a
-handful of B-tree probes against the file, opening costs nothing, and WAL mode lets readers run
-while one writer commits (writers take turns; ``busy_timeout`` makes them wait instead of failing).
-
-Schema (version 1)
-------------------
-``meta(key, value)``
-    The MinHash/LSH configuration the ledger was created with. It is fixed for the life of the
-    file: signatures and band keys computed with different settings cannot be compared, so a
-    reopen reads it back and an explicit, different request is an error rather than a silent
-    mismatch.
-``records``
-    One row per registered document: ``content_hash`` (first 16 bytes of SHA-256 of the
-    normalised text, so whitespace, case and Unicode-form variants are the same content), the
-    MinHash ``signature`` (``num_perm`` little-endian uint32), and what we know about where it
-    came from (``generator``, ``generation``, ``doc_id``, ``parent_ids``, ``metadata``).
-``bands(band, key, record_id)``
-    The LSH band keys, ``bands`` rows per record.
-
-Crash safety: each batch of :meth:`Ledger.register` is one ``BEGIN IMMEDIATE`` ... ``COMMIT``
-transaction that inserts the records *and* their band rows, so a killed process loses at most the
-batch in flight and never leaves a record that near lookup cannot find (or band rows pointing at
-nothing).
-"""
+"""The ledger itself: one SQLite file, registered to by generation jobs, looked up by taggers."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
 import sqlite3
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from provenance.errors import ConfigError, InputError, LedgerError, TailguardWarning
-from provenance.minhash import MinHasher, band_keys, jaccard_estimate, lsh_params, normalize
-from provenance.version import tool_version
-
-__all__ = [
-    "DEFAULT_CONFIG",
-    "SCHEMA_VERSION",
-    "Ledger",
-    "LedgerMatch",
-    "LedgerRecord",
-    "LedgerStats",
-    "RegisterResult",
-    "content_hash",
-]
-
-SCHEMA_VERSION = 1
-
-#: SQLite header field identifying the file as a tailguard ledger ("TGLD"). ``file(1)`` and other
-#: tools read it, and it lets us refuse another application's database before touching it.
-APPLICATION_ID = 0x54474C44
-#: How long a writer opening a ledger retries the switch to WAL mode while others hold it.
-_WAL_SWITCH_SECONDS = 30.0
-#: What the write-ahead log is cut back to once a checkpoint has copied it into the ledger. SQLite
-#: reuses the WAL file from its start but never shrinks it by itself, so one large batch written
-#: while a reader held an old snapshot left a 656 MB ``-wal`` beside a 1 GB ledger for the rest of
-#: a 10-generation language-model run.
-_WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
-
-#: Defaults used when a ledger is created. ``lsh_threshold`` is deliberately low (0.5): the LSH
-#: bands are fixed at creation, and a banding tuned for 0.5 finds pairs at any lookup threshold
-#: >= 0.5 with recall >= ~0.55 at exactly 0.5 and ~0.99 from 0.7 up, while a banding tuned for 0.8
-#: would miss most pairs if someone later looks up at 0.6. The price is more candidates to verify,
-#: which the exact signature comparison then filters cheaply.
-DEFAULT_CONFIG: dict[str, Any] = {
-    "num_perm": 128,
-    "ngram": 5,
-    "seed": 1,
-    "hash": "sha1",
-    "scheme": "affine32",
-    "lsh_threshold": 0.5,
-}
-
-_INT_KEYS = ("num_perm", "ngram", "seed", "bands", "rows", "schema_version")
-_FLOAT_KEYS = ("lsh_threshold", "created_at")
-_CREATE_HINT = "create one with `tailguard ledger add`"
-
-#: Rows per ``IN (...)`` query: below SQLite's historical 999-parameter limit.
-_IN_CHUNK = 900
-#: Query documents per near-lookup round trip; bounds the memory of candidate signatures.
-_NEAR_CHUNK = 2000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS records (
-    id           INTEGER PRIMARY KEY,
-    doc_id       TEXT,
-    content_hash BLOB NOT NULL,
-    signature    BLOB NOT NULL,
-    generator    TEXT,
-    generation   INTEGER,
-    parent_ids   TEXT NOT NULL DEFAULT '[]',
-    metadata     TEXT NOT NULL DEFAULT '{}',
-    created_at   REAL NOT NULL
-);
--- Identity of a registration. NULL never equals NULL in a UNIQUE index, so NULLs are replaced by
--- a value of another storage class (a zero-length BLOB for text columns, text for the integer),
--- which SQLite never considers equal to any real value: '' and NULL stay distinct. Its leading
--- column also serves every content_hash lookup, so no separate content_hash index is needed.
-CREATE UNIQUE INDEX IF NOT EXISTS records_identity ON records (
+from provenance.errors import ConfigError, LedgerError, TailguardWarning
+from provenance.ledger.checks import (
+    check_doc_ids,
+    check_generation,
+    check_matches,
+    check_metadata,
+    check_optional_str,
+    check_parent_ids,
+    check_requested,
+    check_texts,
+    check_threshold,
+)
+from provenance.ledger.records import (
+    LedgerMatch,
+    LedgerRecord,
+    LedgerStats,
+    RegisterResult,
     content_hash,
-    COALESCE(generator, X''),
-    COALESCE(generation, ''),
-    COALESCE(doc_id, X'')
-);
-CREATE TABLE IF NOT EXISTS bands (
-    band      INTEGER NOT NULL,
-    key       INTEGER NOT NULL,
-    record_id INTEGER NOT NULL,
-    PRIMARY KEY (band, key, record_id)
-) WITHOUT ROWID;
-"""
-
-_INSERT_RECORD = (
-    "INSERT OR IGNORE INTO records "
-    "(doc_id, content_hash, signature, generator, generation, parent_ids, metadata, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    record_from_row,
 )
-_RECORD_COLUMNS = (
-    "id, doc_id, content_hash, generator, generation, parent_ids, metadata, created_at"
+from provenance.ledger.schema import (
+    APPLICATION_ID,
+    CANDIDATES_SQL,
+    CREATE_HINT,
+    DEFAULT_CONFIG,
+    FLOAT_KEYS,
+    IN_CHUNK,
+    INSERT_RECORD,
+    INT_KEYS,
+    NEAR_CHUNK,
+    QUERY_TABLE,
+    RECORD_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    WAL_SIZE_LIMIT_BYTES,
+    WAL_SWITCH_SECONDS,
 )
-_QUERY_TABLE = "temp.near_query"
-# CROSS JOIN makes SQLite keep the small query table as the outer loop, so each (band, key) is
-# one probe of the bands primary key; left to itself, a planner without statistics may decide to
-# scan the whole bands table instead. DISTINCT in the inner query: a record sharing several bands
-# with a query is verified once.
-_CANDIDATES_SQL = f"""
-SELECT c.query_idx, r.id, r.content_hash, r.signature
-FROM (
-    SELECT DISTINCT q.query_idx AS query_idx, b.record_id AS record_id
-    FROM {_QUERY_TABLE} AS q CROSS JOIN bands AS b ON b.band = q.band AND b.key = q.key
-) AS c
-JOIN records AS r ON r.id = c.record_id
-"""
-
-
-# --------------------------------------------------------------------------- public values
-
-
-@dataclass(frozen=True)
-class LedgerRecord:
-    """One registered document (its text is not stored: only its hash and signature)."""
-
-    record_id: int
-    doc_id: str | None
-    content_hash: str
-    generator: str | None
-    generation: int | None
-    parent_ids: list[str]
-    metadata: dict[str, Any]
-    created_at: float
-
-
-@dataclass(frozen=True)
-class LedgerMatch:
-    """A ledger record matching a query document.
-
-    ``similarity`` is 1.0 for an exact match and the MinHash estimate of the Jaccard similarity
-    of the shingle sets otherwise; ``exact`` says the normalised texts are identical.
-    """
-
-    record: LedgerRecord
-    similarity: float
-    exact: bool
-
-
-@dataclass(frozen=True)
-class RegisterResult:
-    """How many documents a :meth:`Ledger.register` call added, and how many were already there."""
-
-    added: int
-    already_present: int
-
-
-@dataclass(frozen=True)
-class LedgerStats:
-    """What a ledger holds. ``file_bytes`` counts the database file and its write-ahead log."""
-
-    records: int
-    distinct_contents: int
-    by_generator: dict[str | None, int]
-    by_generation: dict[int | None, int]
-    config: dict[str, Any]
-    file_bytes: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``None`` keys, for records without a generator, become ``"null"``)."""
-        out = asdict(self)
-        out["by_generator"] = {_key(k): v for k, v in self.by_generator.items()}
-        out["by_generation"] = {_key(k): v for k, v in self.by_generation.items()}
-        return out
-
-
-def _key(value: object) -> str:
-    return "null" if value is None else str(value)
-
-
-def content_hash(text: str) -> bytes:
-    """The 16-byte identity of a text's content: SHA-256 of its normalised form, truncated.
-
-    Normalising first (NFKC, lower case, collapsed whitespace) makes re-wrapped or re-cased
-    copies exact matches. 128 bits keep accidental collisions out of reach (2^-64 at ~4 billion
-    records) at half the size of the full digest. ``surrogatepass`` lets lone surrogates (which
-    JSON escapes can produce) hash deterministically instead of raising.
-    """
-    return hashlib.sha256(normalize(text).encode("utf-8", "surrogatepass")).digest()[:16]
-
-
-# --------------------------------------------------------------------------- the ledger
+from provenance.minhash import MinHasher, band_keys, jaccard_estimate, lsh_params
+from provenance.version import tool_version
 
 
 class Ledger:
@@ -298,7 +118,7 @@ class Ledger:
             "scheme": scheme,
             "lsh_threshold": lsh_threshold,
         }
-        _check_requested(requested)
+        check_requested(requested)
         if busy_timeout_s < 0:
             raise ConfigError(f"busy_timeout_s must be >= 0, got {busy_timeout_s}")
         self._conn: sqlite3.Connection | None = None
@@ -318,7 +138,7 @@ class Ledger:
             raise LedgerError(f"{path} is a folder, not a ledger file")
         if not path.exists():
             if not create:
-                raise LedgerError(f"no ledger at {path}; {_CREATE_HINT}")
+                raise LedgerError(f"no ledger at {path}; {CREATE_HINT}")
             path.parent.mkdir(parents=True, exist_ok=True)
         mode = "ro" if self._read_only else ("rwc" if create else "rw")
         uri = f"{path.resolve().as_uri()}?mode={mode}"
@@ -345,7 +165,7 @@ class Ledger:
             )
         if not tables and not create:
             conn.close()
-            raise LedgerError(f"{path} is an empty database, not a ledger; {_CREATE_HINT}")
+            raise LedgerError(f"{path} is an empty database, not a ledger; {CREATE_HINT}")
         self._set_pragmas(conn)
         return conn
 
@@ -359,7 +179,7 @@ class Ledger:
         # Switching to WAL needs a moment of exclusive access and SQLite answers "database is
         # locked" at once instead of waiting on the busy timeout, so writers that open a new
         # ledger together retry for a while.
-        deadline = time.monotonic() + _WAL_SWITCH_SECONDS
+        deadline = time.monotonic() + WAL_SWITCH_SECONDS
         while True:
             try:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -379,7 +199,7 @@ class Ledger:
         # NORMAL in WAL mode: a committed batch survives a killed process; only a power loss can
         # drop the last commits, never corrupt the file. FULL would fsync on every batch.
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(f"PRAGMA journal_size_limit = {int(_WAL_SIZE_LIMIT_BYTES)}")
+        conn.execute(f"PRAGMA journal_size_limit = {int(WAL_SIZE_LIMIT_BYTES)}")
 
     def _load_or_init(self, requested: dict[str, Any], *, create: bool) -> dict[str, Any]:
         if create and not self._has_meta():
@@ -389,7 +209,7 @@ class Ledger:
                 if not self._has_meta():
                     self._create_schema(requested)
         stored = self._read_meta()
-        _check_matches(self._path, stored, requested)
+        check_matches(self._path, stored, requested)
         return stored
 
     def _has_meta(self) -> bool:
@@ -403,7 +223,7 @@ class Ledger:
         config = {k: (DEFAULT_CONFIG[k] if v is None else v) for k, v in requested.items()}
         _hasher_for(config)  # validate before anything is written
         bands, rows = lsh_params(config["lsh_threshold"], config["num_perm"])
-        for statement in _SCHEMA.split(";"):
+        for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -429,7 +249,7 @@ class Ledger:
             )
         try:
             meta: dict[str, Any] = {
-                k: int(v) if k in _INT_KEYS else float(v) if k in _FLOAT_KEYS else v
+                k: int(v) if k in INT_KEYS else float(v) if k in FLOAT_KEYS else v
                 for k, v in raw.items()
             }
         except ValueError as exc:
@@ -528,15 +348,15 @@ class Ledger:
             raise LedgerError(
                 f"ledger {self._path} is open read-only; open it without read_only=True to register"
             )
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         n = len(texts)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        _check_optional_str("generator", generator)
-        generation = _check_generation(generation)
-        ids = _check_doc_ids(doc_ids, n)
-        parents = _check_parent_ids(parent_ids, n)
-        metas = _check_metadata(metadata, n)
+        check_optional_str("generator", generator)
+        generation = check_generation(generation)
+        ids = check_doc_ids(doc_ids, n)
+        parents = check_parent_ids(parent_ids, n)
+        metas = check_metadata(metadata, n)
         added = 0
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
@@ -591,7 +411,7 @@ class Ledger:
             new_ids: list[int] = []
             new_pos: list[int] = []
             for pos, row in enumerate(rows):
-                cur = db.execute(_INSERT_RECORD, row)
+                cur = db.execute(INSERT_RECORD, row)
                 if cur.rowcount == 1:  # 0 when the identity was already present
                     new_ids.append(cur.lastrowid)
                     new_pos.append(pos)
@@ -611,20 +431,20 @@ class Ledger:
         registered by several generators or runs.
         """
         db = self._db
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         hashes = [content_hash(t) for t in texts]
         found: dict[bytes, LedgerRecord] = {}
         unique = list(dict.fromkeys(hashes))
-        for start in range(0, len(unique), _IN_CHUNK):
-            chunk = unique[start : start + _IN_CHUNK]
+        for start in range(0, len(unique), IN_CHUNK):
+            chunk = unique[start : start + IN_CHUNK]
             # With a single MIN() aggregate, SQLite takes the bare columns from the row holding
             # the minimum: one query returns the earliest record of each content hash.
             sql = (
-                f"SELECT MIN(id), {_RECORD_COLUMNS} FROM records "
+                f"SELECT MIN(id), {RECORD_COLUMNS} FROM records "
                 f"WHERE content_hash IN ({_placeholders(len(chunk))}) GROUP BY content_hash"
             )
             for row in db.execute(sql, chunk):
-                found[row[3]] = _record(row[1:])
+                found[row[3]] = record_from_row(row[1:])
         return [
             None if h not in found else LedgerMatch(record=found[h], similarity=1.0, exact=True)
             for h in hashes
@@ -643,12 +463,12 @@ class Ledger:
         a ``threshold`` under it warns: recall there is poor.
         """
         db = self._db
-        _check_threshold(threshold)
+        check_threshold(threshold)
         self._warn_low_threshold(threshold)
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         out: list[LedgerMatch | None] = [None] * len(texts)
-        for start in range(0, len(texts), _NEAR_CHUNK):
-            chunk = texts[start : start + _NEAR_CHUNK]
+        for start in range(0, len(texts), NEAR_CHUNK):
+            chunk = texts[start : start + NEAR_CHUNK]
             for pos, match in self._near_chunk(db, chunk, threshold).items():
                 out[start + pos] = match
         return out
@@ -659,17 +479,17 @@ class Ledger:
         queries = self._signatures(texts)
         keys = band_keys(queries, self._config["bands"], self._config["rows"])
         db.execute(
-            f"CREATE TABLE IF NOT EXISTS {_QUERY_TABLE} "
+            f"CREATE TABLE IF NOT EXISTS {QUERY_TABLE} "
             "(query_idx INTEGER NOT NULL, band INTEGER NOT NULL, key INTEGER NOT NULL)"
         )
         try:
             db.executemany(
-                f"INSERT INTO {_QUERY_TABLE} (band, key, query_idx) VALUES (?, ?, ?)",
+                f"INSERT INTO {QUERY_TABLE} (band, key, query_idx) VALUES (?, ?, ?)",
                 _band_rows(keys, range(len(texts))),
             )
-            candidates = db.execute(_CANDIDATES_SQL).fetchall()
+            candidates = db.execute(CANDIDATES_SQL).fetchall()
         finally:
-            db.execute(f"DELETE FROM {_QUERY_TABLE}")
+            db.execute(f"DELETE FROM {QUERY_TABLE}")
         if not candidates:
             return {}
         best = _best_candidates(queries, candidates, self._config["num_perm"], threshold)
@@ -703,11 +523,11 @@ class Ledger:
     def _records_by_id(self, ids: Sequence[int]) -> dict[int, LedgerRecord]:
         out: dict[int, LedgerRecord] = {}
         unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), _IN_CHUNK):
-            chunk = unique[start : start + _IN_CHUNK]
-            sql = f"SELECT {_RECORD_COLUMNS} FROM records WHERE id IN ({_placeholders(len(chunk))})"
+        for start in range(0, len(unique), IN_CHUNK):
+            chunk = unique[start : start + IN_CHUNK]
+            sql = f"SELECT {RECORD_COLUMNS} FROM records WHERE id IN ({_placeholders(len(chunk))})"
             for row in self._db.execute(sql, chunk):
-                out[row[0]] = _record(row)
+                out[row[0]] = record_from_row(row)
         return out
 
     def stats(self) -> LedgerStats:
@@ -749,17 +569,14 @@ class Ledger:
         last = 0
         while True:
             rows = self._db.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM records WHERE id > ? ORDER BY id LIMIT ?",
+                f"SELECT {RECORD_COLUMNS} FROM records WHERE id > ? ORDER BY id LIMIT ?",
                 (last, batch_size),
             ).fetchall()
             if not rows:
                 return
             for row in rows:
-                yield _record(row)
+                yield record_from_row(row)
             last = rows[-1][0]
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 class _Transaction:
@@ -804,141 +621,6 @@ def _hasher_for(config: Mapping[str, Any]) -> MinHasher:
         raise ConfigError(f"invalid MinHash configuration {dict(config)}: {exc}") from exc
 
 
-def _check_requested(requested: Mapping[str, Any]) -> None:
-    for name in ("num_perm", "ngram"):
-        value = requested[name]
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    seed = requested["seed"]
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
-    for name in ("hash", "scheme"):
-        if requested[name] is not None and not isinstance(requested[name], str):
-            raise ConfigError(f"{name} must be a string, got {requested[name]!r}")
-    threshold = requested["lsh_threshold"]
-    if threshold is not None and (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
-        or not 0.0 < threshold < 1.0
-    ):
-        raise ConfigError(f"lsh_threshold must be in (0, 1), got {threshold!r}")
-
-
-def _check_matches(path: Path, stored: Mapping[str, Any], requested: Mapping[str, Any]) -> None:
-    for key, want in requested.items():
-        if want is None:
-            continue
-        have = stored[key]
-        same = math.isclose(have, want, abs_tol=1e-12) if key == "lsh_threshold" else have == want
-        if not same:
-            raise LedgerError(
-                f"ledger {path} was created with {key}={have!r} but {key}={want!r} was "
-                f"requested; omit {key} to use the stored value, or use another ledger file"
-            )
-
-
-def _check_threshold(threshold: float) -> None:
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
-        or not 0.0 < threshold <= 1.0
-    ):
-        raise ConfigError(f"threshold must be in (0, 1], got {threshold!r}")
-
-
-def _check_texts(texts: Sequence[str]) -> Sequence[str]:
-    if isinstance(texts, (str, bytes)):
-        raise InputError("texts must be a sequence of strings, not a single string; wrap it in [ ]")
-    if not isinstance(texts, Sequence):
-        texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InputError(f"texts[{i}] is {type(text).__name__}, expected str")
-    return texts
-
-
-def _check_optional_str(name: str, value: object) -> None:
-    if value is not None and not isinstance(value, str):
-        raise ConfigError(f"{name} must be a string or None, got {value!r}")
-
-
-def _check_generation(generation: object) -> int | None:
-    if generation is None:
-        return None
-    if isinstance(generation, (bool, float)) or not isinstance(generation, (int, np.integer)):
-        raise ConfigError(f"generation must be a non-negative integer or None, got {generation!r}")
-    if generation < 0:
-        raise ConfigError(f"generation must be a non-negative integer or None, got {generation}")
-    return int(generation)
-
-
-def _check_length(name: str, values: Sequence[Any], n: int) -> None:
-    if len(values) != n:
-        raise ConfigError(
-            f"{name} has {len(values)} entries but there are {n} texts; give one per text"
-        )
-
-
-def _check_doc_ids(doc_ids: Sequence[str | None] | None, n: int) -> Sequence[str | None]:
-    if doc_ids is None:
-        return [None] * n
-    if isinstance(doc_ids, str):
-        raise ConfigError("doc_ids must be a sequence of ids, not a single string")
-    doc_ids = list(doc_ids)
-    _check_length("doc_ids", doc_ids, n)
-    for i, doc_id in enumerate(doc_ids):
-        if doc_id is not None and not isinstance(doc_id, str):
-            raise ConfigError(f"doc_ids[{i}] must be a string or None, got {doc_id!r}")
-    return doc_ids
-
-
-def _check_parent_ids(parent_ids: Sequence[Sequence[str]] | None, n: int) -> list[str]:
-    if parent_ids is None:
-        return ["[]"] * n
-    if isinstance(parent_ids, str):
-        raise ConfigError("parent_ids must hold one list of ids per text, not a single string")
-    parent_ids = list(parent_ids)
-    _check_length("parent_ids", parent_ids, n)
-    out = []
-    for i, parents in enumerate(parent_ids):
-        if parents is None:
-            parents = []
-        if isinstance(parents, str) or not all(isinstance(p, str) for p in parents):
-            raise ConfigError(
-                f"parent_ids[{i}] must be a list of string ids (e.g. [{parents!r}]), "
-                f"got {parents!r}"
-            )
-        out.append(json.dumps(list(parents), ensure_ascii=False))
-    return out
-
-
-def _check_metadata(
-    metadata: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None, n: int
-) -> list[str]:
-    if metadata is None:
-        return ["{}"] * n
-    if isinstance(metadata, Mapping):
-        return [_metadata_json(metadata, "metadata")] * n
-    if isinstance(metadata, str):
-        raise ConfigError("metadata must be a dict or one dict per text, not a string")
-    metadata = list(metadata)
-    _check_length("metadata", metadata, n)
-    return [_metadata_json(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
-
-
-def _metadata_json(value: object, name: str) -> str:
-    if value is None:
-        return "{}"
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{name} must be a dict, got {type(value).__name__}")
-    try:
-        return json.dumps(dict(value), ensure_ascii=False, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} is not JSON-serialisable ({exc}); use plain values") from exc
-
-
 def _placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
@@ -974,17 +656,3 @@ def _best_candidates(
         for i in first
         if sims[i] >= threshold
     }
-
-
-def _record(row: Sequence[Any]) -> LedgerRecord:
-    rid, doc_id, chash, generator, generation, parents, metadata, created_at = row
-    return LedgerRecord(
-        record_id=rid,
-        doc_id=doc_id,
-        content_hash=bytes(chash).hex(),
-        generator=generator,
-        generation=generation,
-        parent_ids=json.loads(parents),
-        metadata=json.loads(metadata),
-        created_at=created_at,
-    )
