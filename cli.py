@@ -937,13 +937,14 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
     """Show how far an LM run has got, from its folder (safe while it runs).
 
     Counts each policy's finished generations, shows the newest one's metrics, the epochs
-    the generation in training has saved (a resume goes on from there), whether a process
-    still runs it, the time left from the generations so far and whether the disk has the room
-    the next generation needs (TAILGUARD_MIN_FREE_GB overrides it). Never writes into the run
-    folder; resume the run with `collapse run lm --resume` and the same options. With
-    --export, the curves so far are
-    plotted as the finished run would plot them, and `tailguard report` on the export compares
-    the policies at the last generation every started one has reached.
+    the generation in training has saved (a resume goes on from there), the process working
+    on each chain (with --jobs, its worker: the pid to renice, pin or profile), whether a
+    process still runs the run, the time left from the generations so far and whether the
+    disk has the room the next generation needs (TAILGUARD_MIN_FREE_GB overrides it). Never
+    writes into the run folder; resume the run with `collapse run lm --resume` and the same
+    options. With --export, the curves so far are plotted as the finished run would plot
+    them, and `tailguard report` on the export compares the policies at the last generation
+    every started one has reached.
 
     \b
     Example:
@@ -962,6 +963,8 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
     for seed, first in progress.first.items():
         state = (f"done in {first['seconds'] / 60:.1f} min, test perplexity "
                  f"{first['metrics']['test_perplexity']:.1f}" if first["done"] else "not done")
+        if first["worker_pid"] is not None:
+            state += f", in training by pid {first['worker_pid']}"
         lines.append(f"seed {seed} generation 0: {state}")
     width = max(len(c.policy) for c in progress.chains)
     lines.append(f"  {'seed':>4} {'policy':<{width}} {'done':>7} {'min/gen':>8}"
@@ -972,6 +975,8 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
         cells = (chain.latest.get(m) for m in shown)
         training = ("" if chain.training is None else
                     "  gen {}: {}/{} epochs saved".format(*chain.training))
+        if chain.worker_pid is not None:
+            training += f"{',' if training else ' '} pid {chain.worker_pid}"
         lines.append(f"  {chain.seed:>4} {chain.policy:<{width}} "
                      f"{f'{chain.done}/{chain.total}':>7} {minutes:>8}"
                      + "".join(f"{'-' if v is None else format(v, '.4g'):>19}" for v in cells)

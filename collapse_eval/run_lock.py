@@ -7,6 +7,11 @@ process, a dead run (killed, out of memory, a full disk) looks the same as a liv
 the same generation folders from two processes. While a run works, its folder holds
 ``.running.json`` (process id, host, start time and options); it is removed when the run ends,
 and a record whose process is gone is stale: the next run takes the folder over.
+
+Within a run, the process training a chain's generation names itself in the chain's folder
+(``.worker.json``, with the generation) while it works, so that ``collapse status`` can say which
+of a ``--jobs`` run's worker processes runs which policy: the one to renice, pin to a core,
+profile or stop.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provenance.atomic import atomic_path
 from provenance.errors import ConfigError
 
-__all__ = ["RUNNING_FILE", "RunHolder", "claim_run_dir", "refuse_if_running", "run_holder"]
+__all__ = ["RUNNING_FILE", "WORKER_FILE", "RunHolder", "chain_worker", "claim_run_dir",
+           "mark_chain_worker", "refuse_if_running", "run_holder"]
 
 RUNNING_FILE = ".running.json"
+WORKER_FILE = ".worker.json"
 
 
 @dataclass(frozen=True)
@@ -69,14 +77,49 @@ def _alive(record: dict[str, Any]) -> bool | None:
     return recorded is None or now is None or recorded == now
 
 
+def _this_process(options: dict[str, Any]) -> dict[str, Any]:
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "started": time.time(),
+            "start_ticks": _start_ticks(pid), "options": options}
+
+
+def _read_holder(path: Path) -> RunHolder | None:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return RunHolder(int(record["pid"]), str(record["host"]), float(record["started"]),
+                         dict(record.get("options", {})), _alive(record))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_holder(out_dir: str | os.PathLike) -> RunHolder | None:
     """The process recorded as running ``out_dir``, or None when none is."""
+    return _read_holder(Path(out_dir) / RUNNING_FILE)
+
+
+def chain_worker(chain_dir: str | os.PathLike) -> RunHolder | None:
+    """The process recorded as working on a chain's folder (its ``options`` hold the
+    generation), or None when none is; ``alive`` says whether it still does."""
+    return _read_holder(Path(chain_dir) / WORKER_FILE)
+
+
+@contextlib.contextmanager
+def mark_chain_worker(chain_dir: str | os.PathLike, **details: Any) -> Iterator[None]:
+    """Name this process in ``chain_dir`` while it works there (``details``: the generation).
+
+    Informative only, unlike :func:`claim_run_dir`: the run's own record already keeps a
+    second run out. A record left by a killed process names a process that is gone, which
+    :func:`chain_worker` reports as not alive.
+    """
+    path = Path(chain_dir) / WORKER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_this_process(details)) + "\n", encoding="utf-8")
     try:
-        record = json.loads((Path(out_dir) / RUNNING_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return RunHolder(int(record["pid"]), str(record["host"]), float(record["started"]),
-                     dict(record.get("options", {})), _alive(record))
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def refuse_if_running(out_dir: str | os.PathLike) -> None:
@@ -99,8 +142,7 @@ def claim_run_dir(out_dir: str | os.PathLike, **options: Any) -> Iterator[None]:
     :class:`ConfigError` if a live process (or one on another host) holds it already. A
     stale record (its process is gone) is taken over."""
     path = Path(out_dir) / RUNNING_FILE
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-              "start_ticks": _start_ticks(os.getpid()), "options": options}
+    record = _this_process(options)
     for _ in range(3):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

@@ -25,6 +25,7 @@ import torch
 from collapse_eval.disk_space import generation_needs, require_free_space
 from collapse_eval.policies import ORIGINAL_SOURCE, Policy, policy_slug
 from collapse_eval.rng import derive_seed
+from collapse_eval.run_lock import mark_chain_worker
 from collapse_eval.text import evidence
 from collapse_eval.text.config import LMCollapseConfig
 from collapse_eval.text.documents import (
@@ -334,7 +335,14 @@ class Chain:
     # -- one generation -----------------------------------------------------------------------
 
     def step(self, generation: int, first_model: Any) -> Any:
-        """Train generation ``generation``, publish its documents, measure; returns the model."""
+        """Train generation ``generation``, publish its documents, measure; returns the model.
+
+        While it works, this process names itself in the chain's folder (``collapse status``
+        shows which process runs which chain)."""
+        with mark_chain_worker(self.folder, generation=generation):
+            return self._step(generation, first_model)
+
+    def _step(self, generation: int, first_model: Any) -> Any:
         from collapse_eval.text.model import save_model, train_lm
         from collapse_eval.text.train_state import drop_state
 

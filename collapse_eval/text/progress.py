@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from collapse_eval.disk_space import free_bytes, generation_needs
-from collapse_eval.text.chain import generation_dir, training_state_dir
+from collapse_eval.run_lock import chain_worker
+from collapse_eval.text.chain import chain_dir, generation_dir, training_state_dir
 from collapse_eval.text.config import load_lm_config
 from provenance.atomic import atomic_path
 from provenance.errors import InputError
@@ -47,6 +48,8 @@ class ChainProgress:
     training: tuple[int, int, int] | None = None
     #: training documents of each complete generation (empty where the records lack them)
     docs: tuple[float, ...] = ()
+    #: the live process working on the chain now (None: none is)
+    worker_pid: int | None = None
 
     def seconds_left(self, fallback: float) -> float:
         """Single-process seconds its unfinished generations need: at its own mean, or at
@@ -142,7 +145,8 @@ class LMRunProgress:
                                          if c.seconds else None),
                         "latest": c.latest,
                         "training": None if c.training is None else dict(zip(
-                            ("generation", "epochs_done", "epochs"), c.training, strict=True))}
+                            ("generation", "epochs_done", "epochs"), c.training, strict=True)),
+                        "worker_pid": c.worker_pid}
                        for c in self.chains],
         }
 
@@ -168,6 +172,12 @@ def _epochs_saved(folder: Path) -> int | None:
         return None
 
 
+def _live_worker(folder: Path) -> int | None:
+    """The pid of the live process working in a chain's folder, if one is."""
+    worker = chain_worker(folder)
+    return None if worker is None or worker.alive is False else worker.pid
+
+
 def _seconds(record: dict[str, Any]) -> float:
     return float(sum(record.get("timing", {}).values()))
 
@@ -185,7 +195,8 @@ def lm_run_progress(out_dir: str | os.PathLike) -> LMRunProgress:
         record = _record(generation_dir(out, seed, None, 0))
         first[seed] = {"done": record is not None,
                        "seconds": None if record is None else round(_seconds(record), 1),
-                       "metrics": {} if record is None else record["metrics"]}
+                       "metrics": {} if record is None else record["metrics"],
+                       "worker_pid": _live_worker(chain_dir(out, seed, None))}
         for policy in config.policies:
             seconds, docs, latest = [], [], {}
             for generation in range(1, config.generations + 1):
@@ -203,7 +214,8 @@ def lm_run_progress(out_dir: str | os.PathLike) -> LMRunProgress:
                 if epochs is not None:
                     training = (following, epochs, config.lm_recipe().epochs)
             chains.append(ChainProgress(seed, policy, len(seconds), config.generations,
-                                        tuple(seconds), latest, training, tuple(docs)))
+                                        tuple(seconds), latest, training, tuple(docs),
+                                        _live_worker(chain_dir(out, seed, policy))))
     return LMRunProgress(out, config.generations, first, tuple(chains))
 
 

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from collapse_eval.run_lock import RUNNING_FILE, claim_run_dir, refuse_if_running, run_holder
+from collapse_eval.run_lock import (
+    RUNNING_FILE,
+    WORKER_FILE,
+    chain_worker,
+    claim_run_dir,
+    mark_chain_worker,
+    refuse_if_running,
+    run_holder,
+)
 from provenance.errors import ConfigError
 
 
@@ -65,3 +73,20 @@ def test_a_run_on_another_host_is_not_second_guessed(tmp_path: Path) -> None:
     assert holder.alive is None and "on another-host.example since" in holder.describe()
     with pytest.raises(ConfigError, match="another-host.example"):
         refuse_if_running(tmp_path)
+
+
+def test_a_chain_worker_names_itself_while_it_works(tmp_path: Path) -> None:
+    chain = tmp_path / "seed-0" / "replace"  # made if the chain has no folder yet
+    assert chain_worker(chain) is None
+    with mark_chain_worker(chain, generation=3):
+        worker = chain_worker(chain)
+        assert worker is not None and worker.alive is True
+        assert (worker.pid, worker.options) == (os.getpid(), {"generation": 3})
+    assert chain_worker(chain) is None and not (chain / WORKER_FILE).exists()
+    # a worker killed mid-generation leaves its name behind: a process that is gone
+    dead = _dead_pid()
+    (chain / WORKER_FILE).write_text(json.dumps({"pid": dead, "host": socket.gethostname(),
+                                                 "started": time.time(), "options": {}}))
+    assert chain_worker(chain).alive is False
+    (chain / WORKER_FILE).write_text("{half a reco")  # unreadable: as if none
+    assert chain_worker(chain) is None

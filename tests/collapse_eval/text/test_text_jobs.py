@@ -60,6 +60,7 @@ def test_two_workers_give_the_results_of_one_process(one_process, tmp_path: Path
     assert json.loads(result.output)["resumed_generations"] == 0
     two = pl.read_parquet(out / "results.parquet")
     assert _results(two).equals(_results(one_process.results))  # every metric, every generation
+    assert not list(out.rglob(".worker.json"))  # each worker's name left with its generations
     one = one_process.out_dir
     for slug in SLUGS:
         for generation in range(1, GENERATIONS + 1):

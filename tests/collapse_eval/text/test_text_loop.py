@@ -4,6 +4,7 @@ ledger, tagger and mixers, on a slice of the default Wikipedia corpus (one torch
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -216,6 +217,28 @@ def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: P
     assert not_lm.exit_code != 0 and "not an LM run folder" in not_lm.output
 
 
+def test_status_names_the_process_working_on_each_chain(ordering_run, tmp_path: Path):
+    """With --jobs, which worker runs which chain: the pid to renice, pin or profile."""
+    from collapse_eval.run_lock import mark_chain_worker
+    from collapse_eval.text.progress import lm_run_progress
+
+    copy = tmp_path / "run"
+    shutil.copytree(ordering_run.out_dir, copy)
+    (copy / "seed-0" / "retain_0.1" / "generation-000002" / "metrics.json").unlink()
+    with mark_chain_worker(copy / "seed-0" / "retain_0.1", generation=2):
+        chains = {c.policy: c for c in lm_run_progress(copy).chains}
+        assert chains["retain:0.1"].worker_pid == os.getpid()
+        assert chains["replace"].worker_pid is None
+        shown = CliRunner().invoke(main, ["collapse", "status", str(copy)])
+        line = next(row for row in shown.output.splitlines() if " retain:0.1 " in row)
+        assert line.endswith(f" pid {os.getpid()}")
+        as_json = json.loads(CliRunner().invoke(main, ["collapse", "status", str(copy),
+                                                       "--json"]).output)
+        assert {c["policy"]: c["worker_pid"] for c in as_json["chains"]} == {
+            "replace": None, "filter:watermark": None, "retain:0.1": os.getpid()}
+    assert lm_run_progress(copy).chains[0].worker_pid is None
+
+
 def whole_recall_at(results: pl.DataFrame, generation: int) -> dict[str, float]:
     rows = results.filter((pl.col("metric") == "rare_ngram_recall")
                           & (pl.col("generation") == generation))
@@ -307,6 +330,7 @@ def test_a_running_run_holds_its_folder_and_a_killed_one_is_told_apart(tmp_path:
         status = runner.invoke(main, ["collapse", "status", str(out)])
         assert f"running: pid {proc.pid} on this machine since " in status.output
         assert "--jobs 1" in status.output
+        assert f"seed 0 generation 0: not done, in training by pid {proc.pid}" in status.output
         second = runner.invoke(main, [*args, "--resume"])
         assert second.exit_code == 1
         assert f"is being run by pid {proc.pid}" in second.output
@@ -315,6 +339,7 @@ def test_a_running_run_holds_its_folder_and_a_killed_one_is_told_apart(tmp_path:
         proc.wait()
     stopped = CliRunner().invoke(main, ["collapse", "status", str(out)])
     assert f"not running: pid {proc.pid} on this machine since " in stopped.output
+    assert "in training by" not in stopped.output  # its worker record names a dead process
     assert f"stopped before the end; continue with `tailguard collapse run lm -o {out} " \
         "--resume`" in stopped.output
     with warnings.catch_warnings():  # the bigram warning, if generation 0 is trained again
