@@ -126,8 +126,9 @@ def run_lm_collapse(
     its last complete generation.
 
     With ``jobs > 1``, once every seed's generation 0 is trained (in this process), that many
-    (seed, policy) chains run at a time, each in its own spawned process with ``threads`` torch
-    threads (1 when None); each worker holds about 1 GB of memory. The results are those of
+    (seed, policy) chains run at a time, the costliest first (``accumulate``, whose training set
+    grows), each in its own spawned process with ``threads`` torch threads (1 when None); each
+    worker holds about 1 GB of memory. The results are those of
     ``jobs=1`` (for the same ``threads``), and a run may be resumed with other ``jobs`` than it
     started with. A chain that fails stops the others and raises :class:`LMWorkerError`; every
     finished generation stays on disk for ``resume``. Workers are spawned, so they import the

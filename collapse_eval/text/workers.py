@@ -61,7 +61,8 @@ def run_in_workers(setup: RunSetup, policies: list[Policy], ledger: Any, bar: An
     done = [max(1, chain.completed(generations)) - 1 for chain in chains]
     resumed += sum(done)
     bar.update(sum(done))
-    todo = [i for i, chain in enumerate(chains) if done[i] < generations]
+    todo = longest_first([(chain.policy, done[i]) for i, chain in enumerate(chains)],
+                         generations)
     if not todo:
         return resumed
     workers = min(jobs, len(todo))
@@ -95,6 +96,29 @@ def run_in_workers(setup: RunSetup, policies: list[Policy], ledger: Any, bar: An
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     return resumed
+
+
+def longest_first(chains: list[tuple[Policy, int]], generations: int) -> list[int]:
+    """Indices of the unfinished chains, ``(policy, generations done)``, the costliest first.
+
+    Handing the longest job out first keeps a pool from ending on one long chain while the
+    other workers idle. ``accumulate`` trains on one more corpus each generation, so generation
+    ``g`` costs about ``g + 1`` fixed-size ones; every other policy's generations cost alike.
+    Ties keep the policies' order.
+
+    Examples
+    --------
+    >>> from collapse_eval.policies import parse_policies
+    >>> replace, accumulate, scrape = parse_policies(["replace", "accumulate", "scrape"])
+    >>> longest_first([(replace, 0), (accumulate, 0), (scrape, 10)], generations=10)
+    [1, 0]
+    """
+    def cost(policy: Policy, done: int) -> int:
+        ahead = range(done + 1, generations + 1)
+        return sum(g + 1 for g in ahead) if policy.strategy == "accumulate" else len(ahead)
+
+    costs = [cost(policy, done) for policy, done in chains]
+    return sorted((i for i, c in enumerate(costs) if c > 0), key=lambda i: -costs[i])
 
 
 def _stop_workers(executor: ProcessPoolExecutor, futures: dict[Future, int]) -> None:

@@ -164,3 +164,19 @@ def test_one_process_goes_on_with_a_chain_tagged_against_the_run_ledger(
     assert logged == [("filter:ledger", "2")]  # one process logs what it finished, too
     assert not (chain / "ledger.sqlite").exists()  # it went on as it started
     assert run.resumed_generations == 1 + len(POLICIES) * GENERATIONS - 1
+
+
+def test_the_growing_chain_is_handed_out_first():
+    from collapse_eval.policies import parse_policies
+    from collapse_eval.text.config import LMCollapseConfig
+    from collapse_eval.text.workers import longest_first
+
+    policies = parse_policies(LMCollapseConfig().policies)  # the nine defaults
+    names = [p.name for p in policies]
+    order = longest_first([(p, 0) for p in policies], generations=10)
+    assert [names[i] for i in order] == ["accumulate"] + [n for n in names if n != "accumulate"]
+    # one generation left of a growing chain (generation 10: 11 corpora) still outweighs ten
+    # fixed-size ones; finished chains are not handed out at all
+    done = {"accumulate": 9, "replace": 0, "scrape": 10}
+    order = longest_first([(p, done.get(p.name, 10)) for p in policies], generations=10)
+    assert [names[i] for i in order] == ["accumulate", "replace"]
