@@ -7,7 +7,6 @@ on stderr and exit code 1; usage errors exit 2 (click's convention).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from typing import Any
@@ -914,18 +913,6 @@ def collapse_run(family: str, policies: tuple[str, ...], generations: int | None
     _emit(report, as_json, lines)
 
 
-def _running_line(run_dir: str, holder: Any) -> str:
-    """Whether a process still works on an unfinished run, and how to go on if none does."""
-    again = f"continue with `tailguard collapse run lm -o {run_dir} --resume` and its options"
-    if holder is None:
-        return f"no process is recorded as running it: {again}"
-    if holder.alive is None:
-        return f"started by {holder.describe()}: cannot tell from this host whether it runs"
-    if not holder.alive:
-        return f"not running: {holder.describe()} stopped before the end; {again}"
-    return f"running: {holder.describe()}, --jobs {holder.options.get('jobs', 1)}"
-
-
 @collapse.command("status")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the progress as JSON.")
@@ -952,68 +939,10 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
       tailguard collapse status runs/lm --export runs/lm-so-far
       tailguard report runs/lm-so-far
     """
-    from collapse_eval.run_lock import run_holder
-    from collapse_eval.text.progress import disk_room, export_lm_progress, lm_run_progress
+    from collapse_eval.text.status import lm_status
 
-    progress = lm_run_progress(run_dir)
-    exported = [] if export_dir is None else export_lm_progress(run_dir, export_dir)
-    shown = ("test_perplexity", "rare_ngram_recall", "distinct_2", "synthetic_share")
-    lines = [f"{run_dir}: {progress.done} of {progress.total} policy-generations done"
-             + (" (finished)" if progress.finished else "")]
-    for seed, first in progress.first.items():
-        state = (f"done in {first['seconds'] / 60:.1f} min, test perplexity "
-                 f"{first['metrics']['test_perplexity']:.1f}" if first["done"] else "not done")
-        if first["worker_pid"] is not None:
-            state += f", in training by pid {first['worker_pid']}"
-        lines.append(f"seed {seed} generation 0: {state}")
-    width = max(len(c.policy) for c in progress.chains)
-    lines.append(f"  {'seed':>4} {'policy':<{width}} {'done':>7} {'min/gen':>8}"
-                 + "".join(f"{m:>19}" for m in shown) + "  training")
-    for chain in progress.chains:
-        minutes = (f"{sum(chain.seconds) / len(chain.seconds) / 60:.1f}" if chain.seconds
-                   else "-")
-        cells = (chain.latest.get(m) for m in shown)
-        training = ("" if chain.training is None else
-                    "  gen {}: {}/{} epochs saved".format(*chain.training))
-        if chain.worker_pid is not None:
-            training += f"{',' if training else ' '} pid {chain.worker_pid}"
-        lines.append(f"  {chain.seed:>4} {chain.policy:<{width}} "
-                     f"{f'{chain.done}/{chain.total}':>7} {minutes:>8}"
-                     + "".join(f"{'-' if v is None else format(v, '.4g'):>19}" for v in cells)
-                     + training)
-    left = progress.seconds_left()
-    holder = run_holder(run_dir)
-    jobs = int(holder.options.get("jobs", 1)) if holder is not None and holder.alive else None
-    if not progress.finished:
-        lines.append(_running_line(run_dir, holder))
-    wall = None if jobs is None else progress.wall_seconds_left(jobs)
-    if left and not progress.finished:
-        if wall is not None:
-            lines.append(f"left: about {wall / 3600:.1f} h with its {jobs} chain"
-                         f"{'s' if jobs > 1 else ''} at a time ({left / 3600:.1f} h in one "
-                         "process) at the means so far; a growing training set at its growth")
-        else:
-            lines.append(f"left: about {left / 3600:.1f} h in one process at the means so far "
-                         "(divide by --jobs; a growing training set at its growth so far)")
-    free, needed = disk_room(run_dir)
-    if not progress.finished:
-        lines.append(f"disk: {free / 1024**3:.1f} GiB free, a generation needs "
-                     f"{needed / 1024**3:.1f} GiB to start"
-                     + ("; too little: the run stops before its next generation" if free < needed
-                        else ""))
-    summary = {**progress.as_dict(), "disk": {"free_bytes": free, "generation_needs": needed},
-               "running": None if holder is None else dataclasses.asdict(holder)}
-    if jobs is not None:
-        summary["wall_seconds_left"] = wall
-    if export_dir is not None:
-        through = progress.finished_through()
-        summary["exported"] = {"folder": export_dir, "through": through,
-                               "files": [str(p) for p in exported]}
-        plots = sum(1 for path in exported if path.suffix == ".png")
-        lines.append(f"exported to {export_dir}: results.parquet and {plots} plots, through "
-                     "generation " + ", ".join(f"{g} ({p})" for p, g in through.items())
-                     + f"; `tailguard report {export_dir}` compares them")
-    _emit(summary, as_json, lines)
+    status = lm_status(run_dir, export_dir)
+    _emit(status.summary, as_json, status.lines)
 
 
 # ---- benchmark and report ------------------------------------------------------------------------

@@ -239,6 +239,21 @@ def test_status_names_the_process_working_on_each_chain(ordering_run, tmp_path: 
     assert lm_run_progress(copy).chains[0].worker_pid is None
 
 
+def test_the_status_report_is_a_library_call(ordering_run, tmp_path: Path):
+    """What `collapse status` prints, for a pipeline that watches a run without a shell."""
+    from collapse_eval.text.status import lm_status
+
+    status = lm_status(ordering_run.out_dir, tmp_path / "export")
+    assert status.lines[0] == f"{ordering_run.out_dir}: 6 of 6 policy-generations done (finished)"
+    assert not any(line.startswith(("running:", "left:", "disk:")) for line in status.lines)
+    assert status.summary["finished"] is True and status.summary["running"] is None
+    assert status.summary["exported"]["folder"] == str(tmp_path / "export")
+    assert (tmp_path / "export" / "results.parquet").exists()
+    json.dumps(status.summary)  # what --json prints
+    printed = CliRunner().invoke(main, ["collapse", "status", str(ordering_run.out_dir)])
+    assert printed.output.splitlines() == lm_status(ordering_run.out_dir).lines
+
+
 def whole_recall_at(results: pl.DataFrame, generation: int) -> dict[str, float]:
     rows = results.filter((pl.col("metric") == "rare_ngram_recall")
                           & (pl.col("generation") == generation))
