@@ -108,18 +108,23 @@ def mark_chain_worker(chain_dir: str | os.PathLike, **details: Any) -> Iterator[
     """Name this process in ``chain_dir`` while it works there (``details``: the generation).
 
     Informative only, unlike :func:`claim_run_dir`: the run's own record already keeps a
-    second run out. A record left by a killed process names a process that is gone, which
-    :func:`chain_worker` reports as not alive.
+    second run out, so a record that cannot be written is skipped and the work goes on (its
+    own error, if the folder is unusable, is the one to see). A record left by a killed
+    process names a process that is gone, which :func:`chain_worker` reports as not alive.
     """
     path = Path(chain_dir) / WORKER_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_this_process(details)) + "\n", encoding="utf-8")
+    written = False
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(_this_process(details)) + "\n", encoding="utf-8")
+        written = True
     try:
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        if written:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def refuse_if_running(out_dir: str | os.PathLike) -> None:

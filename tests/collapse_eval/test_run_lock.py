@@ -90,3 +90,9 @@ def test_a_chain_worker_names_itself_while_it_works(tmp_path: Path) -> None:
     assert chain_worker(chain).alive is False
     (chain / WORKER_FILE).write_text("{half a reco")  # unreadable: as if none
     assert chain_worker(chain) is None
+    # where no record can be written (a file where the folder goes), the work goes on without
+    blocked = tmp_path / "seed-0" / "scrape"
+    blocked.write_text("not a folder")
+    with mark_chain_worker(blocked, generation=1):
+        ran = True
+    assert ran and chain_worker(blocked) is None and blocked.read_text() == "not a folder"
