@@ -30,6 +30,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     ...     _ = tmp.write_text("done")
     >>> out.read_text()
     'done'
+    >>> import shutil; shutil.rmtree(out.parent)
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -473,6 +473,7 @@ def read_corpus(source: Any, **options: Any) -> Corpus:
     (['1'], 1)
     >>> corpus.rejects[0].reason.value, corpus.rejects[0].line
     ('malformed_json', 2)
+    >>> import shutil; shutil.rmtree(path.parent)
     """
     reader = CorpusReader(source, **options)
     frames = list(reader)

@@ -90,6 +90,7 @@ class Ledger:
     ...         ["a MODEL wrote this  sentence about rivers and the sea.", "Something else."])
     >>> hit.record.generator, hit.exact, miss
     ('m1', True, None)
+    >>> import shutil; shutil.rmtree(path.parent)
     """
 
     def __init__(
