@@ -54,6 +54,7 @@ from collapse_eval.text.model import (  # noqa: E402
 from collapse_eval.text.sampling import beam_generate, sample_continuations  # noqa: E402
 from collapse_eval.text.text_metrics import ngram_baselines  # noqa: E402
 from collapse_eval.text.tokenizer import encode_blocks, train_tokenizer  # noqa: E402
+from provenance.errors import ConfigError  # noqa: E402
 from provenance.models import resolve_device  # noqa: E402
 from provenance.watermark import WatermarkKey  # noqa: E402
 
@@ -168,7 +169,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     transformers.utils.logging.set_verbosity_error()
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as error:  # e.g. --device cuda where no GPU is visible: one line
+        parser.error(str(error))
 
     with torch_threads(args.threads):
         report = run(args.quick, args.threads, device, args.cuda_batch, args.peak_tflops)
