@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from collapse_eval.text.model import torch_threads
 from provenance.demo import stdlib_paragraphs
 from provenance.detectors import FastDetectGPT
 from provenance.models import LoadedModel
@@ -86,10 +87,8 @@ class Tiny:
 def one_thread() -> Iterator[None]:
     """Tiny matrices gain nothing from a second thread, and on a busy machine threads that
     wait for each other make every operation many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="package")

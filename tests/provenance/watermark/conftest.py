@@ -9,12 +9,12 @@ Built once per session.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import pytest
 import torch
 
+from collapse_eval.text.model import torch_threads
 from provenance.demo import stdlib_paragraphs
 from provenance.watermark import WatermarkKey, WatermarkScorer, generate_watermarked
 
@@ -22,22 +22,11 @@ N_WATERMARKED = 20
 NEW_TOKENS = 128
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """A one-layer model gains nothing from threads, and on a busy machine they make it 4x
-    slower; the caller's setting is restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
-    """Every test in this folder runs torch on one thread (see ``_one_thread``)."""
-    with _one_thread():
+    """A one-layer model gains nothing from threads, and on a busy machine they make it 4x
+    slower: every test in this folder runs torch on one thread."""
+    with torch_threads(1):
         yield
 
 
@@ -73,7 +62,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         model = GPT2LMHeadModel(config).eval()
     key = WatermarkKey.generate(str(tok_dir), vocab_size=vocab, seed=3)
     prompts = [p.split(". ")[0] for p in paragraphs[:N_WATERMARKED]]
-    with _one_thread():
+    with torch_threads(1):
         generated = generate_watermarked(
             model, tokenizer, prompts, key, max_new_tokens=NEW_TOKENS,
             min_new_tokens=NEW_TOKENS, seed=0, batch_size=N_WATERMARKED,
