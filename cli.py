@@ -17,16 +17,31 @@ from provenance.errors import ConfigError, TailguardError, one_line_warnings
 from provenance.version import tool_version
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (``kill``, a scheduler's time limit) ends the command like Ctrl-C: through its
+    ``finally`` blocks, so that work files are removed and no partial output is left."""
+    raise SystemExit(128 + signum)
+
+
 class TailguardGroup(click.Group):
-    """Turns TailguardError into one line and exit code 1 instead of a traceback, and prints
-    TailguardWarnings as ``warning: ...`` lines."""
+    """Turns TailguardError (and any OSError that escaped the library's own wording) into one
+    line and exit code 1 instead of a traceback, and prints TailguardWarnings as
+    ``warning: ...`` lines."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import signal
+
+        from provenance.outputs import describe_os_error
+
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         with one_line_warnings():
             try:
                 return super().invoke(ctx)
             except TailguardError as exc:
                 click.echo(f"error: {exc}", err=True)
+                ctx.exit(1)
+            except OSError as exc:
+                click.echo(f"error: {describe_os_error(exc)}", err=True)
                 ctx.exit(1)
 
 

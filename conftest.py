@@ -46,3 +46,55 @@ def ray_local() -> Iterator[Any]:
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _mount_tmpfs(target: Path, options: str) -> bool:
+    """Mount a real tmpfs at ``target`` (root only); False where the machine does not allow it."""
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+                          capture_output=True)
+    return done.returncode == 0
+
+
+def _unmount(target: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder nobody can write to: a read-only tmpfs as root (root ignores file modes),
+    a chmod 555 folder otherwise. Skips where neither can be had."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        if not _mount_tmpfs(folder, "ro,size=1m"):
+            pytest.skip("running as root without permission to mount a read-only tmpfs")
+        try:
+            yield folder
+        finally:
+            _unmount(folder)
+        return
+    folder.chmod(0o555)
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB file system (tmpfs) to fill up: writes past it fail with ENOSPC.
+    Skips where the machine does not allow mounting one."""
+    folder = tmp_path / "tiny_disk"
+    folder.mkdir()
+    if not _mount_tmpfs(folder, "size=256k"):
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        _unmount(folder)

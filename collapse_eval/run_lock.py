@@ -28,6 +28,7 @@ from typing import Any
 
 from provenance.atomic import atomic_path
 from provenance.errors import ConfigError
+from provenance.processes import process_alive, start_ticks
 
 __all__ = ["RUNNING_FILE", "WORKER_FILE", "RunHolder", "chain_worker", "claim_run_dir",
            "mark_chain_worker", "refuse_if_running", "run_holder"]
@@ -53,34 +54,16 @@ class RunHolder:
         return f"pid {self.pid} on {where} since {since}"
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), so that a process id the
-    system has since given to another process is not taken for the run's."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
 def _alive(record: dict[str, Any]) -> bool | None:
     if record.get("host") != socket.gethostname():
         return None
-    pid = int(record["pid"])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # someone else's process: it exists
-    recorded, now = record.get("start_ticks"), _start_ticks(pid)
-    return recorded is None or now is None or recorded == now
+    return process_alive(int(record["pid"]), record.get("start_ticks"))
 
 
 def _this_process(options: dict[str, Any]) -> dict[str, Any]:
     pid = os.getpid()
     return {"pid": pid, "host": socket.gethostname(), "started": time.time(),
-            "start_ticks": _start_ticks(pid), "options": options}
+            "start_ticks": start_ticks(pid), "options": options}
 
 
 def _read_holder(path: Path) -> RunHolder | None:

@@ -50,6 +50,18 @@ class ConfigError(TailguardError):
     """A parameter or specification is invalid (the message names the parameter and the fix)."""
 
 
+class OutputError(TailguardError):
+    """An output cannot be written where asked: the folder is read-only, the disk is full, a
+    parent is a file, or the output is (or holds, or lies inside) one of the run's inputs.
+
+    ``path`` is the output named by the user; the message says the cause in words.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
 class LedgerError(TailguardError):
     """The ledger database cannot be opened or does not match the requested configuration."""
 
