@@ -30,6 +30,8 @@ tensor([0.], dtype=torch.float64)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from statistics import NormalDist
 
 import torch
 from torch import Tensor
@@ -38,52 +40,75 @@ from collapse_eval.rng import ChainRandom
 from provenance.errors import ConfigError, InputError
 
 METRICS: dict[str, str] = {
-    "mean": "fitted mean mu of the generation's 1-D Gaussian model",
-    "variance": "fitted variance sigma^2 of the generation's 1-D Gaussian model",
-    "log_variance": "natural log of the fitted variance, ln sigma^2 (the original's: ln sigma_0^2)",
-    "mean_sq_error": "(mu - mu_0)^2: squared distance of the fitted mean from the original mean",
+    "mean": "fitted mean mu of the generation's 1-D Gaussian model (no collapse: mu_0)",
+    "variance": "fitted variance sigma^2 of the generation's 1-D Gaussian model (no collapse: "
+    "sigma_0^2)",
+    "log_variance": "natural log of the fitted variance, ln sigma^2 (no collapse: the original's "
+    "ln sigma_0^2)",
+    "mean_sq_error": "(mu - mu_0)^2: squared distance of the fitted mean from the original mean "
+    "(no collapse: 0)",
     "w2_squared": "closed-form squared Wasserstein-2 distance between the fitted and the original "
-    "Gaussian: |mu - mu_0|^2 + tr(S + S_0 - 2 (S_0^1/2 S S_0^1/2)^1/2)",
-    "kl_from_original": "KL(original || fitted) in nats, closed form between Gaussians",
+    "Gaussian: |mu - mu_0|^2 + tr(S + S_0 - 2 (S_0^1/2 S S_0^1/2)^1/2) (no collapse: 0)",
+    "kl_from_original": "KL(original || fitted) in nats, closed form between Gaussians "
+    "(no collapse: 0)",
     "log_l2_distance": "ln of integral (p - p_0)^2 dx, the closed-form squared L2 distance between "
-    "the fitted (p) and original (p_0) mixture densities (natural log; -inf when identical)",
-    "component_std": "mean over the fitted mixture's components k of sqrt(tr(S_k) / d)",
-    "component_std_min": "smallest over the fitted mixture's components k of sqrt(tr(S_k) / d)",
+    "the fitted (p) and original (p_0) mixture densities (natural log; no collapse: -inf)",
+    "component_std": "mean over the fitted mixture's components k of sqrt(tr(S_k) / d) "
+    "(no collapse: the original's component std, 1 by default)",
+    "component_std_min": "smallest over the fitted mixture's components k of sqrt(tr(S_k) / d) "
+    "(no collapse: the original's smallest component std, 1 by default)",
     "w2_sample": "squared Wasserstein-2 distance between the generation's samples and held-out "
-    "original samples: exact between the empirical distributions in 1-D, sliced for d > 1",
+    "original samples: exact between the empirical distributions in 1-D, sliced for d > 1 "
+    "(no collapse: the distance between two original samples of these sizes, near 0)",
     "tail_mass_3sigma": "share of generated samples outside the 3-sigma Mahalanobis ellipsoid of "
     "every component of the original distribution (the gaussian family: its exact probability "
-    "under the fitted model)",
-    "em_iterations": "EM iterations the fit of this generation took (per chain)",
+    "under the fitted model; no collapse: the original's share, 0.0027 for one Gaussian)",
+    "em_iterations": "EM iterations the fit of this generation took (per chain; a cost, no "
+    "reference value)",
     "tail_mass_ratio": "tail_mass_3sigma divided by the same share for the original distribution "
-    "(1 = tails intact, 0 = tails gone)",
+    "(no collapse: 1); it counts mass moved outside the original's ellipsoid by a drifting mean "
+    "as tail, so it rises under collapse too: tail_recall is the tail metric",
+    "tail_recall": "share of the original's tail events (draws of the true distribution below "
+    "its 5% density quantile) inside the fitted model's own 99% highest-density region, over the "
+    "same share for the original itself, 0.8 (the gmm measures it with the same Monte Carlo "
+    "draws). No collapse: 1; 0: no tail event covered; above 1: wider than the original, which "
+    "is not tail loss",
+    "tail_loglik_gap": "mean over the original's tail events (as in tail_recall) of "
+    "ln p_original(x) - ln p_model(x), in nats (no collapse: 0; positive: the model underrates "
+    "the original's tails, negative: it overrates them)",
     "heldout_loglik": "mean log-likelihood (nats per example) of held-out original data under the "
-    "fitted model",
-    "minority_weight": "smallest mixture weight of the fitted model",
+    "fitted model (no collapse: minus the original's entropy)",
+    "minority_weight": "smallest mixture weight of the fitted model (no collapse: the original's, "
+    "0.3 by default)",
     "precision": "improved precision (Kynkaanniemi et al. 2019, k = 3): share of generated samples "
-    "inside at least one real sample's k-NN ball in feature space",
+    "inside at least one real sample's k-NN ball in feature space (no collapse: a fresh original "
+    "sample's value, near but below 1)",
     "recall": "improved recall (Kynkaanniemi et al. 2019, k = 3): share of real samples inside at "
-    "least one generated sample's k-NN ball in feature space",
+    "least one generated sample's k-NN ball in feature space (no collapse: a fresh original "
+    "sample's value, near but below 1)",
     "coverage": "coverage (Naeem et al. 2020, k = 3): share of real samples whose k-NN ball "
-    "contains at least one generated sample",
+    "contains at least one generated sample (no collapse: a fresh original sample's value, "
+    "1 - 2^-k = 0.875 in the large-sample limit)",
     "rarest_class_frequency": "smallest class frequency among the predicted classes of generated "
-    "samples (0 when a class is never generated)",
+    "samples (0 when a class is never generated; no collapse: the original's rarest frequency)",
     "class_entropy": "entropy in nats of the predicted-class distribution of generated samples "
-    "(maximum ln n_classes)",
+    "(maximum ln n_classes; no collapse: the original's class entropy)",
     "classes_below_2pct": "number of classes whose frequency among the predicted classes of "
-    "generated samples is below 2 %",
+    "generated samples is below 2 % (no collapse: the original's count, 0 for balanced digits)",
     "encoder_std": "std of the generation-0 encoder's latent means over the generated samples, "
-    "averaged over latent dimensions",
-    "heldout_elbo": "mean ELBO (nats per example) of held-out original data under the fitted VAE",
+    "averaged over latent dimensions (no collapse: the same std over original data)",
+    "heldout_elbo": "mean ELBO (nats per example) of held-out original data under the fitted VAE "
+    "(no collapse: generation 0's value)",
     "synthetic_share": "share of the generation's training set that is model-generated "
-    "(ground truth, not a tagger's estimate)",
-    "training_size": "number of examples in the generation's training set",
+    "(ground truth, not a tagger's estimate; a setting of the policy, not a collapse measure)",
+    "training_size": "number of examples in the generation's training set (a setting of the "
+    "policy, not a collapse measure)",
     "tagger_tpr": "share of the model-generated items in the generation's pool that the filter's "
-    "tagger flags as synthetic (ground truth)",
+    "tagger flags as synthetic (ground truth; a perfect tagger: 1)",
     "tagger_fpr": "share of the original items in the generation's pool that the filter's tagger "
-    "flags as synthetic (ground truth)",
+    "flags as synthetic (ground truth; a perfect tagger: 0)",
     "log_variance_ratio": "ln(var / var(original)): the fitted variance for the gaussian family, "
-    "else the unbiased variance of generated samples averaged over dimensions (0 = variance kept, "
+    "else the unbiased variance of generated samples averaged over dimensions (no collapse: 0; "
     "negative = collapse)",
 }
 
@@ -375,6 +400,143 @@ def log_variance_ratio(samples: Tensor, reference_var: float | Tensor) -> Tensor
     variance = samples.var(dim=1).mean(dim=-1)
     reference = torch.as_tensor(reference_var, dtype=torch.float64, device=samples.device)
     return torch.log(variance / reference)
+
+
+# --------------------------------------------------------------------------- the original's tails
+
+
+#: the original's tail: the share of its mass with the lowest density (below its 5% quantile)
+TAIL_LEVEL = 0.05
+#: what a model "treats as plausible": its own highest-density region of this mass
+HDR_MASS = 0.99
+#: the share of the original's tail events inside the original's own 99% HDR: the band between
+#: its 1% and 5% density quantiles over its 5% tail, (0.05 - 0.01) / 0.05 = 0.8 exactly (the
+#: literal, so that the original's recall divides to exactly 1.0)
+TAIL_RECALL_REFERENCE = 0.8
+_TAIL_Z = NormalDist().inv_cdf(1.0 - TAIL_LEVEL / 2)  # 1.95996: |z| beyond it is the 5% tail
+_HDR_Z = NormalDist().inv_cdf(1.0 - (1.0 - HDR_MASS) / 2)  # 2.57583: the 99% HDR is |z| < it
+
+
+@dataclass(frozen=True)
+class TailEvents:
+    """The original's tail events, shared by every chain: ``points`` ``(n, d)`` drawn from the
+    original and lying below its 5% density quantile, and its ``log_density`` there ``(n,)``."""
+
+    points: Tensor
+    log_density: Tensor
+
+
+def log_density_quantile(log_density: Tensor, level: float) -> Tensor:
+    """The ``level`` quantile of log-densities along the last axis, ``(C, n)`` -> ``(C,)``.
+
+    Log-densities of a distribution's own draws: the ``level`` quantile is the density level
+    whose super-level set holds ``1 - level`` of the mass, the edge of the highest-density region
+    of that mass. The empirical quantile is the ``ceil(level n)``-th smallest value (a sort, not
+    interpolation, so any size works).
+
+    >>> log_density_quantile(torch.arange(100.0)[None], 0.05)
+    tensor([4.], dtype=torch.float64)
+    """
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"level must lie in (0, 1), got {level}")
+    n = log_density.shape[-1]
+    if n == 0:
+        raise InputError("no log-densities to take a quantile of", field="log_density")
+    rank = min(n, max(1, math.ceil(level * n)))
+    return _f64(log_density).kthvalue(rank, dim=-1).values
+
+
+def original_tail_events(points: Tensor, log_density: Tensor, threshold: float | Tensor,
+                         ) -> TailEvents:
+    """The draws ``points`` ``(n, d)`` of the original whose ``log_density`` ``(n,)`` is below
+    ``threshold`` (the original's 5% log-density quantile, from other draws or a closed form).
+
+    >>> events = original_tail_events(torch.tensor([[0.0], [3.0]]), torch.tensor([-1.0, -5.0]), -4)
+    >>> events.points.tolist(), events.log_density.tolist()
+    ([[3.0]], [-5.0])
+    """
+    keep = _f64(log_density) < torch.as_tensor(threshold, dtype=torch.float64)
+    return TailEvents(_f64(points)[keep], _f64(log_density)[keep])
+
+
+def tail_recall(model_log_density: Tensor, model_threshold: Tensor,
+                reference: float | Tensor = TAIL_RECALL_REFERENCE) -> Tensor:
+    """``tail_recall``: how many of the original's rare events the model still finds plausible.
+
+    ``model_log_density`` ``(C, n)``: each chain's model at the original's tail events;
+    ``model_threshold`` ``(C,)``: the edge of that model's own 99% highest-density region, its
+    1% log-density quantile (:func:`log_density_quantile` of its own draws). The share of tail
+    events inside the region, divided by ``reference``, the share for the original itself:
+    :data:`TAIL_RECALL_REFERENCE` (0.8) exactly, or the original's share measured with the same
+    Monte Carlo draws, so that their error cancels. The original scores 1 and a model that forgot
+    every rare event 0 (the paper's "improbable events vanish"). A model narrower than the
+    original or shifted away from it scores below 1; one wider scores above 1 (up to 1.25):
+    over-covering the tails is not tail loss. Normalised rather than raw because the headline's
+    tail loss is then ``1 - recall``, the share of the original's own tail coverage that is lost.
+
+    >>> tail_recall(torch.tensor([[-1.0, -9.0, -2.0, -3.0, -4.0]]), torch.tensor([-5.0]))
+    tensor([1.], dtype=torch.float64)
+    """
+    inside = _f64(model_log_density) >= _f64(model_threshold).unsqueeze(-1)
+    return _f64(inside).mean(dim=-1) / reference
+
+
+def tail_loglik_gap(original_log_density: Tensor, model_log_density: Tensor) -> Tensor:
+    """``tail_loglik_gap``: mean of ``ln p_original - ln p_model`` over the original's tail events.
+
+    ``original_log_density`` ``(n,)``, ``model_log_density`` ``(C, n)``, in nats. 0 for the
+    original itself; positive when the model underrates the original's tails (narrower or
+    shifted), negative when it overrates them (wider). Unlike :func:`tail_recall` it says by how
+    much, not only whether, so it keeps moving after every tail event has left the model's HDR.
+
+    >>> tail_loglik_gap(torch.tensor([-4.0, -6.0]), torch.tensor([[-5.0, -9.0]]))
+    tensor([2.], dtype=torch.float64)
+    """
+    return (_f64(original_log_density) - _f64(model_log_density)).mean(dim=-1)
+
+
+def _standardised(mean: Tensor, var: Tensor, original_mean: float, original_std: float,
+                  ) -> tuple[Tensor, Tensor]:
+    """The model N(mean, var) in the original's standard units: (shift m, scale s)."""
+    shift = (_f64(mean) - original_mean) / original_std
+    scale = _f64(var).clamp_min(1e-300).sqrt() / original_std
+    return shift, scale
+
+
+def gaussian_1d_tail_recall(mean: Tensor, var: Tensor, original_mean: float = 0.0,
+                            original_std: float = 1.0) -> Tensor:
+    """:func:`tail_recall` of 1-D Gaussians N(mean, var) ``(C,)`` in closed form (no sampling).
+
+    In the original's units the tail is ``|z| > 1.96`` and the model's 99% HDR is
+    ``m +- 2.576 s``; the recall is the original's probability of their intersection over 0.05,
+    then over 0.8. The original (m = 0, s = 1) scores exactly 1.
+
+    >>> gaussian_1d_tail_recall(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.25]))
+    tensor([1.0000, 0.0000], dtype=torch.float64)
+    """
+    shift, scale = _standardised(mean, var, original_mean, original_std)
+    low, high = shift - _HDR_Z * scale, shift + _HDR_Z * scale
+    cdf = torch.special.ndtr
+    left = (cdf(high.clamp(max=-_TAIL_Z)) - cdf(low)).clamp(min=0)
+    right = (cdf(high) - cdf(low.clamp(min=_TAIL_Z))).clamp(min=0)
+    return (left + right) / TAIL_LEVEL / TAIL_RECALL_REFERENCE
+
+
+def gaussian_1d_tail_loglik_gap(mean: Tensor, var: Tensor, original_mean: float = 0.0,
+                                original_std: float = 1.0) -> Tensor:
+    """:func:`tail_loglik_gap` of 1-D Gaussians N(mean, var) ``(C,)`` in closed form.
+
+    In the original's units, ``ln p_0 - ln p = ln s + (z - m)^2 / (2 s^2) - z^2 / 2``; over the
+    tail ``|z| > c`` (c = 1.96) ``E[z] = 0`` and ``E[z^2] = 1 + 2 c phi(c) / 0.05``, so the gap is
+    ``ln s + (E[z^2] + m^2) / (2 s^2) - E[z^2] / 2``: exactly 0 for the original.
+
+    >>> gaussian_1d_tail_loglik_gap(torch.tensor([0.0]), torch.tensor([1.0]))
+    tensor([0.], dtype=torch.float64)
+    """
+    shift, scale = _standardised(mean, var, original_mean, original_std)
+    density = math.exp(-0.5 * _TAIL_Z**2) / math.sqrt(2 * math.pi)
+    second = 1.0 + 2.0 * _TAIL_Z * density / TAIL_LEVEL
+    return scale.log() + (second + shift.square()) / (2 * scale.square()) - second / 2
 
 
 # --------------------------------------------------------------------------- manifold metrics

@@ -75,7 +75,10 @@ class NumericFamily(ABC):
     def tail_loss(cls, values: np.ndarray) -> np.ndarray:
         """How much of the tail is lost, from :attr:`tail_metric` values (0 = nothing lost).
 
-        The default reads the metric as a share kept (recall, tail-mass ratio): loss = 1 - value.
+        The default reads the metric as a share kept: loss = 1 - value. For ``tail_recall``
+        (gaussian, gmm), normalised so that the original scores 1, that is 0 under no collapse
+        and negative for a model wider than the original; the VAE's recall is raw (a fresh
+        original sample's value is below 1), so there only differences between policies count.
         """
         return 1.0 - values
 

@@ -58,7 +58,7 @@ REQUIRED = """mean variance log_variance mean_sq_error w2_squared kl_from_origin
 component_std component_std_min w2_sample tail_mass_3sigma tail_mass_ratio heldout_loglik
 minority_weight precision recall coverage rarest_class_frequency class_entropy classes_below_2pct
 encoder_std heldout_elbo synthetic_share training_size tagger_tpr tagger_fpr
-log_variance_ratio""".split()
+log_variance_ratio tail_recall tail_loglik_gap""".split()
 
 
 def test_metrics_lists_every_engine_name_with_a_one_line_definition():

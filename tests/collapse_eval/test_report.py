@@ -81,6 +81,8 @@ def test_a_benchmark_writes_results_and_a_self_contained_report(bench_dir: Path)
     md = (bench_dir / "report.md").read_text()
     assert "| gaussian | retain:0.1 |" in md and "Detection-quality sweep" in md
     assert "Against theory and the paper" in md and "after 5 fits" in md
+    # the headline reads the tails from the original's side; the variance is the theory check
+    assert "Tail metric: `tail_recall`" in md and "tail loss: 1 - tail_recall." in md
     html = (bench_dir / "report.html").read_text()
     images = re.findall(r"<img [^>]*src='([^']*)'", html)
     assert len(images) == len(list((bench_dir / "report_files").glob("*.png"))) >= 3
