@@ -179,7 +179,9 @@ def main() -> None:
 )
 @click.option("--no-near", is_flag=True, help="Only exact ledger matches.")
 @click.option("--watermark-key", type=click.Path(dir_okay=False),
-              help="Watermark key file (JSON) of your models' generations.")
+              help="Watermark key file (JSON) of your models' generations. Saved without its "
+              "secret it is safe to share; saved with it (WatermarkKey.save(path, "
+              "include_secret=True)) it is written readable by its owner only (mode 0600).")
 @click.option("--watermark-secret", type=int, envvar="TAILGUARD_WATERMARK_SECRET",
               help="The key's secret, when the file was saved without it "
               "(or set TAILGUARD_WATERMARK_SECRET).")
@@ -228,7 +230,7 @@ def tag(
           --engine ray --ray-address auto
     """
     from provenance.declared import DEFAULT_RULES, DeclaredRule
-    from provenance.tagger import tag_corpus
+    from provenance.tagger import check_tag_output, tag_corpus
 
     declared = None if no_declared else DEFAULT_RULES
     if declared_fields and not no_declared:
@@ -240,6 +242,8 @@ def tag(
         raise click.UsageError("--estimate-prevalence needs --detector (a calibrated detector)")
     if ray_address and engine != "ray":
         raise click.UsageError("--ray-address needs --engine ray")
+    # tag_corpus checks again; here the key file, which it only sees loaded, is checked too.
+    check_tag_output(input, output, ledger=ledger, watermark=watermark_key, detector=detector)
     key = None
     if watermark_key:
         from provenance.watermark import WatermarkKey
@@ -393,7 +397,8 @@ def ledger_add(
 ) -> None:
     """Register the documents of CORPUS as generated content.
 
-    Adding the same documents again changes nothing, so an interrupted add can be rerun.
+    Adding the same documents again changes nothing, so an interrupted add can be rerun. Bad
+    rows go to a rejects file of this add's own beside the ledger, named in the summary.
 
     \b
     Example:
@@ -458,6 +463,8 @@ def ledger_lookup(
 ) -> None:
     """Find which documents of CORPUS are (near-)copies of ledger content.
 
+    The ledger is only read, so it may lie in a read-only folder.
+
     \b
     Example:
       tailguard ledger lookup crawl.jsonl --ledger ledger.sqlite --threshold 0.7 -o matches.parquet
@@ -499,6 +506,8 @@ def ledger_lookup(
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def ledger_stats(ledger_path: str, as_json: bool) -> None:
     """Summarise a ledger: records, distinct contents, generators, generations, settings.
+
+    The ledger is only read, so it may lie in a read-only folder.
 
     \b
     Example:
@@ -569,7 +578,9 @@ def mix(
 
     Documents are ranked by a keyed hash of (seed, source, id), so counts are exact and the
     same spec gives the same bytes. Writes parquet shards, manifest.json (requested vs
-    achieved, estimated true synthetic share, shard sha256s) and dataset_card.md.
+    achieved, estimated true synthetic share, shard sha256s: the same bytes for the same spec
+    and inputs), run.json (where, when, how long) and dataset_card.md. The folder appears, or
+    replaces the mixture there with --overwrite, only once the new mixture is complete.
 
     \b
     Example:
@@ -579,26 +590,40 @@ def mix(
     """
     from mixers.engines import build_mixture_with
     from mixers.spec import build_spec
+    from provenance.outputs import check_output
 
     if not out_dir and not dry_run:
         raise click.UsageError("give -o/--output, or --dry-run")
     if ray_address and engine != "ray":
         raise click.UsageError("--ray-address needs --engine ray")
+    targets = [fields.get("target_docs"), fields.get("target_tokens")]
+    if None not in targets:
+        raise click.UsageError("give --target-docs or --target-tokens, not both")
+    if targets == [None, None] and config is None:
+        raise click.UsageError("give the mixture's size: --target-docs or --target-tokens")
+    if config is not None and not dry_run:
+        check_output(out_dir, [config], folder=True)  # the sources are checked by the build
     spec = build_spec(config=config, human=human, synthetic=synthetic, tagged=tagged,
                       **{k: (tuple(v) if isinstance(v, tuple) else v) for k, v in fields.items()})
     manifest = build_mixture_with(spec, out_dir, dry_run=dry_run, overwrite=overwrite,
                                   progress=not (quiet or as_json), engine=engine,
                                   ray_address=ray_address)
-    summary = manifest.as_dict()
+    # The manifest, and the run's facts (run.json: out_dir, seconds, dry_run, ...) beside it.
+    summary = {**manifest.as_dict(), **manifest.run.as_dict()}
     summary.get("dedup", {}).pop("dropped_ids", None)
     plan = summary["plan"]
+    tokens = plan["unit"] == "tokens"
     lines = [f"plan: {plan['target']:,} {plan['unit']}, spec {summary['spec_hash'][:12]}"]
-    lines.append(f"  {'pool':<10}{'available':>12}{'requested':>12}{'achieved':>12}")
-    achieved = summary["achieved"].get("documents_by_pool", {})
+    lines.append(f"  {'pool':<10}{'available':>12}{'requested':>12}{'achieved':>12}"
+                 + (f"{'documents':>12}" if tokens else ""))
+    docs = summary["achieved"].get("documents_by_pool") or {}
+    # Achieved in the plan's unit; with a token target, the documents beside it.
+    got = (summary["achieved"].get("tokens_by_pool") or {}) if tokens else docs
     for pool, p in plan["pools"].items():
-        have = p["available_docs"] if plan["unit"] == "docs" else p["available_tokens"]
-        got = achieved.get(pool, "-") if not dry_run else "-"
-        lines.append(f"  {pool:<10}{have:>12,}{p['requested']:>12,}{got:>12}")
+        have = p["available_tokens"] if tokens else p["available_docs"]
+        cells = [got.get(pool, "-")] + ([docs.get(pool, "-")] if tokens else [])
+        lines.append(f"  {pool:<10}{have:>12,}{p['requested']:>12,}"
+                     + "".join(f"{c:>12,}" if isinstance(c, int) else f"{c:>12}" for c in cells))
     lines.append(f"  {'source':<28}{'read':>10}{'rejected':>10}{'filtered':>10}"
                  f"{'dedup':>8}{'selected':>10}")
     for name, src in summary["sources"].items():
@@ -614,8 +639,8 @@ def mix(
             f"{summary['achieved']['synthetic_share']}, estimated true {share['estimate']} "
             f"(95% {share['low']}-{share['high']})"
         )
-        lines.append(f"wrote {len(summary['shards'])} shard(s), manifest.json and "
-                     f"dataset_card.md to {out_dir}")
+        lines.append(f"wrote {len(summary['shards'])} shard(s), manifest.json, run.json and "
+                     f"dataset_card.md to {out_dir} in {summary['seconds']:.1f} s")
     _emit(summary, as_json, lines)
 
 

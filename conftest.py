@@ -17,6 +17,24 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
 
+#: The fault suite's counts from every pytest-xdist worker (tests/faults/conftest.py).
+_FAULT_TOTALS = [0, 0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """Add up what each xdist worker's fault tests did."""
+    kills, checked = getattr(node, "workeroutput", {}).get("faults", (0, 0))
+    _FAULT_TOTALS[0] += kills
+    _FAULT_TOTALS[1] += checked
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Under xdist, print the fault suite's one line of counts (workers print nothing)."""
+    if any(_FAULT_TOTALS):
+        terminalreporter.write_line(
+            f"faults: {_FAULT_TOTALS[0]} kills, {_FAULT_TOTALS[1]} outputs checked")
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
@@ -98,3 +116,49 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         _unmount(folder)
+
+
+def _bind_readonly(target: Path) -> bool:
+    """Make ``target`` a read-only bind mount of itself (root only); False where not allowed."""
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    if subprocess.run(["mount", "--bind", str(target), str(target)],
+                      capture_output=True).returncode != 0:
+        return False
+    if subprocess.run(["mount", "-o", "remount,bind,ro", str(target)],
+                      capture_output=True).returncode != 0:
+        _unmount(target)
+        return False
+    return True
+
+
+@pytest.fixture
+def readonly_copy_of(tmp_path: Path) -> Iterator[Any]:
+    """``readonly_copy_of(folder)``: a copy of ``folder`` that nobody can write to, for data that
+    must exist before the folder turns read-only (a ledger, a corpus). A read-only bind mount of
+    the copy as root (root ignores file modes), a chmod 555 copy otherwise; undone at teardown.
+    Skips where neither can be had."""
+    made: list[tuple[Path, bool]] = []
+
+    def copy(folder: Path) -> Path:
+        target = tmp_path / f"readonly-copy-{len(made)}-{Path(folder).name}"
+        shutil.copytree(folder, target)
+        if os.geteuid() == 0:
+            if not _bind_readonly(target):
+                pytest.skip("running as root without permission to bind-mount read-only")
+            made.append((target, True))
+        else:
+            target.chmod(0o555)
+            made.append((target, False))
+        return target
+
+    try:
+        yield copy
+    finally:
+        for target, mounted in made:
+            if mounted:
+                _unmount(target)
+            else:
+                target.chmod(0o755)

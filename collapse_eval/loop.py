@@ -61,6 +61,7 @@ from collapse_eval.tensor_mix import (
 from provenance.atomic import atomic_path
 from provenance.errors import ConfigError
 from provenance.models import resolve_device
+from provenance.outputs import check_output, writing
 from provenance.version import tool_version
 
 RESULT_COLUMNS = ("family", "policy", "seed", "generation", "metric", "value", "run_id")
@@ -154,7 +155,8 @@ def _save_generation(folder: Path, generation: int, params: Params,
     tensors["metrics"] = torch.stack(
         [metrics[n].detach().double().cpu() for n in names], dim=1).contiguous()
     meta = {"generation": str(generation), "metrics": json.dumps(names)}
-    with atomic_path(_checkpoint_path(folder, generation)) as tmp:
+    path = _checkpoint_path(folder, generation)
+    with writing(path), atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
@@ -318,12 +320,35 @@ def config_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+def checked_run_dir(out_dir: str | os.PathLike, inputs: Sequence[Any] = ()) -> Path:
+    """The run folder, refused before any work when it cannot be written (read-only, a file on
+    its path, an empty name) or is, holds or lies inside a data input (``--data``,
+    ``--dataset``, ``--model``); an input that is not a path (a hub name) is not compared.
+
+    Examples
+    --------
+    >>> checked_run_dir("")
+    Traceback (most recent call last):
+    ...
+    provenance.errors.OutputError: the output path is empty; name a file or folder to write
+    """
+    paths = [p for p in inputs if isinstance(p, (str, os.PathLike)) and str(p)
+             and Path(p).expanduser().exists()]
+    return check_output(out_dir, paths, folder=True)
+
+
 def prepare_run_dir(out_dir: Path, config: Any, resume: bool, overwrite: bool) -> None:
     """Create the run folder and its ``config.json``, or check a resumed one's settings match.
 
     ``config`` is any run configuration with ``as_dict()`` (numeric or language model). A resume
     may raise ``generations`` (the run continues where it stopped); any other change is refused.
+    A failed write is one :class:`~provenance.errors.OutputError` naming the folder.
     """
+    with writing(out_dir):
+        _prepare_run_dir(out_dir, config, resume, overwrite)
+
+
+def _prepare_run_dir(out_dir: Path, config: Any, resume: bool, overwrite: bool) -> None:
     saved = out_dir / "config.json"
     if out_dir.exists() and any(out_dir.iterdir()):
         if resume and saved.exists():
@@ -370,7 +395,7 @@ def run_collapse(
     ends with the same results an uninterrupted run would have produced.
     """
     started = time.perf_counter()
-    out = Path(out_dir)
+    out = checked_run_dir(out_dir, [config.family_options.get("data")])
     device = resolve_device(device)
     family = config.make_family(device)
     refuse_if_running(out)  # before --overwrite could delete what another process works on
@@ -401,9 +426,10 @@ def run_collapse(
                 if on_generation is not None:
                     on_generation(policy.name, generation)
     results = collect_results(out, config)
-    with atomic_path(out / "results.parquet") as tmp:
-        results.write_parquet(tmp)
-    made = plot_results(results, out / "plots") if plots else []
+    with writing(out):
+        with atomic_path(out / "results.parquet") as tmp:
+            results.write_parquet(tmp)
+        made = plot_results(results, out / "plots") if plots else []
     seconds = time.perf_counter() - started
     write_run_info(out, config, device, seconds, resumed)
     return CollapseRun(out, results, made, seconds, resumed)
@@ -443,7 +469,7 @@ def write_run_info(out: Path, config: Any, device: str, seconds: float, resumed:
         "resumed_generations": resumed,
         **extra,
     }
-    with atomic_path(out / "run.json") as tmp:
+    with writing(out), atomic_path(out / "run.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 

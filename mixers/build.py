@@ -18,6 +18,15 @@ Where the passes over the data run is an engine's choice (:class:`LocalPasses`: 
 plan, the shards' layout and the manifest, is done here, the same for every engine
 (:func:`run_build`), so every engine writes the same bytes.
 
+The output folder is checked before anything is read (:func:`_check_out_dir`: not an input,
+writable, and either new, empty, or a mixture that ``overwrite`` may replace), and the mixture
+is built in a hidden folder beside it that replaces it only once complete
+(:func:`provenance.outputs.staged_folder`): a failed or killed build leaves the old mixture as
+it was, and never a partial shard or a side file of an earlier run. The build's work files
+(staged copies of non-parquet sources, rejects) live in a hidden work folder beside the output
+(the system's temporary folder for a dry run) that goes on any exit; a killed run's is swept by
+the next one.
+
 :func:`select_mixture` returns the same rows as a polars LazyFrame (the sources' lazy frames,
 filtered by row index) for pipelines that mix in memory.
 """
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -39,7 +49,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from mixers.manifest import Manifest, SyntheticShare
+from mixers.manifest import Manifest, RunFacts, SyntheticShare
 from mixers.metadata import SourceRows, read_metadata
 from mixers.plan import (
     MixturePlan,
@@ -74,7 +84,15 @@ from mixers.sources import (
 )
 from mixers.spec import MixtureSpec
 from provenance.corpus import RejectsWriter
-from provenance.errors import ConfigError, InputError
+from provenance.errors import ConfigError, OutputError
+from provenance.outputs import (
+    check_output,
+    describe_os_error,
+    staged_folder,
+    sweep_dead_work,
+    work_dir,
+    writing,
+)
 
 RANK_COL = "_rank"
 INTERNAL = (KEY_COL, GEN_COL, TOKENS_COL, RANK_COL, "_filtered", "_excluded")
@@ -113,14 +131,12 @@ class LocalPasses:
     overrides where they run, not what they compute.
     """
 
+    #: The engine's name, as ``run.json`` records it.
+    name = "local"
+
     def session(self) -> contextlib.AbstractContextManager[Any]:
         """The context the build runs in (a connection to a cluster, say)."""
         return contextlib.nullcontext()
-
-    def workdir(self, out: Path | None) -> Path | None:
-        """The folder that holds the build's work folder (staged sources, rejects) while the
-        build writes into ``out`` (None: a dry run); None for the system's temporary folder."""
-        return None
 
     def metadata(self, frame: pl.LazyFrame, loaded: list[LoadedSource], spec: MixtureSpec,
                  schema: dict[str, pl.DataType], sink: RejectsWriter
@@ -167,20 +183,58 @@ def _eligible_index(sources: list[SourceRows]) -> pl.DataFrame:
 # -- building --------------------------------------------------------------------------------------
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if (out_dir / "manifest.json").exists() and not overwrite:
-        raise InputError(
-            "already holds a mixture (manifest.json); choose another folder or pass "
-            "overwrite=True (--overwrite)", file=str(out_dir),
-        )
+#: The files a mixture folder holds besides its shards (``part-NNNNN.parquet``).
+MIXTURE_FILES = ("manifest.json", "run.json", "dataset_card.md", "rejects.jsonl",
+                 "dedup_dropped.parquet")
+# A shard, or the temporary file of an atomic write of an earlier version's build.
+_KNOWN = "|".join(re.escape(name) for name in MIXTURE_FILES)
+_MIXTURE_NAME = re.compile(rf"part-\d{{5,}}\.parquet|\.(?:{_KNOWN})\..+\.tmp")
 
 
-def _prepare_out_dir(out_dir: Path) -> None:
-    """Create the folder and clear an old mixture, only once the new one has been planned."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("part-*.parquet"):
-        old.unlink()
-    (out_dir / "manifest.json").unlink(missing_ok=True)
+def is_mixture_file(name: str) -> bool:
+    """Whether a build writes files of this name into a mixture folder.
+
+    ``--overwrite`` replaces a mixture folder whole, so it is refused where the folder holds
+    anything else (a user's notes, another tool's output): those are never deleted.
+
+    Examples
+    --------
+    >>> [is_mixture_file(n) for n in ("part-00003.parquet", "run.json", "notes.txt", ".git")]
+    [True, True, False, False]
+    """
+    return name in MIXTURE_FILES or _MIXTURE_NAME.fullmatch(name) is not None
+
+
+def _source_paths(spec: MixtureSpec) -> list[str | os.PathLike]:
+    """The paths (files, folders, globs) the spec's sources read; in-memory sources have none."""
+    return [s.path for s in spec.sources if isinstance(s.path, (str, os.PathLike))]
+
+
+def _check_out_dir(out_dir: Path, spec: MixtureSpec, overwrite: bool) -> None:
+    """Refuse, in one line and before any work, an output folder this build must not write.
+
+    The folder must not be, hold or lie inside a source, and must be writable
+    (:func:`~provenance.outputs.check_output`). If it exists and is not empty it must hold a
+    mixture (``manifest.json``), ``overwrite`` must be given, and it must hold only what a
+    mixture holds (:func:`is_mixture_file`): the build replaces it whole.
+    """
+    check_output(out_dir, _source_paths(spec), folder=True)
+    # A killed build's swap is undone first, so the folder judged is the one the user has.
+    sweep_dead_work(out_dir.parent)
+    names = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if not names:
+        return
+    if "manifest.json" not in names:
+        raise OutputError("is not empty and holds no tailguard mixture (no manifest.json); "
+                          "choose a new or empty folder", path=str(out_dir))
+    if not overwrite:
+        raise OutputError("already holds a mixture (manifest.json); choose another folder or "
+                          "pass overwrite=True (--overwrite)", path=str(out_dir))
+    foreign = [name for name in names if not is_mixture_file(name)]
+    if foreign:
+        raise OutputError(
+            f"holds {foreign[0]}, which a mixture does not write; --overwrite replaces the "
+            "whole folder, so move it out first (or choose another folder)", path=str(out_dir))
 
 
 def build_mixture(
@@ -196,10 +250,11 @@ def build_mixture(
     """Build the mixture ``spec`` describes into ``out_dir`` and return its manifest.
 
     Writes ``part-NNNNN.parquet`` shards (input columns, provenance columns, ``mix_source``,
-    ``mix_pool``, ``mix_copy``; layout: :mod:`mixers.shards`), ``manifest.json``,
-    ``dataset_card.md`` and, if any row could not be read, ``rejects.jsonl``. The manifest is
-    written last, so a folder with a manifest holds a complete mixture. ``dry_run`` plans
-    (reading the data to count it) and writes nothing. Use :func:`select_mixture` to get a
+    ``mix_pool``, ``mix_copy``; layout: :mod:`mixers.shards`), ``manifest.json`` (a function
+    of the spec and the inputs), ``run.json`` (where, when and how long: :class:`RunFacts`),
+    ``dataset_card.md`` and, if any row could not be read, ``rejects.jsonl``. The folder appears
+    (or replaces a mixture already there, with ``overwrite``) only once complete. ``dry_run``
+    plans (reading the data to count it) and writes nothing. Use :func:`select_mixture` to get a
     mixture as a LazyFrame instead. ``engine="ray"`` (or a
     :class:`~provenance.engines.RayEngine`) reads and hashes the files on Ray, at
     ``ray_address``; the shards are the same bytes (:mod:`mixers.ray_build`).
@@ -227,36 +282,65 @@ def run_build(
     if out_dir is None and not dry_run:
         raise ConfigError("build_mixture needs out_dir (or dry_run=True); "
                           "use select_mixture() for an in-memory mixture")
-    out = Path(out_dir) if out_dir is not None else None
-    writing = out is not None and not dry_run
-    if writing:
-        _check_out_dir(out, overwrite)
-    parent = passes.workdir(out if writing else None)
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-    prefix = "tailguard-mix-" if parent is None else ".tailguard-mix-"
-    with passes.session(), tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as tmp:
-        sink = RejectsWriter(Path(tmp) / "rejects.jsonl")
-        prepared = _prepare(spec, Path(tmp), sink, passes)
-        sink.close()
-        if writing:
-            _prepare_out_dir(out)
-        if sink.count and writing:
-            shutil.move(sink.path, out / "rejects.jsonl")
-        achieved, share, shards = (
-            _write(prepared, spec, out, progress, passes) if writing
-            else ({}, SyntheticShare(), [])
-        )
+    out = None if dry_run or out_dir is None else Path(out_dir)
+    if out is not None:
+        _check_out_dir(out, spec, overwrite)
+    run = RunFacts(out_dir=None if out is None else str(out.absolute()), dry_run=dry_run,
+                   engine=passes.name)
+    # The work folder (staged sources, rejects) is beside the output: an engine's workers read
+    # the staged sources there, and the next run into the same output sweeps a killed run's.
+    # A dry run writes nothing beside its output: its work folder is in the system temp dir.
+    parent = Path(tempfile.gettempdir()) if out is None else out.absolute().parent
+    with passes.session(), work_dir(parent, "mix") as work:
+        sink = RejectsWriter(work / "rejects.jsonl")
+        with _writes_in(work, out):
+            prepared = _prepare(spec, work, sink, passes)
+            sink.close()
+        if out is None:
+            manifest = _manifest(spec, prepared, {}, SyntheticShare(), [], sink.count)
+            run.seconds = round(time.perf_counter() - start, 3)
+        else:
+            with staged_folder(out) as staged:
+                manifest = _write_mixture(prepared, spec, staged, out, sink, progress, passes)
+                run.seconds = round(time.perf_counter() - start, 3)
+                with writing(out):
+                    run.write(staged)
+    manifest.run = run
+    return manifest
+
+
+@contextlib.contextmanager
+def _writes_in(work: Path, out: Path | None) -> Iterator[None]:
+    """A failed write of a file in the work folder (a staged source, the rejects) is one line
+    naming the output (or the work folder of a dry run) and the cause; any other error keeps
+    its own wording (an input that cannot be read)."""
+    try:
+        yield
+    except (OSError, OutputError) as exc:
+        where = exc.filename if isinstance(exc, OSError) else exc.path
+        failed = exc if isinstance(exc, OSError) else exc.__cause__
+        if (where is None or not isinstance(failed, OSError)
+                or work not in Path(where).absolute().parents):
+            raise
+        raise OutputError(f"cannot write: {describe_os_error(failed)}",
+                          path=str(work if out is None else out)) from exc
+
+
+def _write_mixture(prepared: _Prepared, spec: MixtureSpec, staged: Path, out: Path,
+                   sink: RejectsWriter, progress: bool, passes: LocalPasses) -> Manifest:
+    """Write the whole mixture into ``staged`` (shards, rejects, dropped duplicates, card,
+    manifest); write errors are one line naming ``out``, the folder the user asked for."""
+    if sink.count:
+        with writing(out):
+            shutil.move(sink.path, staged / "rejects.jsonl")
+    achieved, share, shards = _write(prepared, spec, staged, out, progress, passes)
     manifest = _manifest(spec, prepared, achieved, share, shards, sink.count)
-    manifest.seconds = round(time.perf_counter() - start, 3)
-    manifest.out_dir = None if out is None else str(out)
-    manifest.dry_run = dry_run
-    if writing:
-        manifest.shard_format = SHARD_FORMAT
+    manifest.shard_format = SHARD_FORMAT
+    with writing(out):
         if prepared.dropped.height:
-            prepared.dropped.drop(IDX_COL).write_parquet(out / "dedup_dropped.parquet")
-        manifest.write_card(out)
-        manifest.write(out)
+            prepared.dropped.drop(IDX_COL).write_parquet(staged / "dedup_dropped.parquet")
+        manifest.write_card(staged)
+        manifest.write(staged)
     return manifest
 
 
@@ -317,7 +401,8 @@ def _prepare(spec: MixtureSpec, workdir: Path, sink: RejectsWriter,
 
 
 def _write(
-    prepared: _Prepared, spec: MixtureSpec, out: Path, progress: bool, passes: LocalPasses
+    prepared: _Prepared, spec: MixtureSpec, staged: Path, out: Path, progress: bool,
+    passes: LocalPasses,
 ) -> tuple[dict[str, Any], SyntheticShare, list[dict[str, Any]]]:
     selected = [
         Selected(rows.loaded, index, copy, rows.fixed_pool if rows.pool is None else rows.pool)
@@ -332,12 +417,16 @@ def _write(
     # would stay alive, one more copy of every selected row, through the write pass).
     del selected
     prepared.copies = []
-    written = write_tables(plan, passes.read(plan), out, spec.shard_rows, progress=progress)
+    written = write_tables(plan, passes.read(plan), staged, spec.shard_rows, progress=progress,
+                           output=out)
     by_pool, by_source = written.by_pool, written.by_source
     documents = sum(by_pool.values())
     achieved = {
         "documents": documents,
         "tokens": prepared.tokens,
+        # Token targets: each pool's tokens (those of the rows selected, and so written).
+        "tokens_by_pool": None if prepared.tokens is None else {
+            p: prepared.plan.pools[p].take_tokens or 0 for p in POOLS},
         "documents_by_pool": {p: by_pool.get(p, 0) for p in POOLS},
         "documents_by_source": dict(sorted(by_source.items())),
         "synthetic_share": round(by_pool.get("synthetic", 0) / documents, 6) if documents else None,
@@ -365,8 +454,10 @@ def _manifest(
         }
     dedup_info: dict[str, Any] = {"mode": spec.dedup, "dropped": dropped.height}
     if spec.dedup != "none":
+        # Sorted: value_counts' order varies from run to run, and the manifest may not.
         dedup_info["by_kind"] = (
-            dict(dropped.get_column("kind").value_counts().iter_rows()) if dropped.height else {}
+            dict(sorted(dropped.get_column("kind").value_counts().iter_rows()))
+            if dropped.height else {}
         )
         dedup_info["dropped_ids"] = dropped.drop(IDX_COL).head(10_000).to_dicts()
         dedup_info["dropped_file"] = "dedup_dropped.parquet" if dropped.height else None
@@ -392,5 +483,5 @@ def _manifest(
 
 
 # MixturePlan, PoolPlan and split_target live in mixers.plan; they are also importable from here.
-__all__ = ["LocalPasses", "MixturePlan", "PoolPlan", "build_mixture", "run_build",
-           "select_mixture", "split_target"]
+__all__ = ["MIXTURE_FILES", "LocalPasses", "MixturePlan", "PoolPlan", "build_mixture",
+           "is_mixture_file", "run_build", "select_mixture", "split_target"]

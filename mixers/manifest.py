@@ -4,6 +4,11 @@ Written next to the shards as ``manifest.json`` (plus a Hugging Face dataset-car
 anyone holding the data can audit it: the spec and its hash, per-source counts in and out,
 requested vs achieved shares, the estimated true synthetic share with a 95% interval, and a
 sha256 for every shard.
+
+The manifest is a function of the spec and the inputs only: two builds of the same spec from
+the same inputs write the same ``manifest.json``, byte for byte, wherever and whenever they run.
+The facts of one run (where it wrote, when, how long it took, on which host) are kept apart in
+``run.json`` (:class:`RunFacts`), so that comparing two mixtures is comparing two files.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,8 +76,44 @@ class SyntheticShare:
 
 
 @dataclass
+class RunFacts:
+    """Where, when and how long one build ran: ``run.json``, beside ``manifest.json``.
+
+    Kept out of the manifest so that the manifest depends on the spec and the inputs only.
+
+    Examples
+    --------
+    >>> facts = RunFacts(out_dir="/data/mix", seconds=1.5, engine="local")
+    >>> sorted(facts.as_dict())
+    ['dry_run', 'engine', 'host', 'out_dir', 'seconds', 'started']
+    """
+
+    out_dir: str | None = None
+    dry_run: bool = False
+    engine: str = "local"
+    #: When the build started, UTC, ISO 8601 to the second.
+    started: str = field(
+        default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    seconds: float = 0.0
+    host: str = field(default_factory=socket.gethostname)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, out_dir: str | os.PathLike) -> Path:
+        path = Path(out_dir) / "run.json"
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        return path
+
+
+@dataclass
 class Manifest:
-    """Everything a reader of the mixture needs to trust it."""
+    """Everything a reader of the mixture needs to trust it; a function of spec and inputs.
+
+    ``run`` holds the facts of the build that made it (:class:`RunFacts`); they are written to
+    ``run.json``, not to ``manifest.json``.
+    """
 
     spec: dict[str, Any]
     spec_hash: str
@@ -84,13 +127,29 @@ class Manifest:
     # Layout of the shards (see mixers.shards); None when nothing was written (dry run).
     shard_format: int | None = None
     shards: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
     tool_version: str = field(default_factory=tool_version)
-    out_dir: str | None = None
-    dry_run: bool = False
+    run: RunFacts = field(default_factory=RunFacts, compare=False)
+
+    @property
+    def seconds(self) -> float:
+        """How long the build took (a fact of the run: :attr:`run`)."""
+        return self.run.seconds
+
+    @property
+    def out_dir(self) -> str | None:
+        """Where the build wrote (a fact of the run: :attr:`run`)."""
+        return self.run.out_dir
+
+    @property
+    def dry_run(self) -> bool:
+        """Whether the build only planned (a fact of the run: :attr:`run`)."""
+        return self.run.dry_run
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What ``manifest.json`` holds: everything but the run's facts."""
+        out = asdict(self)
+        out.pop("run")
+        return out
 
     def write(self, out_dir: str | os.PathLike) -> Path:
         path = Path(out_dir) / "manifest.json"

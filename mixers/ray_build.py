@@ -17,11 +17,12 @@ them is the local code, run on the driver:
    the manifest and the dataset card.
 
 Shards' bytes depend only on the rows written (shard format 2), so the shards are those of the
-local engine, byte for byte (same sha256), and so is the manifest, but for its timing.
+local engine, byte for byte (same sha256), and so is the manifest (only ``run.json`` differs).
 
 Sources that are not parquet (jsonl, ``save_to_disk`` folders, in-memory frames) are validated
-and staged to parquet on the driver first, as the local build does, next to the output folder;
-every file must be readable by every node (a shared file system or the same mounts).
+and staged to parquet on the driver first, as the local build does, in its hidden work folder
+next to the output folder; every file must be readable by every node (a shared file system or
+the same mounts).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import dataclasses
 import io
 import os
 import pickle
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,7 +47,7 @@ from mixers.manifest import Manifest
 from mixers.metadata import ARRAYS, SourceRows, file_metadata, join_files
 from mixers.plan import dedup_columns
 from mixers.shards import WritePlan, read_part
-from mixers.sources import IDX_COL, LoadedSource, iter_rejects, load_source
+from mixers.sources import IDX_COL, LoadedSource, iter_rejects, parquet_source
 from mixers.spec import MixtureSpec, Source
 from provenance.corpus import RejectsWriter
 from provenance.engines import RayEngine, cluster_workers, import_ray, ray_session
@@ -74,7 +74,8 @@ def _file_frame(task: _Task, spec: MixtureSpec, schema: dict[str, pl.DataType]) 
     """The rows of one file exactly as they are in the local build's frame of all sources
     (``schema``, less its row index).
 
-    The file goes through :func:`load_source` on its own; where a provenance column exists in
+    The file goes through :func:`~mixers.sources.parquet_source` on its own (every task's file
+    is parquet: a source's own, or its staged copy); where a provenance column exists in
     other files of its source but not in this one, the source-wide frame holds nulls (no role
     default), and every column is cast to the build's unified dtype, in the build's order.
     """
@@ -84,8 +85,7 @@ def _file_frame(task: _Task, spec: MixtureSpec, schema: dict[str, pl.DataType]) 
         sources=(source,), target_docs=1, synthetic_ratio=1.0 if source.role == "synthetic"
         else 0.0, id_field=spec.id_field, text_field=spec.text_field, seed=spec.seed,
     )
-    loaded = load_source(source, ls.name, one, workdir=Path(tempfile.gettempdir()),
-                         on_reject=None)
+    loaded = parquet_source(source, ls.name, one, [task.path])
     present = set(loaded.frame.collect_schema())
     nulls = {c for c in TAG_COLUMNS if c in ls.raw_schema and c not in loaded.raw_schema}
     return loaded.frame.select([
@@ -180,6 +180,8 @@ def write_task(batch: dict[str, Any]) -> Iterator[pa.Table]:
 class RayPasses(LocalPasses):
     """The local build's passes over the data, one Ray Data task per input file."""
 
+    name = "ray"
+
     def __init__(self, engine: RayEngine) -> None:
         self.engine = engine
         self.ray: Any = None
@@ -195,11 +197,6 @@ class RayPasses(LocalPasses):
                 yield ray
             finally:
                 self.ray = None
-
-    def workdir(self, out: Path | None) -> Path | None:
-        # Staged copies of non-parquet sources must be readable by the workers: next to the
-        # output.
-        return None if out is None else out.resolve().parent
 
     def _run(self, fn: Any, items: list[dict[str, Any]], **kwargs: Any) -> Iterator[Any]:
         """``fn`` over ``items`` on Ray Data; envelopes come back in the items' order."""

@@ -31,6 +31,7 @@ The manifest's numbers are counted here, from the tables actually written.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from mixers.sources import (
     fill_columns,
     pool_expr,
 )
+from provenance.outputs import writing
 from provenance.schema import PROV_SCORE
 
 SHARD_FORMAT = 2
@@ -371,15 +373,21 @@ class _ShardWriter:
 
 
 def write_tables(plan: WritePlan, tables: Iterable[tuple[pa.Table, np.ndarray]],
-                 out_dir: Path, shard_rows: int, *, progress: bool = False) -> Written:
+                 out_dir: Path, shard_rows: int, *, progress: bool = False,
+                 output: str | os.PathLike | None = None) -> Written:
     """Write the tables :func:`read_part` made of ``plan``'s parts, in the order of the parts,
     as shards of ``shard_rows`` rows, and count them.
 
     The shards' bytes depend only on the rows: the tables may come from any process and be
     split anyhow, as long as their rows come in the parts' order.
+
+    A failed write (no space, read-only) is one :class:`~provenance.errors.OutputError` line
+    naming ``output`` (default ``out_dir``: name the user's folder when ``out_dir`` is a staging
+    folder); an input that cannot be read keeps its own error.
     """
     written = Written()
     writer = _ShardWriter(out_dir, shard_rows, plan.group_rows, plan.schema, plan.plain)
+    named = out_dir if output is None else output
     bar = _progress(plan.rows, progress)
     for table, codes in _read_ahead(tables):
         if not table.num_rows:
@@ -389,9 +397,11 @@ def write_tables(plan: WritePlan, tables: Iterable[tuple[pa.Table, np.ndarray]],
         for code, n in enumerate(np.bincount(codes, minlength=len(POOLS))):
             written.by_pool[POOLS[code]] += int(n)
         written.share.add(table.column(PROV_SCORE))
-        writer.add(table)
+        with writing(named):
+            writer.add(table)
         bar.update(table.num_rows)
-    writer.close()
+    with writing(named):
+        writer.close()
     bar.close()
     written.shards = writer.shards
     return written

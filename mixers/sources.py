@@ -116,16 +116,15 @@ def load_source(
     workdir: Path,
     on_reject: Any,
 ) -> LoadedSource:
-    """Validate one source and add the mixer's columns (see the module docstring)."""
-    counts = CorpusCounts()
+    """Validate one source and add the mixer's columns (see the module docstring).
+
+    A source that is not all parquet is staged as one parquet file in ``workdir``.
+    """
     path = source.path
     if isinstance(path, (str, os.PathLike)):
         inputs = resolve_inputs(path)
         if all(kind == "parquet" for kind, _ in inputs):
-            files = [p for _, p in inputs]
-            frame = _scan_parquet(files, spec, counts)
-            return LoadedSource(source, name, _decorate(frame, source, name, spec), counts,
-                                files=files, raw_schema=dict(frame.collect_schema()))
+            return parquet_source(source, name, spec, [p for _, p in inputs])
     reader = CorpusReader(
         path, id_field=spec.id_field, text_field=spec.text_field, on_reject=on_reject
     )
@@ -146,6 +145,16 @@ def load_source(
     return LoadedSource(source, name, _decorate(frame, source, name, spec), counts, staged=True,
                         files=[staged] if writer.rows else [],
                         raw_schema=dict(frame.collect_schema()))
+
+
+def parquet_source(source: Source, name: str, spec: MixtureSpec,
+                   files: list[Path]) -> LoadedSource:
+    """The source ``source`` read lazily from the parquet ``files`` (nothing is staged or
+    written): :func:`load_source` for a parquet source, or for one file of it on a worker."""
+    counts = CorpusCounts()
+    frame = _scan_parquet(files, spec, counts)
+    return LoadedSource(source, name, _decorate(frame, source, name, spec), counts,
+                        files=files, raw_schema=dict(frame.collect_schema()))
 
 
 def _scan_parquet(files: list[Path], spec: MixtureSpec, counts: CorpusCounts) -> pl.LazyFrame:

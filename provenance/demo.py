@@ -35,6 +35,7 @@ import polars as pl
 from provenance.atomic import atomic_path
 from provenance.errors import ConfigError
 from provenance.ledger_ops import add_corpus
+from provenance.outputs import check_output, writing
 from provenance.tagger import TagReport, tag_corpus
 
 #: Well-documented standard-library modules (stable across CPython 3.10+).
@@ -223,20 +224,25 @@ def build_crawl(out_dir: Path, *, seed: int = 0, docs_per_kind: int = 100) -> tu
 
 
 def _write_lines(path: Path, lines: list[bytes]) -> None:
-    with atomic_path(path) as tmp:
+    with writing(path), atomic_path(path) as tmp:
         tmp.write_bytes(b"\n".join(lines) + b"\n")
 
 
 def run_demo(
     out_dir: str | os.PathLike, *, seed: int = 0, docs_per_kind: int = 100, progress: bool = False
 ) -> DemoResult:
-    """Build the demo crawl and ledger under ``out_dir``, tag the crawl, score the tags."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    generated, crawl = build_crawl(out, seed=seed, docs_per_kind=docs_per_kind)
+    """Build the demo crawl and ledger under ``out_dir``, tag the crawl, score the tags.
+
+    A folder that cannot be written (read-only, a file on its path, an empty name) is one
+    :class:`~provenance.errors.OutputError` before anything is built.
+    """
+    out = check_output(out_dir, folder=True)
     ledger = out / "ledger.sqlite"
-    for stale in (ledger, Path(f"{ledger}-wal"), Path(f"{ledger}-shm")):
-        stale.unlink(missing_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in (ledger, Path(f"{ledger}-wal"), Path(f"{ledger}-shm")):
+            stale.unlink(missing_ok=True)
+    generated, crawl = build_crawl(out, seed=seed, docs_per_kind=docs_per_kind)
     add_corpus(ledger, generated, generator="stdlib-trigram", generation=1)
     tagged = out / "tagged.parquet"
     report = tag_corpus(crawl, tagged, ledger=ledger, progress=progress)

@@ -7,9 +7,12 @@ are counted), which is what ``tailguard ledger add`` and ``tailguard ledger look
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from provenance.corpus import (
 )
 from provenance.errors import ConfigError
 from provenance.ledger import Ledger
+from provenance.outputs import check_output, writing
 from provenance.schema import ID, TEXT
 
 
@@ -74,6 +78,12 @@ def add_corpus(
     ``lsh_threshold``) set up a new ledger; for an existing one they must match what it stored
     (leave them out to use the stored settings).
 
+    Bad rows go to ``rejects`` or, by default, to a file of this add's own beside the ledger
+    (:func:`add_rejects_path`, named in ``report.rejects_file``): a ledger collects many adds,
+    and the rejects of an earlier one must not be replaced by a later one's. A ledger that is
+    (or lies inside) the corpus, or whose folder cannot be written, is refused before anything
+    is read.
+
     Examples
     --------
     >>> import polars as pl, tempfile, pathlib
@@ -87,7 +97,11 @@ def add_corpus(
         raise ConfigError(f"generation must be >= 0, got {generation}")
     start = time.perf_counter()
     added = present = 0
-    rejects_file = Path(rejects) if rejects else rejects_path_for(ledger)
+    inputs = _paths_of(corpus)
+    check_output(ledger, inputs)
+    rejects_file = Path(rejects) if rejects else add_rejects_path(ledger)
+    if rejects:
+        check_output(rejects_file, [*inputs, ledger])
     sink = RejectsWriter(rejects_file)
     # Resolve the input before opening the ledger, so a typo does not create an empty ledger.
     reader = CorpusReader(
@@ -117,6 +131,25 @@ def add_corpus(
     )
 
 
+def add_rejects_path(ledger: str | os.PathLike) -> Path:
+    """Where one ``add`` to ``ledger`` puts its bad rows: a new file per add, never an earlier
+    add's.
+
+    ``<ledger>.rejects-<UTC time>-<random id>.jsonl``: the time sorts the files in the order of
+    the adds, the id keeps two adds in the same second apart. A file of its own (rather than
+    one file appended to) is written atomically like every output, so a killed add leaves no
+    half-written line in the rejects of the adds before it. An add without bad rows writes none.
+
+    Examples
+    --------
+    >>> add_rejects_path("runs/ledger.sqlite").name  # doctest: +ELLIPSIS
+    'ledger.sqlite.rejects-20...Z-....jsonl'
+    """
+    ledger = Path(ledger)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return ledger.with_name(f"{ledger.name}.rejects-{stamp}-{secrets.token_hex(3)}.jsonl")
+
+
 LOOKUP_SCHEMA = {
     "match": pl.String,
     "similarity": pl.Float64,
@@ -143,14 +176,17 @@ def lookup_corpus(
 
     Returns the report and a frame with one row per readable document: its id, ``match``
     (``exact``, ``near`` or ``none``), the similarity and the matched record. With ``output``
-    the frame is also written there (parquet or jsonl) and bad rows to its rejects file.
-    ``threshold=None`` skips near matching.
+    the frame is also written there (parquet or jsonl) and bad rows to its rejects file; an
+    ``output`` that cannot be written, or that is the corpus or the ledger, is refused before
+    the lookup starts. ``threshold=None`` skips near matching.
     """
     start = time.perf_counter()
     frames: list[pl.DataFrame] = []
-    rejects_file = rejects_path_for(output) if output else None
-    with Ledger(ledger, create=False, read_only=True) as db:
-        sink = RejectsWriter(rejects_file) if rejects_file else None
+    if output is not None:
+        check_output(output, [*_paths_of(corpus), ledger])
+    rejects_file = rejects_path_for(output) if output is not None else None
+    sink = RejectsWriter(rejects_file) if rejects_file is not None else None
+    with Ledger(ledger, create=False, read_only=True) as db, sink or contextlib.nullcontext():
         reader = CorpusReader(
             corpus, id_field=id_field, text_field=text_field, batch_size=batch_size,
             strict=strict, on_reject=sink,
@@ -159,12 +195,10 @@ def lookup_corpus(
             for batch in reader:
                 frames.append(_lookup_batch(db, batch, id_field, text_field, threshold))
                 bar.update(batch.height)
-        if sink is not None:
-            sink.close()
     schema = {id_field: pl.String, **LOOKUP_SCHEMA}
     matches = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
-    if output:
-        with CorpusWriter(output) as writer:
+    if output is not None:
+        with writing(output), CorpusWriter(output) as writer:
             writer.write(matches)
     counts = matches.get_column("match").value_counts()
     by_match = dict(zip(counts["match"].to_list(), counts["count"].to_list(), strict=True))
@@ -202,6 +236,11 @@ def _lookup_batch(
         )
     frame = pl.DataFrame(rows, schema=LOOKUP_SCHEMA, orient="row")
     return frame.insert_column(0, batch.get_column(id_field))
+
+
+def _paths_of(corpus: Any) -> list[str | os.PathLike]:
+    """The corpus as a path to protect from being written over (none for an in-memory table)."""
+    return [corpus] if isinstance(corpus, (str, os.PathLike)) else []
 
 
 def _name(corpus: Any) -> str:

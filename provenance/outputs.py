@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import socket
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -178,10 +177,12 @@ def check_output(output: str | os.PathLike | None, inputs: Iterable[str | os.Pat
     if not existing.is_dir():
         raise OutputError(f"cannot write: {existing} is a file, not a folder", path=str(output))
     try:
-        fd, probe = tempfile.mkstemp(prefix=f"{WORK_PREFIX}probe.", dir=existing)
-        os.close(fd)
+        # Named like a work folder, so a run killed between these two lines is swept later.
+        probe = existing / _work_name("probe")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)
     except OSError as exc:
+        exc.filename = str(existing)  # the folder, not the probe's random name
         raise OutputError(f"cannot write: {describe_os_error(exc)}", path=str(output)) from None
     return out
 

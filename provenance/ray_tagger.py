@@ -57,6 +57,7 @@ from provenance.declared import DEFAULT_RULES, DeclaredRule
 from provenance.engines import RayEngine, cluster_workers, import_ray, ray_session
 from provenance.errors import ConfigError, InputError, TailguardError
 from provenance.ledger import Ledger
+from provenance.outputs import work_dir
 from provenance.schema import ID, PROV_EVIDENCE, PROV_LABEL, TAG_COLUMNS, TEXT, Evidence
 from provenance.signals import Signal, SignalStats
 from provenance.tagger import (
@@ -65,7 +66,9 @@ from provenance.tagger import (
     TagReport,
     _prevalence,
     build_signals,
+    check_tag_output,
     opened_ledger,
+    tagged_schema,
 )
 
 #: Reject reason of a shard that could not be read (or the unreadable rest of one).
@@ -89,9 +92,12 @@ def ledger_snapshot(path: str | os.PathLike) -> bytes:
 
     The copy is in rollback-journal mode, so a worker can open it read-only from a plain file,
     without the write-ahead log's shared-memory file, while writers keep using the original.
+    It is made in a work folder of the system's temporary folder
+    (:func:`provenance.outputs.work_dir`): removed on exit, and by the next run if this one is
+    killed.
     """
-    with tempfile.TemporaryDirectory(prefix="tailguard-snapshot-") as tmp:
-        copy = Path(tmp) / "ledger.sqlite"
+    with work_dir(tempfile.gettempdir(), "snapshot") as tmp:
+        copy = tmp / "ledger.sqlite"
         source = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
         target = sqlite3.connect(copy)
         try:
@@ -107,16 +113,13 @@ def open_snapshot(data: bytes) -> Ledger:
     """Open a ledger snapshot read-only from a private temporary file.
 
     The file is unlinked as soon as SQLite holds it open, so nothing is left behind however
-    the worker ends (its descriptor keeps the data readable until the ledger is closed).
+    the worker ends (its descriptor keeps the data readable until the ledger is closed); a
+    worker killed before that leaves a work folder that the next one sweeps.
     """
-    folder = tempfile.mkdtemp(prefix="tailguard-ledger-")
-    path = Path(folder) / "ledger.sqlite"
-    path.write_bytes(data)
-    try:
+    with work_dir(tempfile.gettempdir(), "ledger") as folder:
+        path = folder / "ledger.sqlite"
+        path.write_bytes(data)
         return Ledger(path, create=False, read_only=True)
-    finally:
-        path.unlink()
-        os.rmdir(folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,6 +403,7 @@ def tag_corpus_ray(
     """
     start = time.perf_counter()
     import_ray()
+    check_tag_output(input, output, ledger=ledger, watermark=watermark, detector=detector)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     declared = [DeclaredRule.parse(r) if isinstance(r, str) else r for r in declared or ()]
@@ -448,7 +452,7 @@ def tag_corpus_ray(
         )
         with (
             RejectsWriter(rejects_file) as sink,
-            CorpusWriter(output) as writer,
+            CorpusWriter(output, schema=tagged_schema(id_field, text_field)) as writer,
             _bar(progress) as bar,
         ):
             ids = _IdChecker(id_field, strict)

@@ -37,9 +37,11 @@ from provenance.corpus import (
 from provenance.declared import DEFAULT_RULES, DeclaredRule, DeclaredSignal
 from provenance.errors import ConfigError, TailguardWarning
 from provenance.ledger import Ledger
+from provenance.outputs import check_output
 from provenance.schema import (
     ID,
     TAG_COLUMNS,
+    TAG_SCHEMA,
     TEXT,
     UNTAGGED,
     Evidence,
@@ -276,8 +278,7 @@ def tag(
         )
     if frames:
         return pl.concat(frames, how="diagonal_relaxed")
-    empty = pl.DataFrame(schema={id_field: pl.String, text_field: pl.String})
-    return empty.hstack(tags_frame([]))
+    return pl.DataFrame(schema=tagged_schema(id_field, text_field))
 
 
 def tag_corpus(
@@ -324,12 +325,13 @@ def tag_corpus(
             signals=signals, id_field=id_field, text_field=text_field, strict=strict,
             batch_size=batch_size, estimate_prevalence=estimate_prevalence, progress=progress,
         )
+    check_tag_output(input, output, ledger=ledger, watermark=watermark, detector=detector)
     start = time.perf_counter()
     rejects_file = rejects_path_for(output)
     with (
         opened_ledger(ledger) as db,
         RejectsWriter(rejects_file) as sink,
-        CorpusWriter(output) as writer,
+        CorpusWriter(output, schema=tagged_schema(id_field, text_field)) as writer,
     ):
         if signals is None:
             signals = build_signals(ledger=db, declared=declared, near_threshold=near_threshold,
@@ -359,6 +361,37 @@ def tag_corpus(
         signals=tagger.signal_stats(),
         seconds=time.perf_counter() - start,
     )
+
+
+def check_tag_output(input: Any, output: str | os.PathLike, *, ledger: Any = None,
+                     watermark: Any = None, detector: Any = None) -> None:
+    """Refuse, before any work, an output (or its rejects file) that cannot be written or that
+    is, holds or lies inside what the run reads: the corpus, the ledger, a watermark key file,
+    the detector (see :func:`provenance.outputs.check_output`).
+
+    Examples
+    --------
+    >>> check_tag_output("crawl/", "crawl/tagged.parquet")
+    Traceback (most recent call last):
+    ...
+    provenance.errors.OutputError: crawl/tagged.parquet: the output lies inside the input ...
+    """
+    reads = [input, ledger.path if isinstance(ledger, Ledger) else ledger, detector, watermark]
+    inputs = [r for r in reads if isinstance(r, (str, os.PathLike))]
+    for path in (output, rejects_path_for(output) if str(output).strip() else None):
+        check_output(path, inputs, folder=False)
+
+
+def tagged_schema(id_field: str = ID, text_field: str = TEXT) -> dict[str, pl.DataType]:
+    """The columns every tagged corpus has, with their dtypes: what an empty one holds.
+
+    Examples
+    --------
+    >>> list(tagged_schema())
+    ['id', 'text', 'prov_label', 'prov_score', 'prov_evidence', 'prov_generator', \
+'prov_generation', 'prov_detail']
+    """
+    return {id_field: pl.String(), text_field: pl.String(), **TAG_SCHEMA}
 
 
 def _prevalence_detector(tagger: Tagger) -> Any:
@@ -415,8 +448,10 @@ __all__ = [
     "Tagger",
     "TagReport",
     "build_signals",
+    "check_tag_output",
     "iter_tagged",
     "opened_ledger",
     "tag",
     "tag_corpus",
+    "tagged_schema",
 ]

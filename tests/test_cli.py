@@ -239,7 +239,8 @@ def test_mix_config_file_with_flag_overrides_and_dry_run(
         (["--target-docs", "10", "--synthetic-ratio", "0.6", "--retain-original", "0.6",
           "--dry-run"], 1, "retain_original + synthetic_ratio must be <= 1"),
         (["--target-docs", "100000", "--dry-run"], 1, "--allow-upsample"),
-        (["--dry-run"], 1, "give exactly one of target_docs and target_tokens"),
+        (["--dry-run"], 2, "give the mixture's size: --target-docs or --target-tokens"),
+        (["--target-docs", "10", "--target-tokens", "99", "--dry-run"], 2, "--target-tokens"),
     ],
 )
 def test_mix_errors(pools: dict[str, Path], args: list[str], code: int, message: str) -> None:

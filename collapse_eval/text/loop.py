@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 
 from collapse_eval.loop import (
     RESULT_COLUMNS,
+    checked_run_dir,
     config_hash,
     plot_results,
     prepare_run_dir,
@@ -84,6 +85,7 @@ from collapse_eval.text.progress import generation_logger, lm_run_progress
 from collapse_eval.text.workers import LMWorkerError, run_in_workers
 from provenance.atomic import atomic_path
 from provenance.errors import ConfigError
+from provenance.outputs import writing
 
 __all__ = ["DEFAULT_LM_POLICIES", "FINE_TUNE_DEFAULTS", "LMCollapseConfig", "LMCollapseRun",
            "LMWorkerError", "load_lm_config", "run_lm_collapse"]
@@ -148,7 +150,7 @@ def run_lm_collapse(
                           "importing the main module; call it under "
                           "`if __name__ == \"__main__\":`")
     started = time.perf_counter()
-    out = Path(out_dir)
+    out = checked_run_dir(out_dir, [config.dataset, config.model])
     device = resolve_device(device)
     refuse_if_running(out)  # before --overwrite could delete what another process works on
     prepare_run_dir(out, config, resume, overwrite)
@@ -187,12 +189,13 @@ def run_lm_collapse(
                         finally:
                             chain.close()
     results = collect_lm_results(out, config)
-    with atomic_path(out / "results.parquet") as tmp:
-        results.write_parquet(tmp)
-    made: list[Path] = []
-    if plots:
-        made = plot_results(results, out / "plots")
-        made += plot_data_perplexity(out, config)
+    with writing(out):
+        with atomic_path(out / "results.parquet") as tmp:
+            results.write_parquet(tmp)
+        made: list[Path] = []
+        if plots:
+            made = plot_results(results, out / "plots")
+            made += plot_data_perplexity(out, config)
     seconds = time.perf_counter() - started
     write_run_info(out, config, device, seconds, resumed,
                    # `seconds` is this invocation; a resumed run's whole cost is the sum

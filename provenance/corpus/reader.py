@@ -144,18 +144,13 @@ class CorpusReader:
     def _iter_jsonl(self, path: Path) -> Iterator[pl.DataFrame]:
         name = str(path)
         rows: list[dict] = []
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        try:
-            with opener(path, "rb") as fh:
-                for lineno, raw in enumerate(fh, start=1):
-                    record = self._parse_line(name, lineno, raw)
-                    if record is not None and self._check_record(name, record, line=lineno):
-                        rows.append(record)
-                    if len(rows) >= self.batch_size:
-                        yield self._rows_to_frame(rows)
-                        rows = []
-        except (OSError, EOFError) as exc:  # unreadable or truncated gzip
-            raise InputError(f"cannot read file: {exc}", file=name) from exc
+        for lineno, raw in enumerate(read_lines(path), start=1):
+            record = self._parse_line(name, lineno, raw)
+            if record is not None and self._check_record(name, record, line=lineno):
+                rows.append(record)
+            if len(rows) >= self.batch_size:
+                yield self._rows_to_frame(rows)
+                rows = []
         if rows:
             yield self._rows_to_frame(rows)
 
@@ -387,6 +382,39 @@ class CorpusReader:
     def _order_columns(self, frame: pl.DataFrame) -> pl.DataFrame:
         first = [self.id_field, self.text_field]
         return frame.select(first + [c for c in frame.columns if c not in first])
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def read_lines(path: Path) -> Iterator[bytes]:
+    """The lines of a jsonl (or jsonl.gz) file as bytes, without a UTF-8 byte order mark.
+
+    A BOM that an editor put at the start of the file is not part of the first record (Python's
+    ``utf-8-sig`` and polars skip it too); one anywhere else is data, left for the parser to
+    judge. Only reading the file is guarded here: an error raised by whoever consumes the lines
+    (a rejects file that cannot be written) keeps its own message instead of being blamed on
+    this input.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "bom.jsonl"
+    >>> _ = path.write_bytes(UTF8_BOM + b'{"text": "a"}\\n{"text": "b"}\\n')
+    >>> list(read_lines(path))
+    [b'{"text": "a"}\\n', b'{"text": "b"}\\n']
+    >>> import shutil; shutil.rmtree(path.parent)
+    """
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            first = next(fh, None)
+            if first is None:
+                return
+            yield first.removeprefix(UTF8_BOM)
+            yield from fh
+    except (OSError, EOFError) as exc:  # unreadable or truncated gzip
+        raise InputError(f"cannot read file: {exc}", file=str(path)) from exc
 
 
 def _has_lone_surrogate(record: Any) -> bool:

@@ -15,8 +15,9 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
-from provenance.atomic import atomic_path
+from provenance.atomic import close_atomic, open_atomic
 from provenance.errors import InputError
+from provenance.outputs import writing
 
 
 class RejectReason(str, Enum):
@@ -100,7 +101,10 @@ class RejectsWriter:
     """Append rejects to a jsonl file that appears atomically when the writer is closed.
 
     The file is only created when there is at least one reject, so a clean run leaves no empty
-    rejects file behind; a stale one from an earlier run of the same output is removed.
+    rejects file behind; a stale one from an earlier run of the same output is removed. A
+    failed write (read-only folder, full disk) raises one
+    :class:`~provenance.errors.OutputError` naming the rejects file, never an ``OSError`` that
+    a reader could take for its own.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -110,24 +114,20 @@ class RejectsWriter:
         self._fh: IO[str] | None = None
 
     def __call__(self, reject: Reject) -> None:
-        if self._fh is None:
-            self._ctx = atomic_path(self.path)
-            tmp = self._ctx.__enter__()
-            self._fh = open(tmp, "w", encoding="utf-8")
-        self._fh.write(reject.as_json() + "\n")
+        with writing(self.path):
+            if self._fh is None:
+                self._fh, self._ctx = open_atomic(self.path, "w", encoding="utf-8")
+            self._fh.write(reject.as_json() + "\n")
         self.count += 1
 
     def close(self, *, commit: bool = True) -> None:
-        if self._fh is None:
-            if commit and self.path.exists():
-                self.path.unlink()
-            return
-        self._fh.close()
-        self._fh = None
-        if commit:
-            self._ctx.__exit__(None, None, None)
-        else:
-            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        fh, self._fh = self._fh, None
+        with writing(self.path):
+            if fh is None:
+                if commit and self.path.exists():
+                    self.path.unlink()
+                return
+            close_atomic(fh, self._ctx, commit=commit)
 
     def __enter__(self) -> RejectsWriter:
         return self

@@ -1,18 +1,29 @@
-"""Writing a corpus: parquet or jsonl that appears atomically, whatever the batches' schemas."""
+"""Writing a corpus: parquet or jsonl that appears atomically, whatever the batches' schemas.
+
+Nothing of a run that fails or is killed is ever read as data: parquet batches wait in a hidden
+work folder (:func:`provenance.outputs.work_dir`, swept by the next run when the process was
+killed) and the jsonl output in a hidden temporary file (:func:`provenance.atomic.atomic_path`).
+A failed write (read-only folder, full disk) is one :class:`~provenance.errors.OutputError`
+that names the output and the cause.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
-import shutil
-import tempfile
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import polars as pl
 
-from provenance.atomic import atomic_path
+from provenance.atomic import atomic_path, close_atomic, open_atomic
 from provenance.corpus.formats import output_format
+from provenance.outputs import work_dir, writing
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")
 
 
 def write_corpus(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
@@ -22,69 +33,121 @@ def write_corpus(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+@contextlib.contextmanager
+def polars_io_errors() -> Iterator[None]:
+    """Raise polars' failed file writes as the ``OSError`` they are (with their errno).
+
+    Polars reports a full disk as ``ComputeError: ... underlying IO error: No space left on
+    device (os error 28)``, or as an ``OSError`` without ``errno`` whose text holds the error
+    of the Python file it wrote to (``[Errno 28] ...``); as a plain ``OSError`` it reads the
+    same as any other failed write. Other polars errors pass unchanged.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> with polars_io_errors():
+    ...     raise pl.exceptions.ComputeError("underlying IO error: No space left (os error 28)")
+    Traceback (most recent call last):
+    ...
+    OSError: [Errno 28] No space left on device
+    """
+    try:
+        yield
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        found = _OS_ERROR.search(str(exc))
+        if getattr(exc, "errno", None) is not None or found is None:
+            raise
+        code = int(found[1] or found[2])
+        raise OSError(code, os.strerror(code)) from exc
+
+
 class CorpusWriter:
     """Stream batches into one parquet or jsonl file that appears atomically on close.
 
     Batches of a web corpus need not share a schema (a field present in one batch only, an int
     column that turns float): parquet batches go to part files first and are merged with
     polars' relaxed concatenation, so columns are unified instead of the run failing at batch 900.
+
+    ``schema`` (column name -> polars dtype) is what a parquet output holds when no batch was
+    written (an empty input, or one whose rows were all rejected), so that the next step finds
+    its columns; a jsonl output is then an empty file.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *,
+                 schema: Mapping[str, pl.DataType] | None = None) -> None:
         self.path = Path(path)
         self.format = output_format(self.path)
+        self.schema = dict(schema or {})
         self.rows = 0
         self._parts: list[Path] = []
-        self._tmpdir: Path | None = None
-        self._jsonl_ctx: Any = None
+        self._work = contextlib.ExitStack()
+        self._folder: Path | None = None
+        self._raw: IO[bytes] | None = None
         self._jsonl: IO[bytes] | None = None
+        self._pending: Any = None
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        with writing(self.path), polars_io_errors():
+            yield
 
     def write(self, frame: pl.DataFrame) -> None:
+        with self._writing():
+            if self.format == "parquet":
+                self._write_part(frame)
+            else:
+                self._write_jsonl(frame)
         self.rows += frame.height
-        if self.format == "parquet":
-            if self._tmpdir is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._tmpdir = Path(
-                    tempfile.mkdtemp(prefix=f".{self.path.name}.parts.", dir=self.path.parent)
-                )
-            part = self._tmpdir / f"part-{len(self._parts):06d}.parquet"
-            frame.write_parquet(part)
-            self._parts.append(part)
-            return
-        if self._jsonl is None:
-            self._jsonl_ctx = atomic_path(self.path)
-            tmp = self._jsonl_ctx.__enter__()
-            raw = open(tmp, "wb")
-            self._jsonl = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if str(
-                self.path
-            ).lower().endswith(".gz") else raw
-            self._raw = raw
+
+    def _write_part(self, frame: pl.DataFrame) -> None:
+        if self._folder is None:
+            self._folder = self._work.enter_context(work_dir(self.path.parent, "corpus"))
+        part = self._folder / f"part-{len(self._parts):06d}.parquet"
+        frame.write_parquet(part)
+        self._parts.append(part)
+
+    def _write_jsonl(self, frame: pl.DataFrame) -> None:
+        if self._raw is None:
+            self._raw, self._pending = open_atomic(self.path, "wb")
+            # filename="": the header names no file, so the bytes do not depend on the
+            # temporary file's random name.
+            self._jsonl = gzip.GzipFile(filename="", fileobj=self._raw, mode="wb", mtime=0) if (
+                self.path.name.lower().endswith(".gz")) else self._raw
         frame.write_ndjson(self._jsonl)
 
     def close(self, *, commit: bool = True) -> None:
         try:
-            if self.format == "parquet":
-                if commit:
-                    self._merge_parts()
-            else:
-                if self._jsonl is None and commit:
-                    self.write(pl.DataFrame())
-                if self._jsonl is not None:
-                    self._jsonl.close()
-                    if self._raw is not self._jsonl:
-                        self._raw.close()
-                    self._jsonl = None
-                    exc = None if commit else RuntimeError("aborted")
-                    self._jsonl_ctx.__exit__(type(exc) if exc else None, exc, None)
+            with self._writing():
+                if self.format == "parquet":
+                    if commit:
+                        self._merge_parts()
+                else:
+                    if self._raw is None and commit:
+                        self._write_jsonl(pl.DataFrame())
+                    self._close_jsonl(commit)
         finally:
-            if self._tmpdir is not None:
-                shutil.rmtree(self._tmpdir, ignore_errors=True)
-                self._tmpdir = None
+            self._work.close()  # the work folder goes, whatever happened
+            self._folder = None
+
+    def _close_jsonl(self, commit: bool) -> None:
+        raw, jsonl = self._raw, self._jsonl
+        self._raw = self._jsonl = None
+        if raw is None or jsonl is None:
+            return
+        if jsonl is not raw:
+            try:
+                jsonl.close()  # the gzip trailer; the file under it stays open
+            except BaseException as exc:
+                close_atomic(raw, self._pending, commit=False)
+                if commit or not isinstance(exc, OSError):
+                    raise
+                return
+        close_atomic(raw, self._pending, commit=commit)
 
     def _merge_parts(self) -> None:
         with atomic_path(self.path, suffix=".parquet") as tmp:
             if not self._parts:
-                pl.DataFrame().write_parquet(tmp)
+                pl.DataFrame(schema=self.schema).write_parquet(tmp)
             elif len(self._parts) == 1:
                 os.replace(self._parts[0], tmp)
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -50,6 +51,7 @@ from provenance.ledger.schema import (
     WAL_SWITCH_SECONDS,
 )
 from provenance.minhash import MinHasher, band_keys, jaccard_estimate, lsh_params
+from provenance.outputs import describe_os_error, writing
 from provenance.version import tool_version
 
 
@@ -64,7 +66,9 @@ class Ledger:
         Create the ledger if ``path`` does not exist (otherwise a missing file is an error).
     read_only
         Open with SQLite's ``mode=ro``: lookups only, safe to hand to many readers. Implies
-        ``create=False``.
+        ``create=False``. Reading needs no write access: where SQLite cannot create the
+        ``-wal``/``-shm`` files a WAL database needs (a read-only folder or file system), the
+        ledger is opened ``immutable=1`` instead.
     num_perm, ngram, seed, hash, scheme, lsh_threshold
         MinHash/LSH configuration. ``None`` means the stored value (or the default of
         :data:`DEFAULT_CONFIG` when creating). An explicit value that differs from a stored one is
@@ -140,24 +144,18 @@ class Ledger:
         if not path.exists():
             if not create:
                 raise LedgerError(f"no ledger at {path}; {CREATE_HINT}")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            with writing(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
         mode = "ro" if self._read_only else ("rwc" if create else "rw")
-        uri = f"{path.resolve().as_uri()}?mode={mode}"
         try:
-            conn = sqlite3.connect(
-                uri, uri=True, isolation_level=None, timeout=self._busy_timeout_s
-            )
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
-        try:
-            # Read first: a file that is not SQLite fails here, before anything could write to it.
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            conn, app_id, tables = self._open(f"mode={mode}")
         except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise LedgerError(
-                f"{path} is not a tailguard ledger (not an SQLite database: {exc})"
-            ) from exc
+            folder_problem = _cannot_open(exc) and _unwritable_folder(path.parent)
+            if not folder_problem:
+                raise self._not_a_ledger(exc) from exc
+            if not self._read_only:
+                raise self._not_writable(folder_problem) from exc
+            conn, app_id, tables = self._open_immutable()
         if tables and (app_id != APPLICATION_ID or "meta" not in tables):
             conn.close()
             raise LedgerError(
@@ -169,6 +167,63 @@ class Ledger:
             raise LedgerError(f"{path} is an empty database, not a ledger; {CREATE_HINT}")
         self._set_pragmas(conn)
         return conn
+
+    def _open(self, params: str) -> tuple[sqlite3.Connection, int, set[str]]:
+        """Connect with URI ``params`` and read the header and table names.
+
+        Read first: a file that is not SQLite fails here, before anything could write to it.
+        """
+        uri = f"{self._path.resolve().as_uri()}?{params}"
+        try:
+            conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, timeout=self._busy_timeout_s
+            )
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open ledger {self._path}: {exc}") from exc
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        except BaseException:
+            conn.close()
+            raise
+        return conn, app_id, tables
+
+    def _open_immutable(self) -> tuple[sqlite3.Connection, int, set[str]]:
+        """Open for reading where SQLite cannot create the ``-wal``/``-shm`` files beside the
+        ledger (a read-only folder or file system).
+
+        A WAL database needs them even to be read, unless it is opened ``immutable=1``
+        (https://sqlite.org/wal.html#readonly; ``mode=ro`` and ``nolock=1`` do not help).
+        Immutable skips locking and reads the main file only, which is exact here: a writer
+        creates ``-shm`` (so its readers take the normal path), and the writes of a ledger
+        that a killed writer left in a non-empty ``-wal`` would be invisible, so that case is
+        refused instead of answered from stale content.
+        """
+        wal = self._path.with_name(self._path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise LedgerError(
+                f"cannot read ledger {self._path}: its folder is not writable and {wal.name} "
+                "holds writes not yet copied into it, which SQLite can only read with write "
+                "access; copy the ledger together with its -wal file to a writable folder"
+            )
+        try:
+            return self._open("mode=ro&immutable=1")
+        except sqlite3.DatabaseError as exc:
+            raise self._not_a_ledger(exc) from exc
+
+    def _not_a_ledger(self, exc: sqlite3.DatabaseError) -> LedgerError:
+        if _cannot_open(exc):  # a permission problem of the file itself, not its content
+            return LedgerError(f"cannot read ledger {self._path}: {exc}; check its permissions")
+        return LedgerError(
+            f"{self._path} is not a tailguard ledger (not an SQLite database: {exc})"
+        )
+
+    def _not_writable(self, cause: str) -> LedgerError:
+        """The one-line error of a writer that cannot write the ledger or create its WAL."""
+        return LedgerError(
+            f"cannot write to ledger {self._path}: {cause}; look it up as it is (ledger lookup, "
+            "ledger stats, tag --ledger), or copy it to a writable folder to add to it"
+        )
 
     def _set_pragmas(self, conn: sqlite3.Connection) -> None:
         # Temporary tables (the near-lookup query table) stay in memory, even for read-only use.
@@ -190,6 +245,9 @@ class Ledger:
                     time.sleep(0.02)
                     continue
                 conn.close()
+                if _cannot_open(exc) or _error_code(exc) == _SQLITE_READONLY:
+                    cause = _unwritable_folder(self._path.parent)
+                    raise self._not_writable(cause or f"the file is read-only ({exc})") from exc
                 raise LedgerError(f"cannot switch ledger {self._path} to WAL mode: {exc}") from exc
         if str(mode).lower() != "wal":
             conn.close()
@@ -620,6 +678,39 @@ def _hasher_for(config: Mapping[str, Any]) -> MinHasher:
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid MinHash configuration {dict(config)}: {exc}") from exc
+
+
+_SQLITE_READONLY = 8
+_SQLITE_CANTOPEN = 14
+
+
+def _error_code(exc: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of ``exc`` (Python >= 3.11 carries it), else ``None``."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def _cannot_open(exc: sqlite3.Error) -> bool:
+    """Whether SQLite could not open a file (the database, or the ``-wal``/``-shm`` it needs):
+    a permission or read-only-folder problem, never a sign that the file is not a database."""
+    code = _error_code(exc)
+    if code is None:
+        return "unable to open database file" in str(exc)
+    return code == _SQLITE_CANTOPEN
+
+
+def _unwritable_folder(folder: Path) -> str | None:
+    """Why a writer cannot create the ledger's ``-wal``/``-shm`` files in ``folder`` (read-only
+    file system, permission denied), or ``None`` where it can."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tailguard-probe.", dir=folder)
+    except OSError as exc:
+        cause = describe_os_error(OSError(exc.errno, exc.strerror))  # without the probe's name
+        return (f"its folder is not writable ({cause}), and SQLite must create the -wal and "
+                "-shm files there")
+    os.close(fd)
+    os.unlink(probe)
+    return None
 
 
 def _placeholders(n: int) -> str:

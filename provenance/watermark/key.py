@@ -165,8 +165,9 @@ make one with WatermarkKey.generate()
         if self.hashing_key is None:
             raise ConfigError(
                 f"this watermark key (fingerprint {self.key_fingerprint}) was saved without its "
-                f"secret, which {purpose} needs; load it with "
-                "WatermarkKey.load(path, hashing_key=<the secret>)"
+                f"secret, which {purpose} needs; give the secret with --watermark-secret or "
+                "TAILGUARD_WATERMARK_SECRET (in Python: WatermarkKey.load(path, "
+                "hashing_key=<the secret>))"
             )
         return self.hashing_key
 
@@ -205,6 +206,19 @@ make one with WatermarkKey.generate()
     def save(self, path: str | os.PathLike, *, include_secret: bool = False) -> Path:
         """Write the key as JSON (atomically). Without ``include_secret`` it is safe to publish:
         it tells others which watermark and tokenizer to expect, not how to forge or detect it.
+
+        With ``include_secret`` the file is readable by its owner only (mode 0600), from the
+        moment it is created: whoever reads the secret can forge and erase the watermark.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib, stat
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> key = WatermarkKey(12345, "my-tokenizer", 1000)
+        >>> private = key.save(folder / "key.secret.json", include_secret=True)
+        >>> oct(stat.S_IMODE(private.stat().st_mode))
+        '0o600'
+        >>> import shutil; shutil.rmtree(folder)
         """
         import torch
         import transformers
@@ -219,8 +233,12 @@ make one with WatermarkKey.generate()
         record["torch_version"] = torch.__version__
         record["transformers_version"] = transformers.__version__
         dest = Path(path)
+        text = json.dumps(record, indent=2) + "\n"
         with atomic_path(dest) as tmp:
-            tmp.write_text(json.dumps(record, indent=2) + "\n")
+            if include_secret:
+                _write_private(tmp, text)
+            else:
+                tmp.write_text(text)
         return dest
 
     @classmethod
@@ -280,3 +298,18 @@ make one with WatermarkKey.generate()
                     stacklevel=2,
                 )
         return key
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new file at ``path`` that only its owner can read (mode 0600).
+
+    The file is created with that mode (``O_EXCL``) rather than written and then chmod-ed: a
+    reader who opened it while it was still world-readable would keep reading through the
+    file descriptor after a chmod. ``atomic_path`` gives a temporary file with the usual
+    permissions, so it is replaced by a fresh one before anything is written.
+    """
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)  # whatever the umask: the owner must be able to reopen it to fsync
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)

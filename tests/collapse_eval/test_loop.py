@@ -17,7 +17,7 @@ from polars.testing import assert_frame_equal
 from collapse_eval.loop import CollapseConfig, collect_results, run_collapse
 from collapse_eval.metrics import METRICS
 from collapse_eval.run_lock import RUNNING_FILE, claim_run_dir
-from provenance.errors import ConfigError
+from provenance.errors import ConfigError, OutputError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,3 +156,31 @@ def test_a_resume_may_continue_a_run_for_more_generations(tmp_path: Path) -> Non
     assert_frame_equal(extended.results, fresh.results)
     with pytest.raises(ConfigError, match="may only raise --generations"):
         run_collapse(short, tmp_path / "r", resume=True, progress=False, plots=False)
+
+
+def test_a_run_folder_that_cannot_be_written_is_one_line_before_any_work(
+        tmp_path: Path, readonly_dir: Path) -> None:
+    from collapse_eval.text.loop import LMCollapseConfig, run_lm_collapse
+
+    config = CollapseConfig("gaussian", ("replace",), generations=1, samples=10)
+    with pytest.raises(OutputError, match="the output path is empty"):
+        run_collapse(config, "", progress=False, plots=False)
+    lm = LMCollapseConfig(policies=("replace",), generations=1, seeds=(0,))
+    with pytest.raises(OutputError, match="read-only file system"):
+        run_lm_collapse(lm, readonly_dir / "lm", progress=False, plots=False)
+    data = tmp_path / "digits"
+    data.mkdir()
+    vae = CollapseConfig("vae", ("replace",), generations=1, samples=10,
+                         family_options={"data": str(data)})
+    with pytest.raises(OutputError, match="the output lies inside the input"):
+        run_collapse(vae, data / "run", progress=False, plots=False)
+    assert list(data.iterdir()) == []
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", "from cli import main; main()", "collapse",
+                           "run", "gaussian", "--generations", "1", "-o",
+                           str(readonly_dir / "run")], cwd=ROOT, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"error: {readonly_dir / 'run'}: cannot write: read-only file system")

@@ -15,7 +15,7 @@ import pytest
 from mixers.build import build_mixture, select_mixture
 from mixers.manifest import load_mixture, read_manifest, verify_shards
 from mixers.spec import MixtureSpec, Source
-from provenance.errors import ConfigError, InputError
+from provenance.errors import ConfigError, InputError, OutputError
 
 
 def words(i: int, n: int = 12, prefix: str = "w") -> str:
@@ -273,11 +273,11 @@ def test_input_errors(corpus: Path, tmp_path: Path) -> None:
 
 def test_existing_mixture_is_not_overwritten_silently(corpus: Path, tmp_path: Path) -> None:
     build_mixture(spec(corpus), tmp_path / "out")
-    with pytest.raises(InputError, match="already holds a mixture"):
+    with pytest.raises(OutputError, match="already holds a mixture"):
         build_mixture(spec(corpus), tmp_path / "out")
     m = build_mixture(spec(corpus, target_docs=10), tmp_path / "out", overwrite=True)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "dataset_card.md", "manifest.json", "part-00000.parquet"]
+        "dataset_card.md", "manifest.json", "part-00000.parquet", "run.json"]
     assert m.achieved["documents"] == 10
 
 

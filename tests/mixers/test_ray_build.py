@@ -105,6 +105,10 @@ def test_ray_writes_exactly_the_shards_of_the_local_build(
         for s in local.shards]
     assert on_ray.shard_format == local.shard_format == 2
     assert local.shards  # something to compare
+    # The manifest depends on the spec and the inputs only; the engine is in run.json.
+    assert (tmp_path / "ray" / "manifest.json").read_bytes() == (
+        tmp_path / "local" / "manifest.json").read_bytes()
+    assert json.loads((tmp_path / "ray" / "run.json").read_text())["engine"] == "ray"
     rejects = [json.loads(x) for x in (tmp_path / "ray" / "rejects.jsonl").read_text().splitlines()]
     assert rejects == [json.loads(x) for x in
                        (tmp_path / "local" / "rejects.jsonl").read_text().splitlines()]
@@ -136,7 +140,7 @@ def test_awkward_and_in_memory_sources_give_the_same_bytes(
     assert len(local.shards) > 1 and on_ray.shards == local.shards
     assert on_ray.achieved == local.achieved and on_ray.plan == local.plan
     assert on_ray.achieved["documents_by_source"]["memory"] > 0
-    assert not list(tmp_path.glob(".tailguard-mix-*"))  # the staging folder is gone
+    assert not list(tmp_path.glob(".tailguard-work.*"))  # the work folders are gone
 
 
 def test_dry_run_and_errors_are_those_of_the_local_build(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import polars as pl
 import pytest
 
 from provenance.demo import TrigramModel, build_crawl, light_edit, run_demo, stdlib_paragraphs
-from provenance.errors import ConfigError
+from provenance.errors import ConfigError, OutputError
 
 
 def test_stdlib_paragraphs_are_prose_and_deterministic() -> None:
@@ -64,3 +67,19 @@ def test_demo_tags_every_kind_as_expected(tmp_path: Path) -> None:
     assert result.confusion["human"].get("synthetic", 0) == 0
     assert result.report.counts.rejected == 5
     assert tagged.height + 5 == result.report.counts.read
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(
+    tmp_path: Path, readonly_dir: Path
+) -> None:
+    with pytest.raises(OutputError, match="the output path is empty"):
+        run_demo("")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="notes.txt is a file, not a folder"):
+        run_demo(tmp_path / "notes.txt" / "demo")
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "demo", "-o", str(readonly_dir / "demo")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"error: {readonly_dir / 'demo'}: cannot write: read-only file system")

@@ -10,7 +10,10 @@ import gzip
 import hashlib
 import json
 import random
+import socket
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -18,10 +21,10 @@ import pytest
 
 from provenance.corpus import rejects_path_for
 from provenance.engines import RayEngine, resolve_engine
-from provenance.errors import ConfigError, InputError
+from provenance.errors import ConfigError, InputError, OutputError
 from provenance.ledger import Ledger
 from provenance.ray_tagger import ledger_snapshot, open_snapshot
-from provenance.tagger import tag_corpus
+from provenance.tagger import tag_corpus, tagged_schema
 
 VOCAB = [f"w{i}" for i in range(800)]
 
@@ -200,3 +203,43 @@ def test_engine_arguments_are_checked_and_ray_is_optional(monkeypatch, tmp_path:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"install tailguard\[ray\]"):
         tag_corpus(tmp_path, tmp_path / "out.parquet", engine="ray")
+
+
+def test_snapshots_leave_nothing_behind_and_sweep_what_a_killed_run_left(
+    crawl: dict, tmp_path: Path, monkeypatch
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    host = socket.gethostname().replace(".", "-") or "host"
+
+    def killed_inside(purpose: str) -> None:  # what a kill -9 inside ledger_snapshot leaves
+        left = temp / f".tailguard-work.{purpose}.{host}.{dead}.1.0123abcd"
+        left.mkdir()
+        (left / "ledger.sqlite").write_bytes(b"stale")
+
+    killed_inside("snapshot")
+    data = ledger_snapshot(crawl["ledger"])
+    assert list(temp.iterdir()) == []
+    killed_inside("ledger")
+    snapshot = open_snapshot(data)
+    try:
+        assert list(temp.iterdir()) == [] and snapshot.stats().records == 40
+    finally:
+        snapshot.close()
+
+
+def test_ray_refuses_an_output_inside_its_input_before_starting(crawl: dict) -> None:
+    pytest.importorskip("ray", reason='needs Ray: pip install "tailguard[ray]"')
+    with pytest.raises(OutputError, match="lies inside the input"):
+        tag_corpus(crawl["shards"], crawl["shards"] / "tagged.parquet", engine="ray")
+
+
+def test_an_empty_corpus_on_ray_has_every_column(tmp_path: Path, ray_local) -> None:
+    empty = tmp_path / "e.jsonl"
+    empty.write_text(json.dumps({"id": "blank", "text": " "}) + "\n")
+    report = tag_corpus(empty, tmp_path / "e.parquet", engine="ray")
+    assert report.counts.rejected == 1
+    assert pl.read_parquet(tmp_path / "e.parquet").schema == pl.Schema(tagged_schema())

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import secrets
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from provenance.corpus import rejects_path_for
-from provenance.errors import ConfigError, InputError, LedgerError, TailguardWarning
+from provenance.errors import (
+    ConfigError,
+    InputError,
+    LedgerError,
+    OutputError,
+    TailguardWarning,
+)
 from provenance.ledger import Ledger
 from provenance.schema import TAG_COLUMNS, Evidence, Label, Tag
 from provenance.signals import Signal
-from provenance.tagger import Tagger, build_signals, tag, tag_corpus
+from provenance.tagger import Tagger, build_signals, tag, tag_corpus, tagged_schema
 
 VOCAB = [f"w{i}" for i in range(3000)]
 
@@ -206,3 +218,165 @@ def test_clean_run_leaves_no_rejects_file(tmp_path: Path) -> None:
     report = tag_corpus(crawl, tmp_path / "o.parquet")
     assert report.rejects_file is None
     assert not rejects_path_for(tmp_path / "o.parquet").exists()
+
+
+# ---- where the output goes: checked first, failures one line, nothing left behind -------------
+
+
+def small_crawl(folder: Path, rows: int = 3) -> Path:
+    path = folder / "c.jsonl"
+    path.write_text("".join(json.dumps({"id": str(i), "text": f"doc {i}"}) + "\n"
+                            for i in range(rows)) + "{broken\n")
+    return path
+
+
+@pytest.mark.parametrize("name", ["out.parquet", "out.jsonl", "out.jsonl.gz"])
+def test_a_read_only_output_is_refused_before_any_work(
+    tmp_path: Path, readonly_dir: Path, name: str
+) -> None:
+    with pytest.raises(OutputError) as info:
+        tag_corpus(small_crawl(tmp_path), readonly_dir / name)
+    assert str(info.value).startswith(f"{readonly_dir / name}: cannot write: read-only file")
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        (lambda p: "", "the output path is empty"),
+        (lambda p: p / "c.jsonl", "the output is the input"),
+        (lambda p: (p / "n.txt").write_text("") or p / "n.txt" / "o.parquet", "is a file, not"),
+        (lambda p: p, "the output holds the input"),
+    ],
+)
+def test_outputs_that_would_harm_an_input_or_cannot_exist_are_refused(
+    tmp_path: Path, output, message: str
+) -> None:
+    crawl = small_crawl(tmp_path)
+    before = crawl.read_bytes()
+    with pytest.raises(OutputError, match=message):
+        tag_corpus(crawl, output(tmp_path))
+    assert crawl.read_bytes() == before
+    assert {p.name for p in tmp_path.iterdir()} <= {"c.jsonl", "n.txt"}
+
+
+def test_an_output_inside_an_input_folder_or_on_the_ledger_is_refused(
+    world: dict, tmp_path: Path
+) -> None:
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    small_crawl(folder)
+    with pytest.raises(OutputError, match="lies inside the input"):
+        tag_corpus(folder, folder / "tagged.parquet")
+    with pytest.raises(OutputError, match="is the input"):
+        tag_corpus(folder, world["ledger"], ledger=world["ledger"])
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_output_and_no_work_files(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    crawl = tmp_path / "big.jsonl"
+    crawl.write_text("".join(json.dumps({"id": str(i), "text": secrets.token_hex(24)}) + "\n"
+                             for i in range(20_000)) + "{broken\n")
+    for name in ("out.parquet", "out.jsonl"):
+        with pytest.raises(OutputError) as info:
+            tag_corpus(crawl, tiny_disk / name, batch_size=2_000)
+        assert "no space left on device" in str(info.value) and "\n" not in str(info.value)
+        assert str(info.value).startswith(str(tiny_disk / name))
+        assert list(tiny_disk.iterdir()) == []
+
+
+def test_a_rejects_file_that_fills_the_disk_is_named_not_the_input(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    crawl = tmp_path / "bom.jsonl"
+    crawl.write_text("".join(f'{{"id": "{i}", "text": "{secrets.token_hex(24)}"\n'
+                             for i in range(10_000)))  # every line broken: all rejected
+    with pytest.raises(OutputError) as info:
+        tag_corpus(crawl, tiny_disk / "out.jsonl")
+    assert str(info.value).startswith(f"{tiny_disk / 'out.jsonl.rejects.jsonl'}: cannot write")
+    assert list(tiny_disk.iterdir()) == []
+
+
+def test_an_empty_tagged_corpus_has_every_column_and_mixes(tmp_path: Path) -> None:
+    from mixers.build import build_mixture
+    from mixers.spec import build_spec
+
+    empty = tmp_path / "e.jsonl"
+    empty.write_text(json.dumps({"id": "blank", "text": "  "}) + "\n")
+    report = tag_corpus(empty, tmp_path / "e.parquet")
+    assert report.counts.read == 1 and report.counts.accepted == 0
+    assert pl.read_parquet(tmp_path / "e.parquet").schema == pl.Schema(tagged_schema())
+    rows = [{"id": f"g{i}", "text": f"doc {i}", "is_synthetic": i % 2 == 0} for i in range(20)]
+    good = tmp_path / "g.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tag_corpus(good, tmp_path / "g.parquet")
+    spec = build_spec(tagged=[tmp_path / "e.parquet", tmp_path / "g.parquet"], target_docs=10,
+                      synthetic_ratio=0.5)
+    manifest = build_mixture(spec, tmp_path / "mix")
+    assert sum(manifest.as_dict()["achieved"]["documents_by_pool"].values()) == 10
+
+
+# ---- a killed `tailguard tag`: nothing it leaves is read as data, and a rerun cleans up ---------
+
+
+def tailguard(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+
+
+def kill_when_working(args: list[str], cwd: Path, folder: Path, parts: int = 2) -> None:
+    """Start ``tailguard tag``, SIGKILL it once its work folder holds ``parts`` part files."""
+    proc = subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list(folder.glob(".tailguard-work.*/part-*.parquet"))) >= parts:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "tag ended before it could be killed; give it more rows"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_killed_tag_leaves_nothing_a_later_run_reads_and_a_rerun_gives_the_same_bytes(
+    tmp_path: Path,
+) -> None:
+    rows = 60_000
+    lines = [json.dumps({"id": f"d{i}", "text": f"doc {i} of the crawl"}) for i in range(rows)]
+    lines.insert(3, "{broken")  # a rejects file is open when the run is killed
+    (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")
+    args = ["tag", "big.jsonl", "-o", "tk/out.parquet", "-q", "--batch-size", "1000"]
+    assert tailguard(*args, cwd=tmp_path).returncode == 0
+    reference = (tmp_path / "tk" / "out.parquet").read_bytes()
+
+    kill_when_working(args, tmp_path, tmp_path / "tk")
+    left = sorted(p.name for p in (tmp_path / "tk").iterdir())
+    assert any(n.startswith(".tailguard-work.") for n in left)  # what kill -9 leaves...
+    assert any(n.startswith(".out.parquet.rejects.jsonl.") for n in left)
+    assert (tmp_path / "tk" / "out.parquet").read_bytes() == reference  # ...the old output kept
+
+    again = tailguard("tag", "tk", "-o", "again.parquet", "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["read"] == rows  # ...is never read as data
+    assert pl.read_parquet(tmp_path / "again.parquet").height == rows
+
+    assert tailguard(*args, cwd=tmp_path).returncode == 0  # the rerun sweeps the leftovers
+    assert sorted(p.name for p in (tmp_path / "tk").iterdir()) == [
+        "out.parquet", "out.parquet.rejects.jsonl"]
+    assert (tmp_path / "tk" / "out.parquet").read_bytes() == reference
+
+
+def test_a_write_failure_through_the_cli_is_one_line_naming_the_output(
+    tmp_path: Path, readonly_dir: Path
+) -> None:
+    crawl = tmp_path / "bom.jsonl"
+    crawl.write_bytes(b"\xef\xbb\xbf" + small_crawl(tmp_path).read_bytes())
+    for output, cause in ((readonly_dir / "out.jsonl", "cannot write: read-only file system"),
+                          ("", "the output path is empty")):
+        done = tailguard("tag", str(crawl), "-o", str(output), cwd=tmp_path)
+        assert done.returncode == 1
+        [line] = done.stderr.splitlines()
+        assert line.startswith(f"error: {output}: {cause}" if output else f"error: {cause}")

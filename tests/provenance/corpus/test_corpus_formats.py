@@ -60,3 +60,23 @@ def test_resolve_inputs_skips_rejects_files(tmp_path: Path) -> None:
     jsonl(tmp_path / "a.jsonl", {"text": "x"})
     jsonl(tmp_path / "out.parquet.rejects.jsonl", {"text": "y"})
     assert [p.name for _, p in resolve_inputs(tmp_path)] == ["a.jsonl"]
+
+
+def test_hidden_names_below_a_folder_or_glob_are_never_data(tmp_path: Path) -> None:
+    """A killed run's work files ('.'), markers and metadata ('_'), at any depth, are skipped:
+    reading them would duplicate or corrupt the corpus."""
+    root = tmp_path / "tk"
+    for name in ("a.parquet", ".out.parquet.parts.x/part-000000.parquet",
+                 ".tailguard-work.corpus.h.1.2.ab/part-000000.parquet", "_tmp/b.parquet",
+                 "sub/.c.parquet", "sub/d.parquet", "sub/_e/f.parquet"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame({"id": [name], "text": ["x"]}).write_parquet(root / name)
+    kept = ["a.parquet", "sub/d.parquet"]
+    assert [p.relative_to(root).as_posix() for _, p in resolve_inputs(root)] == kept
+    for pattern in ("**/*.parquet", "*/*.parquet", "*"):
+        found = [p.relative_to(root).as_posix() for _, p in resolve_inputs(f"{root}/{pattern}")]
+        assert not any("/_" in f"/{f}" or "/." in f"/{f}" for f in found), pattern
+    # A hidden name the user spells out is read: it was asked for.
+    assert [p.name for _, p in resolve_inputs(root / "_tmp")] == ["b.parquet"]
+    assert [p.name for _, p in resolve_inputs(f"{root}/_tmp/*.parquet")] == ["b.parquet"]
+    assert read_corpus(root).counts.read == 2

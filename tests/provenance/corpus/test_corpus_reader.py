@@ -224,3 +224,23 @@ def test_unicode_line_separators_inside_text_do_not_split_a_record(tmp_path: Pat
     corpus = read_corpus(path)
     assert corpus.frame.get_column("text").to_list() == [text]
     assert corpus.counts.rejected == 0
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_a_byte_order_mark_at_the_start_does_not_cost_the_first_row(
+    tmp_path: Path, suffix: str
+) -> None:
+    data = b"\xef\xbb\xbf" + b'{"id": "a", "text": "first"}\n{"id": "b", "text": "second"}\n'
+    path = tmp_path / f"bom{suffix}"
+    path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    corpus = read_corpus(path)
+    assert corpus.frame.get_column("id").to_list() == ["a", "b"]
+    assert corpus.counts.rejected == 0
+
+
+def test_a_byte_order_mark_inside_the_file_is_data(tmp_path: Path) -> None:
+    path = tmp_path / "mid.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "x"}\n\xef\xbb\xbf{"id": "b", "text": "y"}\n')
+    corpus = read_corpus(path)
+    assert corpus.frame.get_column("id").to_list() == ["a"]
+    assert [(r.reason.value, r.line) for r in corpus.rejects] == [("malformed_json", 2)]

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import pickle
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -334,6 +335,77 @@ def test_read_only_ledger_refuses_writes(path: Path, docs: list[str]) -> None:
         assert ledger.stats().records == 2
     with Ledger(path) as ledger:
         assert ledger.stats().records == 2
+
+
+# --------------------------------------------------------------------------- read-only folders
+
+
+@pytest.fixture
+def readonly_ledger(tmp_path: Path, docs: list[str], readonly_copy_of) -> Path:
+    """A ledger of ``docs[:20]``, closed, in a folder nobody can write to (a real read-only
+    bind mount as root): SQLite cannot create the -wal/-shm files a WAL ledger needs there."""
+    folder = tmp_path / "built"
+    with Ledger(folder / "ledger.sqlite") as ledger:
+        ledger.register(docs[:20], generator="m", generation=2)
+    assert sorted(p.name for p in folder.iterdir()) == ["ledger.sqlite"]  # WAL checkpointed
+    return readonly_copy_of(folder) / "ledger.sqlite"
+
+
+def test_a_ledger_in_a_read_only_folder_is_read(readonly_ledger: Path, docs: list[str]) -> None:
+    with Ledger(readonly_ledger, read_only=True) as ledger:
+        assert ledger.stats().records == 20
+        assert ledger.lookup_exact(docs[3:4])[0].record.doc_id is None
+        assert ledger.lookup_exact(docs[25:26]) == [None]
+        near = ledger.lookup_near([edit(docs[5], random.Random(1), 5)], threshold=0.7)[0]
+        assert near is not None and near.record.record_id == 6
+        assert len(list(ledger.iter_records(batch_size=7))) == 20
+        clone = pickle.loads(pickle.dumps(ledger))  # reopens the same way
+    with clone:
+        assert clone.stats().records == 20
+    assert sorted(p.name for p in readonly_ledger.parent.iterdir()) == ["ledger.sqlite"]
+
+
+def test_writing_to_a_ledger_in_a_read_only_folder_says_why(readonly_ledger: Path) -> None:
+    cause = "read-only file system" if os.geteuid() == 0 else "permission denied"
+    for kwargs in ({}, {"create": False}):
+        with pytest.raises(LedgerError) as caught:
+            Ledger(readonly_ledger, **kwargs)
+        message = str(caught.value)
+        assert message == (
+            f"cannot write to ledger {readonly_ledger}: its folder is not writable ({cause}), "
+            "and SQLite must create the -wal and -shm files there; look it up as it is (ledger "
+            "lookup, ledger stats, tag --ledger), or copy it to a writable folder to add to it"
+        )
+        assert "not a tailguard ledger" not in message and "\n" not in message
+
+
+def test_unsaved_writes_in_a_read_only_folder_are_refused_not_ignored(
+    tmp_path: Path, docs: list[str], readonly_copy_of
+) -> None:
+    """A ledger whose -wal still holds commits (its writer was killed): reading the main file
+    alone would miss them, so a folder where SQLite cannot recover them is refused."""
+    live, copy = tmp_path / "live" / "ledger.sqlite", tmp_path / "copy"
+    copy.mkdir()
+    with Ledger(live) as ledger:
+        ledger.register(docs[:3])
+        wal = live.with_name("ledger.sqlite-wal")
+        assert wal.stat().st_size > 0
+        for part in (live, wal):  # the files a killed writer leaves, less the -shm
+            shutil.copy(part, copy / part.name)
+    readonly = readonly_copy_of(copy) / "ledger.sqlite"
+    with pytest.raises(LedgerError, match="ledger.sqlite-wal holds writes not yet copied into "
+                                          "it.*copy the ledger together with its -wal file"):
+        Ledger(readonly, read_only=True)
+
+
+def test_a_non_database_in_a_read_only_folder_is_still_not_a_ledger(
+    tmp_path: Path, readonly_copy_of
+) -> None:
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.sqlite").write_text("not a database\n" * 100)
+    junk = readonly_copy_of(tmp_path / "junk") / "notes.sqlite"
+    with pytest.raises(LedgerError, match="not a tailguard ledger \\(not an SQLite database"):
+        Ledger(junk, read_only=True)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -35,6 +37,35 @@ def test_key_saved_without_secret_cannot_detect(world: dict, tmp_path: Path) -> 
     assert WatermarkKey.load(private) == key
     with pytest.raises(ConfigError, match="does not match"):
         WatermarkKey.load(private, hashing_key=key.hashing_key + 1)
+
+
+def test_a_key_saved_with_its_secret_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    key = WatermarkKey.generate("tok", vocab_size=100, seed=3)
+    public = key.save(tmp_path / "key.json")
+    assert stat.S_IMODE(public.stat().st_mode) & 0o044  # publishable: others may read it
+    private = key.save(tmp_path / "secret.json", include_secret=True)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    replaced = key.save(public, include_secret=True)  # over a world-readable file
+    assert stat.S_IMODE(replaced.stat().st_mode) == 0o600
+    assert WatermarkKey.load(replaced) == key
+    old_umask = os.umask(0o277)  # even a umask that takes the owner's write bit
+    try:
+        key.save(private, include_secret=True)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key.json", "secret.json"]
+
+
+def test_a_missing_secret_names_the_cli_option_and_the_python_call(tmp_path: Path) -> None:
+    key = WatermarkKey.generate("tok", vocab_size=100, seed=3)
+    loaded = WatermarkKey.load(key.save(tmp_path / "key.json"))
+    with pytest.raises(ConfigError) as caught:
+        loaded.generation_config()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "--watermark-secret or TAILGUARD_WATERMARK_SECRET" in message
+    assert "WatermarkKey.load(path, hashing_key=<the secret>)" in message
 
 
 def test_loaded_key_finds_its_tokenizer_by_name(world: dict, tmp_path: Path) -> None:
