@@ -634,9 +634,15 @@ def mix(
         lines.append("dry run: nothing written")
     else:
         share = summary["synthetic_share"]
+        achieved_share = f"{summary['achieved']['synthetic_share']}"
+        tokens = summary["achieved"].get("tokens_by_pool") or {}
+        if plan["unit"] == "tokens" and sum(tokens.values()):
+            # The ratio was asked of tokens: say it in tokens (documents differ in length).
+            achieved_share = (f"{tokens.get('synthetic', 0) / sum(tokens.values()):.4g} of tokens "
+                              f"({achieved_share} of documents)")
         lines.append(
             f"synthetic share: requested {summary['requested']['synthetic_ratio']}, achieved "
-            f"{summary['achieved']['synthetic_share']}, estimated true {share['estimate']} "
+            f"{achieved_share}, estimated true {share['estimate']} "
             f"(95% {share['low']}-{share['high']})"
         )
         lines.append(f"wrote {len(summary['shards'])} shard(s), manifest.json, run.json and "

@@ -11,13 +11,15 @@ are 95% percentile bootstrap intervals over seeds, resampling seeds jointly acro
 (every policy sees the same original data per seed, so the comparison is paired); a family run
 with a single seed gets point estimates only.
 
-``report.html`` embeds its plots as data URIs: it opens offline, in any browser, from anywhere.
+The report opens on what was found: paragraphs written from these same numbers
+(:mod:`collapse_eval.report_summary`) and a lead figure with every family's tail metric over
+generations (:func:`collapse_eval.plots.plot_lead`). ``report.html``
+(:mod:`collapse_eval.report_html`) adds a table of contents and embeds its plots as data URIs:
+it opens offline, in any browser, from anywhere.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 import os
@@ -31,30 +33,23 @@ import numpy as np
 import polars as pl
 import torch
 
-from collapse_eval.plots import plot_metric, saved_figure
+from collapse_eval.plots import plot_lead, plot_metric, plot_sweep
 from collapse_eval.profiles import family_profile
+from collapse_eval.report_html import to_html
+from collapse_eval.report_summary import (
+    FamilyFindings,
+    Share,
+    family_findings,
+    highlighted,
+    paired_bootstrap,
+    summary_paragraphs,
+)
 from collapse_eval.text.report_table import generation_table
 from provenance.atomic import atomic_path
 from provenance.errors import InputError
 
 BOOTSTRAP = 2000
 _NOISY = re.compile(r"^filter:noisy\(tpr=([0-9.]+),fpr=([0-9.]+)\)$")
-
-
-@dataclass
-class Share:
-    """A share of tail loss prevented with its bootstrap interval."""
-
-    estimate: float
-    low: float
-    high: float
-
-    def text(self) -> str:
-        if math.isnan(self.estimate):
-            return "n/a"
-        if math.isnan(self.low):
-            return f"{self.estimate:.2f} (1 seed)"
-        return f"{self.estimate:.2f} [{self.low:.2f}, {self.high:.2f}]"
 
 
 def final_losses(results: pl.DataFrame, family: str,
@@ -80,17 +75,11 @@ def prevented_shares(losses: pl.DataFrame, baseline: str = "scrape",
     than a ratio of two noises. With a single seed there is no interval: the shares are point
     estimates (low and high NaN), given when the baseline lost more than the oracle at all.
     """
-    table = losses.pivot(on="policy", index="seed", values="loss").sort("seed")
-    if baseline not in table.columns or "filter:oracle" not in table.columns:
+    if not {baseline, "filter:oracle"} <= set(losses.get_column("policy").to_list()):
         return {}
-    policies = [c for c in table.columns if c != "seed"]
-    matrix = table.select(policies).to_numpy()
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, matrix.shape[0], size=(BOOTSTRAP, matrix.shape[0]))
-    boot_means = matrix[draws].mean(axis=1)  # (BOOTSTRAP, policies)
-    means = matrix.mean(axis=0)
+    policies, means, boot_means = paired_bootstrap(losses, seed, BOOTSTRAP)
     base, oracle = policies.index(baseline), policies.index("filter:oracle")
-    single = matrix.shape[0] < 2
+    single = losses.get_column("seed").n_unique() < 2
     gap_low = np.percentile(boot_means[:, base] - boot_means[:, oracle], 2.5)
     if gap_low <= 0:
         return {p: Share(math.nan, math.nan, math.nan) for p in policies}
@@ -274,6 +263,29 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _table_policies(policies: list[str], through: dict[str, int] | None,
+                    last: int) -> list[str]:
+    """The headline table's policies: the sweep's points have their own plot (but for the
+    default noisy tagger), and a partial run's unstarted policies have no last generation."""
+    return [p for p in policies
+            if (not _NOISY.match(p) or p == "filter:noisy(tpr=0.9,fpr=0.05)")
+            and (through is None or through[p] >= last)]
+
+
+def _opening(findings: list[FamilyFindings], results: pl.DataFrame, files: Path,
+             images: list[Path]) -> list[str]:
+    """The report's top: the generated paragraph, then the lead figure in its own section."""
+    panels = {f.family: (family_profile(f.family).tail_metric, highlighted(f))
+              for f in findings}
+    image = plot_lead(results, panels, files / "lead-tail-over-generations.png")
+    images.append(image)
+    opening = [line for paragraph in summary_paragraphs(findings) for line in (paragraph, "")]
+    return [*opening, "## The tails over generations", "",
+            "Each family's tail metric (1 = the original's tails intact), mean over seeds with "
+            "95% bands; the headline policies in colour, every other policy in grey.", "",
+            f"![lead figure: tail metric per family](report_files/{image.name})", ""]
+
+
 @dataclass
 class Report:
     markdown: Path
@@ -291,6 +303,7 @@ def write_report(run_dir: str | os.PathLike) -> Report:
     images: list[Path] = []
     configs, infos, all_results = {}, {}, []
     headline_rows, rate_rows = [], []
+    findings: list[FamilyFindings] = []
     sections: list[str] = []
     bench = _bench_info(run_dir)
     for family, folder in folders.items():
@@ -305,11 +318,9 @@ def write_report(run_dir: str | os.PathLike) -> Report:
         losses = final_losses(results, family, last)
         vs_scrape = prevented_shares(losses, "scrape")
         vs_replace = prevented_shares(losses, "replace")
-        for policy in config["policies"]:
-            if _NOISY.match(policy) and policy != "filter:noisy(tpr=0.9,fpr=0.05)":
-                continue  # sweep points have their own plot
-            if through is not None and through[policy] < last:
-                continue  # not started yet
+        table_policies = _table_policies(config["policies"], through, last)
+        findings.append(family_findings(losses, family, last, profile.loss_text, table_policies))
+        for policy in table_policies:
             values = losses.filter(pl.col("policy") == policy).get_column("loss").to_numpy()
             headline_rows.append([
                 family, policy, mean_interval(values).text(),
@@ -373,7 +384,11 @@ def write_report(run_dir: str | os.PathLike) -> Report:
                                            .get_column("loss").to_numpy())
                           for p in ("scrape", "filter:oracle", "replace")
                           if p in config["policies"]}
-            image = _plot_sweep(points, references, family, files / f"{family}-sweep.png")
+            image = plot_sweep([(t, f, (s.estimate, s.low, s.high)) for t, f, s in points],
+                               {n: r.estimate for n, r in references.items()},
+                               f"{family}: how good must detection be?",
+                               f"tail loss ({profile.loss_text}) at generation {last}",
+                               files / f"{family}-sweep.png")
             images.append(image)
             sections.append("Detection-quality sweep: tail loss at the last generation when the "
                             f"filter's tagger has FPR {points[0][1]:g} and the recall on the x "
@@ -386,6 +401,7 @@ def write_report(run_dir: str | os.PathLike) -> Report:
                                   [[f"{t:g}", s.text()] for t, _, s in points])
             sections.append("")
     results = pl.concat(all_results)
+    md += _opening(findings, results, files, images)
     md.append("## Share of tail loss prevented (last generation)")
     md.append("")
     md.append("(loss(B) - loss(policy)) / (loss(B) - loss(filter:oracle)) for the baseline B = "
@@ -431,64 +447,5 @@ def write_report(run_dir: str | os.PathLike) -> Report:
         tmp.write_text("\n".join(md), encoding="utf-8")
     html_path = run_dir / "report.html"
     with atomic_path(html_path) as tmp:
-        tmp.write_text(_to_html(md, run_dir), encoding="utf-8")
+        tmp.write_text(to_html(md, run_dir), encoding="utf-8")
     return Report(md_path, html_path, images)
-
-
-def _plot_sweep(points: list[tuple[float, float, Share]], references: dict[str, Share],
-                family: str, path: Path) -> Path:
-    tpr = np.array([p[0] for p in points])
-    est = np.array([p[2].estimate for p in points])
-    low = np.array([p[2].low for p in points])
-    high = np.array([p[2].high for p in points])
-    with saved_figure(path, figsize=(6, 4)) as (_, ax):
-        ax.errorbar(tpr, est, yerr=[est - low, high - est], marker="o", capsize=3,
-                    label="filter:noisy")
-        for (name, ref), color in zip(references.items(), ("tab:red", "tab:green", "tab:purple"),
-                                      strict=False):
-            ax.axhline(ref.estimate, color=color, linestyle=":", linewidth=1.2, label=name)
-        ax.set_xlabel(f"tagger TPR (FPR {points[0][1]:g})")
-        ax.set_ylabel("tail loss at the last generation")
-        ax.set_title(f"{family}: how good must detection be?")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, frameon=False)
-    return path
-
-
-_IMAGE = re.compile(r"^!\[(.*)\]\((.*)\)$")
-
-
-def _to_html(md: list[str], run_dir: Path) -> str:
-    """A small Markdown subset (headings, tables, images, paragraphs) to standalone HTML."""
-    out = ["<!doctype html><html><head><meta charset='utf-8'><title>tailguard report</title>",
-           "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
-           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-           "padding:.3em .6em;text-align:left}img{max-width:100%}</style></head><body>"]
-    i = 0
-    while i < len(md):
-        line = md[i]
-        if line.startswith("|"):
-            rows = []
-            while i < len(md) and md[i].startswith("|"):
-                if not md[i].startswith("|---"):
-                    rows.append([c.strip() for c in md[i].strip("|").split("|")])
-                i += 1
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-                       + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                    for r in rows[1:]]
-            out.append("</table>")
-            continue
-        match = _IMAGE.match(line)
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
-        elif match:
-            data = base64.b64encode((run_dir / match.group(2)).read_bytes()).decode()
-            out.append(f"<p><img alt='{html.escape(match.group(1))}' "
-                       f"src='data:image/png;base64,{data}'></p>")
-        elif line.strip():
-            out.append(f"<p>{html.escape(line).replace('`', '')}</p>")
-        i += 1
-    out.append("</body></html>")
-    return "\n".join(out)

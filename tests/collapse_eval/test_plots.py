@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from collapse_eval.plots import metric_curves, plot_metric
+from collapse_eval.plots import metric_curves, plot_metric, plot_sweep
 
 
 def _results() -> pl.DataFrame:
@@ -34,3 +34,22 @@ def test_plot_metric_writes_a_png(tmp_path: Path) -> None:
     path = plot_metric(_results(), "variance", tmp_path / "variance.png")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_the_sweep_spaces_crowded_tprs_evenly_and_labels_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.axes
+
+    ticks: list[list[str]] = []
+    original = matplotlib.axes.Axes.set_xticks
+
+    def recording(self, positions, labels=None, **kwargs):
+        ticks.append([list(positions), list(labels or [])])
+        return original(self, positions, labels, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xticks", recording)
+    points = [(t, 0.05, (0.3, 0.2, 0.4)) for t in (0.0, 0.9, 0.99, 1.0)]
+    path = plot_sweep(points, {"scrape": 0.25, "replace": 0.7}, "gaussian: sweep",
+                      "tail loss", tmp_path / "sweep.png")
+    assert ticks == [[[0, 1, 2, 3], ["0", "0.9", "0.99", "1"]]]
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -180,6 +180,32 @@ def _browser() -> str | None:
     return None
 
 
+#: injected at the top of <head>: counts console errors, script errors and resources that fail to
+#: load (error events do not bubble, so they are caught on the capture phase)
+_WATCH = ("<script>window.__errors=[];const e=console.error.bind(console);"
+          "console.error=(...a)=>{window.__errors.push(a.join(' '));e(...a)};"
+          "window.addEventListener('error',ev=>window.__errors.push(String(ev.message||"
+          "(ev.target&&ev.target.tagName))),true);</script>")
+_PROBE = ("<script>window.addEventListener('load',()=>{const imgs=[...document.images];"
+          "const ok=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;"
+          "document.body.setAttribute('data-images',ok+'/'+imgs.length);"
+          "document.body.setAttribute('data-errors',window.__errors.length);});</script>")
+
+
+def _headless(browser: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--hide-scrollbars", *args], capture_output=True, text=True, timeout=120)
+
+
+def _colours(png: Path) -> int:
+    """How many distinct colours a screenshot has (1: a blank page)."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        return len(image.convert("RGB").getcolors(maxcolors=1 << 20) or [])
+
+
 @pytest.mark.parametrize("folder", ["bench_dir", "neural_bench_dir"])
 def test_report_html_renders_in_a_headless_browser_with_every_image(
         folder: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
@@ -187,18 +213,20 @@ def test_report_html_renders_in_a_headless_browser_with_every_image(
     browser = _browser()
     if browser is None:
         pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium package)")
+    page = (bench_dir / "report.html").read_text()
     probe = tmp_path / "probe.html"
-    check = ("<script>window.addEventListener('load',()=>{const imgs=[...document.images];"
-             "const ok=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;"
-             "document.body.setAttribute('data-images',ok+'/'+imgs.length);});</script>")
-    probe.write_text((bench_dir / "report.html").read_text().replace("</body>",
-                                                                      check + "</body>"))
-    proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=120)
+    probe.write_text(page.replace("<head>", "<head>" + _WATCH, 1)
+                     .replace("</body>", _PROBE + "</body>"))
+    proc = _headless(browser, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri())
     match = re.search(r'data-images="(\d+)/(\d+)"', proc.stdout)
     assert match, proc.stderr[-2000:]
     loaded, total = int(match.group(1)), int(match.group(2))
     assert total == len(list((bench_dir / "report_files").glob("*.png"))) >= 3
     assert loaded == total
+    assert 'data-errors="0"' in proc.stdout, proc.stderr[-2000:]
+    # the first screen: title, the generated paragraph and the contents, drawn (not blank)
+    shot = tmp_path / "first-screen.png"
+    _headless(browser, f"--screenshot={shot}", "--window-size=1280,900",
+              (bench_dir / "report.html").as_uri())
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _colours(shot) > 16

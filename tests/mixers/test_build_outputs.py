@@ -326,4 +326,7 @@ def test_a_token_target_shows_tokens_achieved_beside_documents(data: Path,
                                      f"{docs['synthetic']:,}"]
     assert tokens["synthetic"] <= 1000 < tokens["synthetic"] + 4  # within one document
     assert sum(tokens.values()) == manifest["achieved"]["tokens"]
+    share = next(line for line in lines if line.startswith("synthetic share:"))
+    token_share = tokens["synthetic"] / sum(tokens.values())
+    assert f"achieved {token_share:.4g} of tokens" in share  # the unit the ratio was asked in
     assert "run.json" in lines[-1]
