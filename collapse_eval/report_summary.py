@@ -146,10 +146,14 @@ def family_sentence(f: FamilyFindings) -> str:
     keep = sorted((p for p in others if f.saved_vs_replace[p].excludes_zero()),
                   key=lambda p: f.losses[p].estimate)
     rest = [p for p in others if p not in keep]
+    # One seed has no interval: its differences are measured, not significant.
+    less, same = (("Less than replace (one seed: no interval)", "Not less than replace")
+                  if f.seeds == 1 else
+                  ("Significantly less than replace", "No better than replace"))
     if keep:
-        parts.append("Significantly less than replace: " + _listed(f, keep) + ".")
+        parts.append(f"{less}: " + _listed(f, keep) + ".")
     if rest:
-        parts.append("No better than replace: " + _listed(f, rest) + ".")
+        parts.append(f"{same}: " + _listed(f, rest) + ".")
     for baseline, reason in (("scrape", f.na_scrape), ("replace", f.na_replace)):
         if reason:
             parts.append(f"Prevented vs {baseline} is n/a: {reason}.")

@@ -86,6 +86,9 @@ def test_one_seed_is_explained() -> None:
     assert "(1 seed, generation 3," in text and "`replace` loses 0.70 (1 seed)" in text
     assert ("Prevented vs scrape is n/a: with one seed, scrape lost no more tail than "
             "filter:oracle (difference -0.05)") in text
+    # One seed has no interval, so nothing is called significant.
+    assert "Less than replace (one seed: no interval): `scrape` 0.05 (1 seed)" in text
+    assert "ignificantly" not in summary_paragraphs([one])[1]
 
 
 def test_families_each_get_their_sentence_and_their_highlights() -> None:
