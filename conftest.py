@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -83,6 +84,17 @@ def _unmount(target: Path) -> None:
     subprocess.run(["umount", "-l", str(target)], capture_output=True)
 
 
+@contextlib.contextmanager
+def _tmpfs(target: Path, options: str, why_not: str) -> Iterator[None]:
+    """A tmpfs mounted at ``target`` for the duration; skips the test with ``why_not``."""
+    if not _mount_tmpfs(target, options):
+        pytest.skip(why_not)
+    try:
+        yield
+    finally:
+        _unmount(target)
+
+
 @pytest.fixture
 def readonly_dir(tmp_path: Path) -> Iterator[Path]:
     """A folder nobody can write to: a read-only tmpfs as root (root ignores file modes),
@@ -90,12 +102,9 @@ def readonly_dir(tmp_path: Path) -> Iterator[Path]:
     folder = tmp_path / "readonly"
     folder.mkdir()
     if os.geteuid() == 0:
-        if not _mount_tmpfs(folder, "ro,size=1m"):
-            pytest.skip("running as root without permission to mount a read-only tmpfs")
-        try:
+        with _tmpfs(folder, "ro,size=1m",
+                    "running as root without permission to mount a read-only tmpfs"):
             yield folder
-        finally:
-            _unmount(folder)
         return
     folder.chmod(0o555)
     try:
@@ -110,12 +119,8 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     Skips where the machine does not allow mounting one."""
     folder = tmp_path / "tiny_disk"
     folder.mkdir()
-    if not _mount_tmpfs(folder, "size=256k"):
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with _tmpfs(folder, "size=256k", "cannot mount a small tmpfs here (needs root)"):
         yield folder
-    finally:
-        _unmount(folder)
 
 
 def _bind_readonly(target: Path) -> bool:
