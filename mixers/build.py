@@ -87,7 +87,6 @@ from provenance.corpus import RejectsWriter
 from provenance.errors import ConfigError, OutputError
 from provenance.outputs import (
     check_output,
-    describe_os_error,
     staged_folder,
     sweep_dead_work,
     work_dir,
@@ -319,11 +318,11 @@ def _writes_in(work: Path, out: Path | None) -> Iterator[None]:
     except (OSError, OutputError) as exc:
         where = exc.filename if isinstance(exc, OSError) else exc.path
         failed = exc if isinstance(exc, OSError) else exc.__cause__
-        if (where is None or not isinstance(failed, OSError)
+        if (where is None or not isinstance(failed, Exception)
                 or work not in Path(where).absolute().parents):
             raise
-        raise OutputError(f"cannot write: {describe_os_error(failed)}",
-                          path=str(work if out is None else out)) from exc
+        with writing(work if out is None else out):  # the same wording, the user's folder
+            raise failed from None
 
 
 def _write_mixture(prepared: _Prepared, spec: MixtureSpec, staged: Path, out: Path,

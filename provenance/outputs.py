@@ -23,6 +23,7 @@ import contextlib
 import errno
 import glob
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -77,9 +78,28 @@ def is_hidden_name(name: str) -> bool:
     return name.startswith((".", "_"))
 
 
+_OS_ERROR_IN_WORDS = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")
+
+
+def _as_os_error(exc: Exception) -> OSError | None:
+    """The ``OSError`` behind a failed write, also where polars reports it only in words.
+
+    Polars gives a full disk as ``ComputeError: ... No space left on device (os error 28)``,
+    or as an ``OSError`` without ``errno`` whose text holds ``[Errno 28] ...``.
+    """
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc
+    found = _OS_ERROR_IN_WORDS.search(str(exc))
+    if found is None:
+        return exc if isinstance(exc, OSError) else None
+    code = int(found[1] or found[2])
+    return OSError(code, os.strerror(code), getattr(exc, "filename", None))
+
+
 @contextlib.contextmanager
 def writing(output: str | os.PathLike) -> Iterator[None]:
-    """Turn an ``OSError`` raised inside into one :class:`OutputError` line naming ``output``.
+    """Turn an ``OSError`` raised inside (or polars' word for one) into one
+    :class:`OutputError` line naming ``output``.
 
     Wrap only the code that writes: a read error of an input must keep its own message.
 
@@ -90,13 +110,24 @@ def writing(output: str | os.PathLike) -> Iterator[None]:
     Traceback (most recent call last):
     ...
     provenance.errors.OutputError: out.parquet: cannot write: permission denied (out.parquet.tmp)
+    >>> import polars as pl
+    >>> with writing("out.parquet"):
+    ...     raise pl.exceptions.ComputeError("underlying IO error: No space left (os error 28)")
+    Traceback (most recent call last):
+    ...
+    provenance.errors.OutputError: out.parquet: cannot write: no space left on device
     """
+    import polars as pl  # here: the CLI imports this module for every command
+
     try:
         yield
     except TailguardError:
         raise
-    except OSError as exc:
-        raise OutputError(f"cannot write: {describe_os_error(exc)}", path=str(output)) from exc
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        cause = _as_os_error(exc)
+        if cause is None:
+            raise
+        raise OutputError(f"cannot write: {describe_os_error(cause)}", path=str(output)) from exc
 
 
 def _input_paths(inputs: Iterable[str | os.PathLike | None]) -> Iterator[tuple[str, Path]]:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,42 +22,12 @@ from provenance.atomic import atomic_path, close_atomic, open_atomic
 from provenance.corpus.formats import output_format
 from provenance.outputs import work_dir, writing
 
-_OS_ERROR = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")
-
 
 def write_corpus(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
     """Write a DataFrame as parquet or jsonl (by extension), atomically."""
     with CorpusWriter(path) as writer:
         writer.write(frame)
     return Path(path)
-
-
-@contextlib.contextmanager
-def polars_io_errors() -> Iterator[None]:
-    """Raise polars' failed file writes as the ``OSError`` they are (with their errno).
-
-    Polars reports a full disk as ``ComputeError: ... underlying IO error: No space left on
-    device (os error 28)``, or as an ``OSError`` without ``errno`` whose text holds the error
-    of the Python file it wrote to (``[Errno 28] ...``); as a plain ``OSError`` it reads the
-    same as any other failed write. Other polars errors pass unchanged.
-
-    Examples
-    --------
-    >>> import polars as pl
-    >>> with polars_io_errors():
-    ...     raise pl.exceptions.ComputeError("underlying IO error: No space left (os error 28)")
-    Traceback (most recent call last):
-    ...
-    OSError: [Errno 28] No space left on device
-    """
-    try:
-        yield
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        found = _OS_ERROR.search(str(exc))
-        if getattr(exc, "errno", None) is not None or found is None:
-            raise
-        code = int(found[1] or found[2])
-        raise OSError(code, os.strerror(code)) from exc
 
 
 class CorpusWriter:
@@ -86,13 +55,8 @@ class CorpusWriter:
         self._jsonl: IO[bytes] | None = None
         self._pending: Any = None
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        with writing(self.path), polars_io_errors():
-            yield
-
     def write(self, frame: pl.DataFrame) -> None:
-        with self._writing():
+        with writing(self.path):
             if self.format == "parquet":
                 self._write_part(frame)
             else:
@@ -117,7 +81,7 @@ class CorpusWriter:
 
     def close(self, *, commit: bool = True) -> None:
         try:
-            with self._writing():
+            with writing(self.path):
                 if self.format == "parquet":
                     if commit:
                         self._merge_parts()
