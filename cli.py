@@ -635,10 +635,9 @@ def mix(
     else:
         share = summary["synthetic_share"]
         achieved_share = f"{summary['achieved']['synthetic_share']}"
-        tokens = summary["achieved"].get("tokens_by_pool") or {}
-        if plan["unit"] == "tokens" and sum(tokens.values()):
+        if tokens and sum(got.values()):
             # The ratio was asked of tokens: say it in tokens (documents differ in length).
-            achieved_share = (f"{tokens.get('synthetic', 0) / sum(tokens.values()):.4g} of tokens "
+            achieved_share = (f"{got.get('synthetic', 0) / sum(got.values()):.4g} of tokens "
                               f"({achieved_share} of documents)")
         lines.append(
             f"synthetic share: requested {summary['requested']['synthetic_ratio']}, achieved "
