@@ -48,14 +48,13 @@ from collapse_eval.text.model import (  # noqa: E402
     LMRecipe,
     new_model,
     perplexity,
-    torch_threads,
     train_lm,
 )
 from collapse_eval.text.sampling import beam_generate, sample_continuations  # noqa: E402
 from collapse_eval.text.text_metrics import ngram_baselines  # noqa: E402
 from collapse_eval.text.tokenizer import encode_blocks, train_tokenizer  # noqa: E402
+from provenance.devices import resolve_device, torch_threads  # noqa: E402
 from provenance.errors import ConfigError  # noqa: E402
-from provenance.models import resolve_device  # noqa: E402
 from provenance.watermark import WatermarkKey  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

@@ -48,7 +48,7 @@ from collapse_eval.families import vae as vae_module  # noqa: E402
 from collapse_eval.families.vae import ConvVAE, VAEFamily, train_vae  # noqa: E402
 from collapse_eval.loop import CollapseConfig, run_collapse  # noqa: E402
 from collapse_eval.rng import ChainRandom  # noqa: E402
-from provenance.models import resolve_device  # noqa: E402
+from provenance.devices import resolve_device  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "bench_vae.json"
 PAPER_METRICS = ("encoder_std", "recall", "precision", "rarest_class_frequency",

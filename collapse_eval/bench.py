@@ -12,9 +12,17 @@ Sizes are chosen so that collapse is visible: the Gaussian uses 20 samples per g
 log-variance falls by about 0.054 per generation), the GMM 500. The quick plan (the README's main
 job, at most 10 minutes on 2 CPU cores in all) shrinks the two neural families: a narrower VAE
 trained for a fixed 400 steps, and a one-layer GPT-2 on 4,000 short Wikipedia documents, each
-for two generations and the policies that tell the story (replace, retain:0.1, scrape,
-filter:oracle; for the LM also the watermark and ledger filters). The full plan runs every
-family at its defaults.
+for two generations, two seeds and the policies that tell the story (replace, retain:0.1,
+scrape, filter:oracle; for the LM also the watermark and ledger filters). The full plan runs
+every family at its defaults.
+
+The families are independent, and with ``jobs > 1`` they run at once, each in a spawned worker
+process on one torch thread (the LM also spreads its policy chains over ``jobs`` processes).
+Each family writes only its own run folder; the combined results are read from those folders
+once every family has ended, so they do not depend on ``jobs``. The quick plan runs on every
+usable core by default, which pays for the LM's second seed: one after another, the quick
+families took about 6 minutes of one core with one LM seed; two LM seeds add about 3 minutes
+of CPU, spread over both cores.
 
 Policies that do not apply to a family are skipped for it, not an error: the noisy tagger
 (``filter:noisy(...)``) needs numbers it can flip at a known rate, so the LM skips it; the
@@ -24,23 +32,34 @@ ledger, watermark and detector need documents, so the numeric families skip them
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import torch
+from tqdm.auto import tqdm
 
-from collapse_eval.loop import CollapseConfig, run_collapse
+from collapse_eval.loop import CollapseConfig, completed_generations, run_collapse
 from collapse_eval.policies import NUMERIC_TAGGERS, TEXT_TAGGERS, parse_policy
+from collapse_eval.process_pool import exit_on_sigterm, refuse_while_importing_main, run_in_pool
+from collapse_eval.run_lock import claim_run_dir
 from provenance.atomic import atomic_path
-from provenance.errors import ConfigError
+from provenance.errors import (
+    BenchFamilyError,
+    ConfigError,
+    TailguardError,
+    one_line_warnings,
+    one_line_warnings_active,
+)
 
 DEFAULT_POLICIES = (
     "replace", "retain:0.1", "accumulate", "scrape", "filter:oracle",
@@ -83,7 +102,8 @@ FAMILY_PLANS: dict[str, dict[str, dict[str, Any]]] = {
         "full": {"generations": 10, "samples": 4000, "seeds": 4},
     },
     "lm": {
-        "quick": {"generations": 2, "seeds": 1,
+        # two seeds: the headline's LM rows get intervals (one seed gives point estimates)
+        "quick": {"generations": 2, "seeds": 2,
                   "policies": (*QUICK_NEURAL_POLICIES, "filter:watermark", "filter:ledger"),
                   "options": {"max_articles": 20, "max_train_docs": 4000,
                               "recipe": QUICK_LM_RECIPE}},
@@ -91,6 +111,10 @@ FAMILY_PLANS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 FAMILIES = tuple(FAMILY_PLANS)
+#: The families, costliest first (the quick plan on 2 cores, one after another: lm 209 s with
+#: one seed, vae 113 s, gmm 27 s, gaussian 11 s): with ``jobs > 1`` the pool hands them out in
+#: this order, so that it does not end on one long family while the other workers idle.
+COSTLIEST_FIRST = ("lm", "vae", "gmm", "gaussian")
 
 
 def sweep_policies(tprs: Sequence[float] = SWEEP_TPRS, fpr: float = SWEEP_FPR) -> tuple[str, ...]:
@@ -174,37 +198,171 @@ def bench_plan(*, quick: bool = False, families: Sequence[str] = FAMILIES,
 class BenchResult:
     out_dir: Path
     results: pl.DataFrame
+    #: each family's wall seconds in this invocation
     seconds: dict[str, float]
+    #: families run at once (see :func:`run_bench`)
+    jobs: int = 1
+    #: the whole invocation's wall seconds
+    wall_seconds: float = 0.0
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the system has one (a
+    container or ``taskset`` may allow fewer than the machine has), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _run_family(part: BenchFamily, folder: Path, device: str, progress: bool,
-                threads: int | None) -> pl.DataFrame:
-    """One family's run (resumed where it stopped); returns its long-format results."""
-    from collapse_eval.text.model import torch_threads
+                threads: int | None, jobs: int = 1) -> None:
+    """One family's run (resumed where it stopped) into ``folder``; the LM runs its policy
+    chains ``jobs`` at a time."""
+    from provenance.devices import torch_threads
 
     if part.family == "lm":
         from collapse_eval.text.loop import run_lm_collapse
 
-        return run_lm_collapse(part.config, folder, device=device, resume=True,
-                               progress=progress, threads=threads).results
+        run_lm_collapse(part.config, folder, device=device, resume=True, progress=progress,
+                        threads=threads, jobs=jobs)
+        return
     with torch_threads(threads):
-        return run_collapse(part.config, folder, device=device, resume=True,
-                            progress=progress).results
+        run_collapse(part.config, folder, device=device, resume=True, progress=progress)
 
 
-def environment(threads: int | None = None) -> dict[str, Any]:
-    """Where the benchmark ran: interpreter, platform, cores and torch's threads."""
+def _plan_line(number: int, part: BenchFamily, parts: int) -> str:
+    config = part.config
+    return (f"bench {number}/{parts}: {part.family}, {len(config.policies)} policies x "
+            f"{len(config.seeds)} seeds x {config.generations + 1} generations"
+            + (f" (skipping {', '.join(part.skipped)})" if part.skipped else ""))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _family_error(family: str, error: BaseException, *, worker: bool) -> BenchFamilyError:
+    """The one line that names a failed family: a tailguard error's own (first) line, or for
+    an unexpected error its type and message."""
+    kept = "finished generations are kept: run the same command again to resume"
+    if isinstance(error, BrokenProcessPool):
+        message = (f"bench family {family}: its worker process died (killed, or out of "
+                   f"memory? lower --jobs); {kept}")
+    elif isinstance(error, TailguardError):
+        message = f"bench family {family}: {_first_line(error)}"
+    else:
+        where = " in its worker process" if worker else ""
+        message = (f"bench family {family} failed{where}: {type(error).__name__}: "
+                   f"{_first_line(error)}; {kept}")
+    return BenchFamilyError(message, family=family)
+
+
+def _run_here(plan: Sequence[BenchFamily], out: Path, device: str, threads: int | None,
+              jobs: int, progress: bool) -> dict[str, float]:
+    """The families one after another in this process (each with its own progress bar)."""
+    seconds = {}
+    for number, part in enumerate(plan, 1):
+        if progress:
+            print(_plan_line(number, part, len(plan)), file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        try:
+            _run_family(part, out / part.folder, device, progress, threads, jobs)
+        except Exception as error:
+            raise _family_error(part.family, error, worker=False) from error
+        seconds[part.family] = round(time.perf_counter() - started, 2)
+    return seconds
+
+
+def _steps(part: BenchFamily) -> int:
+    """A family's policy-generations (the LM's shared generation 0 once per seed)."""
+    config = part.config
+    if part.family == "lm":
+        return len(config.seeds) * (1 + len(config.policies) * config.generations)
+    return len(config.policies) * (config.generations + 1)
+
+
+def _steps_done(part: BenchFamily, folder: Path) -> int:
+    """A family's policy-generations finished so far, read from its folder."""
+    if part.family != "lm":
+        return completed_generations(folder, part.config)
+    from collapse_eval.text.progress import lm_run_progress
+
+    try:
+        progress = lm_run_progress(folder)
+    except (TailguardError, OSError, ValueError):  # not started yet (or being written)
+        return 0
+    return progress.done + sum(bool(first["done"]) for first in progress.first.values())
+
+
+def _family_worker(work: tuple[BenchFamily, dict[str, Any]]) -> float:
+    """In a worker process: run one family into its folder; returns its wall seconds."""
+    part, task = work
+    shown = one_line_warnings() if task["one_line_warnings"] else contextlib.nullcontext()
+    started = time.perf_counter()
+    with shown:
+        _run_family(part, Path(task["out"]) / part.folder, task["device"], task["progress"],
+                    task["threads"], task["jobs"])
+    return round(time.perf_counter() - started, 2)
+
+
+def _run_in_workers(plan: Sequence[BenchFamily], out: Path, device: str, threads: int,
+                    jobs: int, progress: bool) -> dict[str, float]:
+    """The families ``jobs`` at a time in spawned processes, the costliest first; one bar
+    for all of them, moved by what their folders hold (on no terminal: a line as each ends,
+    and the LM's line per generation)."""
+    rank = {family: k for k, family in enumerate(COSTLIEST_FIRST)}
+    order = sorted(range(len(plan)), key=lambda i: rank.get(plan[i].family, 0))
+    workers = min(jobs, len(plan))
+    terminal = progress and sys.stderr.isatty()
+    if progress:
+        for number, part in enumerate(plan, 1):
+            print(_plan_line(number, part, len(plan)), file=sys.stderr, flush=True)
+    task = {"out": str(out), "device": device, "threads": threads, "jobs": jobs,
+            "progress": progress and not terminal,
+            "one_line_warnings": one_line_warnings_active()}
+    seconds: dict[str, float] = {}
+    shown = [0] * len(plan)
+    with tqdm(total=sum(_steps(part) for part in plan), unit="gen", dynamic_ncols=True,
+              desc=f"bench {len(plan)} families, {workers} at once",
+              disable=None if terminal else True) as bar:
+
+        def poll() -> None:
+            for i, part in enumerate(plan):
+                now = _steps_done(part, out / part.folder)
+                bar.update(max(0, now - shown[i]))
+                shown[i] = max(shown[i], now)
+
+        def done(k: int, wall: float) -> None:
+            family = plan[order[k]].family
+            seconds[family] = wall
+            if progress:
+                tqdm.write(f"bench: {family} done in {wall:.0f} s", file=sys.stderr)
+
+        poll()
+        run_in_pool(_family_worker, [(plan[i], task) for i in order], workers, poll=poll,
+                    done=done, initializer=exit_on_sigterm,
+                    failed=lambda k, error: _family_error(plan[order[k]].family, error,
+                                                          worker=True))
+    return {part.family: seconds[part.family] for part in plan}
+
+
+def environment(threads: int | None = None, jobs: int = 1) -> dict[str, Any]:
+    """Where the benchmark ran: interpreter, platform, cores, torch's threads (per process)
+    and the families run at once."""
     return {"python": platform.python_version(), "platform": platform.platform(),
             "machine": platform.machine(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": threads or torch.get_num_threads(),
+            "usable_cpus": usable_cores(), "torch": torch.__version__,
+            "torch_threads": threads or torch.get_num_threads(), "jobs": jobs,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def run_bench(out_dir: str | os.PathLike, *, quick: bool = False,
               families: Sequence[str] = FAMILIES, policies: Sequence[str] | None = None,
               seeds: int | None = None, generations: int | None = None, device: str = "auto",
-              threads: int | None = 1, progress: bool = True, report: bool = True,
-              plan: Sequence[BenchFamily] | None = None) -> BenchResult:
+              threads: int | None = 1, jobs: int | None = None, progress: bool = True,
+              report: bool = True, plan: Sequence[BenchFamily] | None = None) -> BenchResult:
     """Run (or resume) the benchmark into ``out_dir`` and write the combined results and report.
 
     Each family runs in ``out_dir/<family>`` with resume on, so rerunning after an interruption
@@ -214,39 +372,59 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False,
     settings, for tests). On a CPU, torch runs on ``threads`` threads (None: torch's default):
     the models are small, and where the cores are shared more threads wait on each other (the
     VAE's tests measured up to 30x slower steps with two threads than with one).
-    """
-    from provenance.models import resolve_device
 
+    ``jobs`` families run at once, each in a spawned process of its own with ``threads``
+    torch threads (1 when None), the costliest first (:data:`COSTLIEST_FIRST`); the LM also
+    runs its policy chains ``jobs`` at a time (see
+    :func:`~collapse_eval.text.loop.run_lm_collapse`). Default (None): for ``quick``, the
+    usable cores (:func:`usable_cores`), at most one per family; else 1. A family writes
+    only its own folder, and this process reads each folder's ``results.parquet`` once all
+    have ended, in the plan's order: the results are those of ``jobs=1`` (for the same
+    ``threads``). A family that fails stops the others and raises
+    :class:`~provenance.errors.BenchFamilyError`, one line naming it; the combined results
+    are written only when every family has ended, and what the families finished stays for
+    the rerun. Workers are spawned, so a script must call this under
+    ``if __name__ == "__main__":``.
+    """
+    from provenance.devices import resolve_device
+
+    wall = time.perf_counter()
     out = Path(out_dir)
     threads = threads if resolve_device(device) == "cpu" else None
     if plan is None:
         plan = bench_plan(quick=quick, families=families, policies=policies, seeds=seeds,
                           generations=generations)
+    if jobs is None:
+        jobs = min(usable_cores(), len(plan)) if quick else 1
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be a positive integer or None, got {jobs!r}")
+    if jobs > 1:  # before it touches the folder
+        refuse_while_importing_main("run_bench(jobs > 1)")
+    parallel = min(jobs, len(plan)) > 1
+    threads = (threads or 1) if parallel else threads  # workers: 1 torch thread unless told
     out.mkdir(parents=True, exist_ok=True)
-    frames, seconds = [], {}
-    for number, part in enumerate(plan, 1):
-        if progress:
-            config = part.config
-            print(f"bench {number}/{len(plan)}: {part.family}, {len(config.policies)} policies x "
-                  f"{len(config.seeds)} seeds x {config.generations + 1} generations"
-                  + (f" (skipping {', '.join(part.skipped)})" if part.skipped else ""),
-                  file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        frames.append(_run_family(part, out / part.folder, device, progress, threads))
-        seconds[part.family] = round(time.perf_counter() - started, 2)
-    results = pl.concat(frames)
-    with atomic_path(out / "results.parquet") as tmp:
-        results.write_parquet(tmp)
-    bench_info = {"quick": quick, "families": [p.family for p in plan],
-                  "folders": {p.family: p.folder for p in plan},
-                  "skipped_policies": {p.family: list(p.skipped) for p in plan if p.skipped},
-                  "seconds_this_invocation": seconds, "sweep_fpr": SWEEP_FPR,
-                  "sweep_tprs": list(SWEEP_TPRS), "sweep_families": list(SWEEP_FAMILIES),
-                  "environment": environment(threads)}
-    with atomic_path(out / "bench.json") as tmp:
-        tmp.write_text(json.dumps(bench_info, indent=2) + "\n", encoding="utf-8")
-    if report:
-        from collapse_eval.report import write_report
+    with claim_run_dir(out, jobs=jobs, threads=threads, device=device):
+        if parallel:
+            seconds = _run_in_workers(plan, out, device, threads, jobs, progress)
+        else:
+            seconds = _run_here(plan, out, device, threads, jobs, progress)
+        # each family's results as it wrote them, in the plan's order, however they were run
+        results = pl.concat([pl.read_parquet(out / part.folder / "results.parquet")
+                             for part in plan])
+        with atomic_path(out / "results.parquet") as tmp:
+            results.write_parquet(tmp)
+        wall_seconds = round(time.perf_counter() - wall, 2)
+        bench_info = {"quick": quick, "families": [p.family for p in plan],
+                      "folders": {p.family: p.folder for p in plan},
+                      "skipped_policies": {p.family: list(p.skipped) for p in plan if p.skipped},
+                      "seconds_this_invocation": seconds, "wall_seconds": wall_seconds,
+                      "sweep_fpr": SWEEP_FPR, "sweep_tprs": list(SWEEP_TPRS),
+                      "sweep_families": list(SWEEP_FAMILIES),
+                      "environment": environment(threads, jobs)}
+        with atomic_path(out / "bench.json") as tmp:
+            tmp.write_text(json.dumps(bench_info, indent=2) + "\n", encoding="utf-8")
+        if report:
+            from collapse_eval.report import write_report
 
-        write_report(out)
-    return BenchResult(out, results, seconds)
+            write_report(out)
+    return BenchResult(out, results, seconds, jobs, wall_seconds)

@@ -13,9 +13,9 @@ import os
 import shutil
 from pathlib import Path
 
-from provenance.errors import TailguardError
+from provenance.errors import DiskSpaceError
 
-__all__ = ["DiskSpaceError", "free_bytes", "generation_needs", "require_free_space"]
+__all__ = ["free_bytes", "generation_needs", "require_free_space"]
 
 #: Environment variable that overrides the free space a generation must find (in GiB, 0 turns
 #: the check off), for disks the estimate does not fit.
@@ -25,10 +25,6 @@ _BASE_BYTES = 512 * 1024**2
 #: Copies of the weights a generation can hold on disk at once: the newest and the previous
 #: model, and the epoch state (weights, AdamW's two moments, the best epoch's weights).
 _MODEL_COPIES = 6
-
-
-class DiskSpaceError(TailguardError):
-    """Too little free space to start the next generation; nothing was lost."""
 
 
 def generation_needs(model_bytes: int) -> int:

@@ -71,11 +71,10 @@ from dataclasses import dataclass
 import torch
 
 from collapse_eval.rng import ChainRandom
-from provenance.errors import ConfigError, TailguardWarning
+from provenance.errors import GMMInputError, TailguardWarning
 
 __all__ = [
     "GMMFit",
-    "GMMInputError",
     "GMMParams",
     "fit_gmm",
     "gmm_log_density",
@@ -85,10 +84,6 @@ __all__ = [
 #: Lloyd iterations after k-means++ seeding at most (a chain stops once no assignment changes).
 LLOYD_MAX_ITER = 30
 INITS = ("kmeans++", "random")
-
-
-class GMMInputError(ConfigError, ValueError):
-    """Data or parameters that EM cannot use (wrong shape or dtype, too few samples...)."""
 
 
 @dataclass

@@ -59,8 +59,8 @@ from collapse_eval.tensor_mix import (
     uids_for,
 )
 from provenance.atomic import atomic_path
+from provenance.devices import resolve_device
 from provenance.errors import ConfigError
-from provenance.models import resolve_device
 from provenance.outputs import check_output, writing
 from provenance.version import tool_version
 
@@ -177,6 +177,15 @@ def _completed(folder: Path, generations: int) -> int:
     while done <= generations and _checkpoint_path(folder, done).exists():
         done += 1
     return done
+
+
+def completed_generations(out_dir: str | os.PathLike, config: CollapseConfig) -> int:
+    """Policy-generations of ``config`` checkpointed in ``out_dir`` so far (of
+    ``len(policies) * (generations + 1)``): read from the folder, so another process can follow
+    a run (the benchmark's progress bar over its worker processes)."""
+    checkpoints = Path(out_dir) / "checkpoints"
+    return sum(_completed(checkpoints / policy_slug(name), config.generations)
+               for name in config.policies)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -439,8 +439,12 @@ def write_report(run_dir: str | os.PathLike) -> Report:
         md.append(f"{'Quick' if bench.get('quick') else 'Full'} plan. Python {env['python']} on "
                   f"{env['platform']} ({env['cpus']} CPUs, torch {env['torch']} with "
                   f"{env['torch_threads']} thread{'s' if env['torch_threads'] != 1 else ''}"
+                  + (f" per process, {env['jobs']} families at once" if env.get("jobs", 1) > 1
+                     else "")
                   + (f", {env['cuda']}" if env.get("cuda") else "") + "). Wall s is the run's "
-                  "last invocation (a resumed run counts only what it computed).")
+                  "last invocation (a resumed run counts only what it computed)"
+                  + (f"; the benchmark's took {bench['wall_seconds']:.0f} s in all."
+                     if "wall_seconds" in bench else "."))
         md.append("")
     md_path = run_dir / "report.md"
     with atomic_path(md_path) as tmp:

@@ -243,8 +243,6 @@ def build_mixture(
     dry_run: bool = False,
     overwrite: bool = False,
     progress: bool = False,
-    engine: Any = "local",
-    ray_address: str | None = None,
 ) -> Manifest:
     """Build the mixture ``spec`` describes into ``out_dir`` and return its manifest.
 
@@ -254,15 +252,9 @@ def build_mixture(
     ``dataset_card.md`` and, if any row could not be read, ``rejects.jsonl``. The folder appears
     (or replaces a mixture already there, with ``overwrite``) only once complete. ``dry_run``
     plans (reading the data to count it) and writes nothing. Use :func:`select_mixture` to get a
-    mixture as a LazyFrame instead. ``engine="ray"`` (or a
-    :class:`~provenance.engines.RayEngine`) reads and hashes the files on Ray, at
-    ``ray_address``; the shards are the same bytes (:mod:`mixers.ray_build`).
+    mixture as a LazyFrame instead. This builds in this process; to build on Ray, with the same
+    bytes out, call :func:`mixers.engines.build_mixture_with` (``engine="ray"``).
     """
-    if engine != "local" or ray_address is not None:
-        from mixers.engines import build_mixture_with
-
-        return build_mixture_with(spec, out_dir, engine=engine, ray_address=ray_address,
-                                  dry_run=dry_run, overwrite=overwrite, progress=progress)
     return run_build(spec, out_dir, LocalPasses(), dry_run=dry_run, overwrite=overwrite,
                      progress=progress)
 

@@ -10,10 +10,25 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 
 class TailguardError(Exception):
     """Base class of every error tailguard raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross processes (a worker pool sends its task's error to the parent), and
+        # pickle rebuilds an exception by calling its class with ``args``, which fails for a
+        # class with required keyword arguments (LMWorkerError): rebuild it without __init__.
+        return _rebuild_error, (type(self), self.args, self.__dict__)
+
+
+def _rebuild_error(cls: type[TailguardError], args: tuple[Any, ...],
+                   state: dict[str, Any]) -> TailguardError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class InputError(TailguardError):
@@ -64,6 +79,37 @@ class OutputError(TailguardError):
 
 class LedgerError(TailguardError):
     """The ledger database cannot be opened or does not match the requested configuration."""
+
+
+class SketchMismatchError(ConfigError, ValueError):
+    """A datasketch sketch was made with other settings (a ValueError, as datasketch raises)."""
+
+
+class GMMInputError(ConfigError, ValueError):
+    """Data or parameters that EM cannot use (wrong shape or dtype, too few samples...)."""
+
+
+class DiskSpaceError(TailguardError):
+    """Too little free space to start the next generation; nothing was lost."""
+
+
+class LMWorkerError(TailguardError):
+    """A policy chain failed in its worker process (``jobs > 1``); the other workers were
+    stopped, and every finished generation is on disk for ``resume``."""
+
+    def __init__(self, message: str, *, policy: str, seed: int) -> None:
+        super().__init__(message)
+        self.policy, self.seed = policy, seed
+
+
+class BenchFamilyError(TailguardError):
+    """A family of the benchmark failed (with ``jobs > 1``, in its worker process; the other
+    families were stopped). One line naming the family; every finished generation is on disk,
+    so rerunning the command resumes."""
+
+    def __init__(self, message: str, *, family: str) -> None:
+        super().__init__(message)
+        self.family = family
 
 
 class TailguardWarning(UserWarning):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
-from provenance.errors import ConfigError
+from provenance.errors import ConfigError, SketchMismatchError
 
 if TYPE_CHECKING:
     import datasketch
@@ -208,10 +208,6 @@ class MinHasher:
                 "build it with the same num_perm, seed and scheme, or use a matching MinHasher"
             )
         return np.array(m.hashvalues, dtype=_SCHEME_DTYPES[self.scheme])
-
-
-class SketchMismatchError(ConfigError, ValueError):
-    """A datasketch sketch was made with other settings (a ValueError, as datasketch raises)."""
 
 
 def lsh_params(

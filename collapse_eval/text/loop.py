@@ -27,8 +27,9 @@ scheduling. Each policy is a world of its own; another policy's models do not ex
 
 The pieces: :mod:`collapse_eval.text.config` (what a run is), :mod:`collapse_eval.text.chain`
 (the shared setup and one generation of a chain), :mod:`collapse_eval.text.workers` (chains in
-worker processes) and :mod:`collapse_eval.text.progress` (a run's progress, read from its
-folder); this module runs them and collects the results.
+worker processes), :mod:`collapse_eval.text.progress` (a run's progress, read from its
+folder) and :mod:`collapse_eval.text.results` (its results and histograms, read from its
+folder); this module runs them.
 
 Output folder::
 
@@ -45,52 +46,36 @@ Output folder::
 """
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from collapse_eval.loop import (
-    RESULT_COLUMNS,
-    checked_run_dir,
-    config_hash,
-    plot_results,
-    prepare_run_dir,
-    write_run_info,
-)
+from collapse_eval.loop import checked_run_dir, plot_results, prepare_run_dir, write_run_info
 from collapse_eval.policies import parse_policies
+from collapse_eval.process_pool import refuse_while_importing_main
 from collapse_eval.run_lock import claim_run_dir, refuse_if_running
-from collapse_eval.text.chain import (
-    Chain,
-    RunSetup,
-    first_model,
-    generation_dir,
-    warn_legacy_ledger,
-)
+from collapse_eval.text.chain import Chain, RunSetup, first_model
 from collapse_eval.text.config import (
     DEFAULT_LM_POLICIES,
     FINE_TUNE_DEFAULTS,
     LMCollapseConfig,
     load_lm_config,
 )
-from collapse_eval.text.model import torch_threads
 from collapse_eval.text.progress import generation_logger, lm_run_progress
-from collapse_eval.text.workers import LMWorkerError, run_in_workers
+from collapse_eval.text.results import collect_lm_results, plot_data_perplexity
+from collapse_eval.text.workers import run_in_workers
 from provenance.atomic import atomic_path
+from provenance.devices import resolve_device, torch_threads
 from provenance.errors import ConfigError
 from provenance.outputs import writing
 
 __all__ = ["DEFAULT_LM_POLICIES", "FINE_TUNE_DEFAULTS", "LMCollapseConfig", "LMCollapseRun",
-           "LMWorkerError", "load_lm_config", "run_lm_collapse"]
-
-FAMILY = "lm"
+           "load_lm_config", "run_lm_collapse"]
 
 
 @dataclass
@@ -132,23 +117,17 @@ def run_lm_collapse(
     grows), each in its own spawned process with ``threads`` torch threads (1 when None); each
     worker holds about 1 GB of memory. The results are those of
     ``jobs=1`` (for the same ``threads``), and a run may be resumed with other ``jobs`` than it
-    started with. A chain that fails stops the others and raises :class:`LMWorkerError`; every
-    finished generation stays on disk for ``resume``. Workers are spawned, so they import the
-    caller's main module: a script must call this under ``if __name__ == "__main__":``.
+    started with. A chain that fails stops the others and raises
+    :class:`~provenance.errors.LMWorkerError`; every finished generation stays on disk for
+    ``resume``. Workers are spawned, so they import the caller's main module: a script must
+    call this under ``if __name__ == "__main__":``.
     """
-    import multiprocessing
-
     from provenance.ledger import Ledger
-    from provenance.models import resolve_device
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs must be a positive integer, got {jobs!r}")
-    if jobs > 1 and getattr(multiprocessing.current_process(), "_inheriting", False):
-        # A worker importing a main module that calls this at its top level: stop before it
-        # touches the run folder (with overwrite, it would delete the parent's run).
-        raise ConfigError("run_lm_collapse(jobs > 1) was called while a worker process was "
-                          "importing the main module; call it under "
-                          "`if __name__ == \"__main__\":`")
+    if jobs > 1:  # before it touches the run folder (with overwrite, deletes the parent's run)
+        refuse_while_importing_main("run_lm_collapse(jobs > 1)")
     started = time.perf_counter()
     out = checked_run_dir(out_dir, [config.dataset, config.model])
     device = resolve_device(device)
@@ -175,8 +154,6 @@ def run_lm_collapse(
                     first = first_model(shared, bar, log=log)
                     for policy in policies:
                         chain = Chain(setup, seed, policy, ledger, key)
-                        if chain.legacy_ledger:
-                            warn_legacy_ledger(chain)
                         done = max(1, chain.completed(config.generations))
                         resumed += done - 1
                         bar.update(done - 1)
@@ -207,72 +184,3 @@ def run_lm_collapse(
                    threads={"requested": threads, "jobs": jobs,
                             "torch_default": torch.get_num_threads()})
     return LMCollapseRun(out, results, made, seconds, resumed, setup.baselines)
-
-
-def collect_lm_results(out_dir: Path, config: LMCollapseConfig,
-                       last: Mapping[str, int] | None = None) -> pl.DataFrame:
-    """Long-format results (as the numeric families'): generation 0 repeated under every policy.
-
-    ``last`` (policy -> generation) stops each policy there: the part a run still going has
-    finished (see :func:`collapse_eval.text.progress.export_lm_progress`)."""
-    run_id = config_hash(config.as_dict())
-    rows: list[tuple] = []
-    for seed in config.seeds:
-        for name in config.policies:
-            upto = config.generations if last is None else last[name]
-            for generation in range(upto + 1):
-                folder = generation_dir(Path(out_dir), seed, name, generation)
-                record = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-                rows += [(FAMILY, name, seed, generation, metric, float(value), run_id)
-                         for metric, value in record["metrics"].items()]
-    frame = pl.DataFrame(rows, schema=list(RESULT_COLUMNS), orient="row")
-    return frame.filter(pl.col("value").is_not_nan())
-
-
-def plot_data_perplexity(out_dir: Path, config: LMCollapseConfig,
-                         last: Mapping[str, int] | None = None,
-                         folder: Path | None = None) -> list[Path]:
-    """The paper's histograms: per-sequence perplexity of each generation's training data under
-    the generation-0 model, one panel per policy, curves at generations 0, the middle and the
-    last (``last`` as in :func:`collect_lm_results`), first seed; into ``folder``
-    [``out_dir/plots``]."""
-    import matplotlib
-
-    from collapse_eval.plots import saved_figure
-
-    seed = config.seeds[0]
-    policies = list(config.policies)
-    upto = {name: config.generations if last is None else last[name] for name in policies}
-    gens = {name: sorted({0, upto[name] // 2, upto[name]}) for name in policies}
-    values = {}
-    for name in policies:
-        for g in gens[name]:
-            path = generation_dir(Path(out_dir), seed, name, g) / "data_perplexity.parquet"
-            values[name, g] = pl.read_parquet(path).get_column("perplexity").to_numpy()
-    every = np.concatenate(list(values.values()))
-    bins = np.logspace(np.log10(max(every.min(), 1.0)), np.log10(every.max() + 1), 50)
-    path = Path(folder or Path(out_dir) / "plots") / "data_perplexity_histograms.png"
-    # colour by generation over the whole run, so panels of unequal progress stay comparable
-    colormap = matplotlib.colormaps["viridis"]
-    # at most 3 panels a row: nine policies in one row would be a strip too wide to read
-    cols = min(3, len(policies))
-    rows = -(-len(policies) // cols)
-    with saved_figure(path, figsize=(3.6 * cols, 2.9 * rows)) as (fig, _):
-        fig.clf()
-        grid = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
-        axes = list(grid.flat)
-        for ax, name in zip(axes, policies, strict=False):
-            for g in gens[name]:
-                ax.hist(values[name, g], bins=bins, histtype="step", density=True,
-                        color=colormap(0.9 * g / config.generations), label=f"generation {g}")
-            ax.set_xscale("log")
-            ax.set_title(name, fontsize=9)
-            if last is not None or ax is axes[len(policies) - 1]:
-                ax.legend(fontsize=7)
-        for ax in axes[len(policies):]:
-            ax.set_visible(False)
-        for ax in grid[-1]:
-            ax.set_xlabel("perplexity under generation 0", fontsize=8)
-        for ax in grid[:, 0]:
-            ax.set_ylabel("density")
-    return [path]

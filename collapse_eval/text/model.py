@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from collapse_eval.text import train_state
 from collapse_eval.text.tokenizer import EOT_ID
+from provenance.devices import resolve_device
 from provenance.errors import ConfigError, InputError
 
 __all__ = [
@@ -60,7 +61,6 @@ __all__ = [
     "perplexity",
     "save_model",
     "sequence_perplexities",
-    "torch_threads",
     "train_lm",
 ]
 
@@ -365,8 +365,6 @@ def train_lm(
     """
     from tqdm.auto import tqdm
 
-    from provenance.models import resolve_device
-
     recipe = recipe or LMRecipe()
     device = resolve_device(device)
     vocab = model.get_output_embeddings().weight.shape[0]
@@ -580,8 +578,6 @@ def load_model(folder: str | os.PathLike, *, device: str = "cpu") -> Any:
     """A model saved by :func:`save_model` (safetensors only), in eval mode on ``device``."""
     from transformers import AutoModelForCausalLM
 
-    from provenance.models import resolve_device
-
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise InputError("no model here (config.json is missing)", file=str(folder))
@@ -616,7 +612,7 @@ def load_pretrained(
     half precision goes through autocast, not half weights). Returns a
     :class:`provenance.models.LoadedModel` in eval mode; :func:`train_lm` switches modes itself.
     """
-    from provenance.models import LoadedModel, load_causal_lm, model_path, resolve_device
+    from provenance.models import LoadedModel, load_causal_lm, model_path
 
     if gguf_file is None:
         return load_causal_lm(name_or_path, device=device, dtype=dtype)
@@ -641,27 +637,6 @@ def load_pretrained(
         tokenizer.pad_token = tokenizer.eos_token
     model.to(resolved).eval()
     return LoadedModel(name=str(name_or_path), model=model, tokenizer=tokenizer, device=resolved)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run torch's CPU ops with ``n`` intra-op threads inside the block (``None``: unchanged).
-
-    A model this small gains little from intra-op threads, and on a machine whose cores are
-    busy with other work the threads wait on each other: measured on 2 shared cores, one
-    training step of the default model took 59 ms with one thread and 146 ms with two.
-    """
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ConfigError(f"threads must be a positive integer or None, got {n!r}")
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def clone_model(model: Any) -> Any:

@@ -272,7 +272,7 @@ def export_lm_progress(out_dir: str | os.PathLike, dest: str | os.PathLike) -> l
     not lie inside the run folder, whose own ``results.parquet`` and ``plots/`` the run
     writes when it finishes."""
     from collapse_eval.loop import plot_results
-    from collapse_eval.text.loop import collect_lm_results, plot_data_perplexity
+    from collapse_eval.text.results import collect_lm_results, plot_data_perplexity
 
     out, dest = Path(out_dir), Path(dest)
     if dest.resolve().is_relative_to(out.resolve()):

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from provenance.devices import resolve_device
 from provenance.errors import ConfigError, InputError
 
 __all__ = ["CachedGreenlists", "beam_generate", "inverse_cdf", "sample_continuations"]
@@ -174,8 +175,6 @@ def _check_prompts(model: Any, prompts: Any, new_tokens: int, batch_size: int) -
 
 
 def _place(model: Any, device: str | None) -> torch.device:
-    from provenance.models import resolve_device
-
     if device is None:
         return next(model.parameters()).device
     target = torch.device(resolve_device(device))

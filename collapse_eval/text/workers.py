@@ -6,34 +6,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 from collapse_eval.loop import config_hash
 from collapse_eval.policies import Policy, parse_policies
+from collapse_eval.process_pool import run_in_pool
 from collapse_eval.text.chain import Chain, RunSetup, first_model
 from collapse_eval.text.config import config_from_dict
-from collapse_eval.text.model import torch_threads
+from provenance.devices import torch_threads
 from provenance.errors import (
-    ConfigError,
+    LMWorkerError,
     TailguardError,
     one_line_warnings,
     one_line_warnings_active,
 )
-
-#: Seconds between looks at the workers' finished generations (the progress bar).
-POLL_SECONDS = 2.0
-
-
-class LMWorkerError(TailguardError):
-    """A policy chain failed in its worker process (``jobs > 1``); the other workers were
-    stopped, and every finished generation is on disk for ``resume``."""
-
-    def __init__(self, message: str, *, policy: str, seed: int) -> None:
-        super().__init__(message)
-        self.policy, self.seed = policy, seed
 
 
 def run_in_workers(setup: RunSetup, policies: list[Policy], ledger: Any, bar: Any, jobs: int,
@@ -42,17 +30,9 @@ def run_in_workers(setup: RunSetup, policies: list[Policy], ledger: Any, bar: An
     """Train each seed's generation 0 here, then run the chains ``jobs`` at a time in spawned
     worker processes; returns the generations that were already complete. ``log(seed, policy,
     generation)`` hears of each generation finished here or in a worker."""
-    import multiprocessing
-
     config, generations = setup.config, setup.config.generations
     chains = [Chain(setup, seed, policy, ledger, None)
               for seed in config.seeds for policy in policies]
-    for chain in chains:
-        if chain.legacy_ledger:
-            raise ConfigError(f"{chain.folder} was started by an older tailguard that tagged "
-                              "against the run's shared ledger (its tags depend on the policies "
-                              "run before it, so workers could change them): resume this run "
-                              "with --jobs 1")
     resumed = 0
     for seed in config.seeds:
         shared = Chain(setup, seed, None, ledger, setup.watermark_key(seed))
@@ -69,32 +49,19 @@ def run_in_workers(setup: RunSetup, policies: list[Policy], ledger: Any, bar: An
     bar.set_description(f"lm {len(todo)} chains, {workers} at once")
     base = {"config": config.as_dict(), "out": str(setup.out), "device": setup.device,
             "threads": threads, "one_line_warnings": one_line_warnings_active()}
-    executor = ProcessPoolExecutor(max_workers=workers,
-                                   mp_context=multiprocessing.get_context("spawn"))
-    futures: dict[Future, int] = {}
-    try:
-        for i in todo:
-            task = {**base, "seed": chains[i].seed, "policy": chains[i].policy.name}
-            futures[executor.submit(_chain_worker, task)] = i
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION)
-            for i, chain in enumerate(chains):  # the bar moves with each finished generation
-                now = max(1, chain.completed(generations)) - 1
-                bar.update(max(0, now - done[i]))
-                if log is not None:
-                    for generation in range(done[i] + 1, now + 1):
-                        log(chain.seed, chain.policy.name, generation)
-                done[i] = max(done[i], now)
-            for future in sorted(finished, key=futures.__getitem__):
-                error = future.exception()
-                if error is not None:
-                    raise _worker_error(chains[futures[future]], error) from error
-    except BaseException:
-        _stop_workers(executor, futures)
-        raise
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+
+    def poll() -> None:
+        for i, chain in enumerate(chains):  # the bar moves with each finished generation
+            now = max(1, chain.completed(generations)) - 1
+            bar.update(max(0, now - done[i]))
+            if log is not None:
+                for generation in range(done[i] + 1, now + 1):
+                    log(chain.seed, chain.policy.name, generation)
+            done[i] = max(done[i], now)
+
+    tasks = [{**base, "seed": chains[i].seed, "policy": chains[i].policy.name} for i in todo]
+    run_in_pool(_chain_worker, tasks, workers, poll=poll,
+                failed=lambda k, error: _worker_error(chains[todo[k]], error))
     return resumed
 
 
@@ -119,22 +86,6 @@ def longest_first(chains: list[tuple[Policy, int]], generations: int) -> list[in
 
     costs = [cost(policy, done) for policy, done in chains]
     return sorted((i for i, c in enumerate(costs) if c > 0), key=lambda i: -costs[i])
-
-
-def _stop_workers(executor: ProcessPoolExecutor, futures: dict[Future, int]) -> None:
-    """Cancel the chains not started and terminate the running ones: a generation cut short
-    has no metrics.json, so a resume runs it again from its start."""
-    for future in futures:
-        future.cancel()
-    terminate = getattr(executor, "terminate_workers", None)  # Python 3.14+
-    if terminate is not None:
-        terminate()
-        return
-    # Before 3.14: the pool's processes; once one is gone the pool is broken, and its manager
-    # terminates and joins the rest (shutdown waits for that).
-    for process in list((getattr(executor, "_processes", None) or {}).values()):
-        if process.is_alive():
-            process.terminate()
 
 
 def _worker_error(chain: Chain, error: BaseException) -> LMWorkerError:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from provenance.devices import resolve_device
 from provenance.errors import ConfigError, InputError
 from provenance.schema import Label
 from provenance.watermark.key import WatermarkKey
@@ -56,8 +57,6 @@ class WatermarkResult:
 
 
 def _resolve_rng_device(key: WatermarkKey, device: str) -> str:
-    from provenance.models import resolve_device
-
     if device == "auto":
         device = key.rng_device
     if device.startswith("cuda") and key.rng_device == "cuda":

@@ -7,12 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from collapse_eval.disk_space import (
-    DiskSpaceError,
-    free_bytes,
-    generation_needs,
-    require_free_space,
-)
+from collapse_eval.disk_space import free_bytes, generation_needs, require_free_space
+from provenance.errors import DiskSpaceError
 
 
 def test_needs_grow_with_the_model_and_the_environment_overrides(

@@ -13,9 +13,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from collapse_eval.gmm_em import GMMInputError, GMMParams, fit_gmm, gmm_log_density, sample_gmm
+from collapse_eval.gmm_em import GMMParams, fit_gmm, gmm_log_density, sample_gmm
 from collapse_eval.rng import ChainRandom
-from provenance.errors import TailguardWarning
+from provenance.errors import GMMInputError, TailguardWarning
 
 F64 = torch.float64
 

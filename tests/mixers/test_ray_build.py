@@ -135,8 +135,7 @@ def test_awkward_and_in_memory_sources_give_the_same_bytes(
     spec = awkward_spec(awkward, sources=(*base.sources, Source(memory, "human", name="memory")),
                         shard_rows=700, **overrides)
     local = build_mixture(spec, tmp_path / "local")
-    # the library's own entry point takes the engine too
-    on_ray = build_mixture(spec, tmp_path / "ray", engine=RayEngine(workers=1))
+    on_ray = build_mixture_with(spec, tmp_path / "ray", engine=RayEngine(workers=1))
     assert len(local.shards) > 1 and on_ray.shards == local.shards
     assert on_ray.achieved == local.achieved and on_ray.plan == local.plan
     assert on_ray.achieved["documents_by_source"]["memory"] > 0

@@ -22,9 +22,10 @@ import pytest
 from provenance.corpus import rejects_path_for
 from provenance.engines import RayEngine, resolve_engine
 from provenance.errors import ConfigError, InputError, OutputError
+from provenance.fusion import tagged_schema
 from provenance.ledger import Ledger
 from provenance.ray_tagger import ledger_snapshot, open_snapshot
-from provenance.tagger import tag_corpus, tagged_schema
+from provenance.tagger import tag_corpus
 
 VOCAB = [f"w{i}" for i in range(800)]
 

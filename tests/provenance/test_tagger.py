@@ -23,10 +23,11 @@ from provenance.errors import (
     OutputError,
     TailguardWarning,
 )
+from provenance.fusion import Tagger, build_signals, tagged_schema
 from provenance.ledger import Ledger
 from provenance.schema import TAG_COLUMNS, Evidence, Label, Tag
 from provenance.signals import Signal
-from provenance.tagger import Tagger, build_signals, tag, tag_corpus, tagged_schema
+from provenance.tagger import tag, tag_corpus
 
 VOCAB = [f"w{i}" for i in range(3000)]
 

@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from collapse_eval.text.data import TextCorpus, load_text_corpus
-from collapse_eval.text.model import LMRecipe, TrainReport, new_model, torch_threads, train_lm
+from collapse_eval.text.model import LMRecipe, TrainReport, new_model, train_lm
 from collapse_eval.text.tokenizer import encode_blocks, train_tokenizer
+from provenance.devices import torch_threads
 
 BLOCK = 32
 TINY_RECIPE = LMRecipe(

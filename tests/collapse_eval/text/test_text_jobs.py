@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from test_text_loop import SMALL_RECIPE, small_config
 
 from cli import main
-from collapse_eval.text.loop import LMCollapseRun, LMWorkerError, run_lm_collapse
-from provenance.errors import ConfigError, TailguardWarning
+from collapse_eval.text.loop import LMCollapseRun, run_lm_collapse
+from provenance.errors import LMWorkerError
 
 POLICIES = ("replace", "retain:0.1", "filter:ledger")
 SLUGS = ("replace", "retain_0.1", "filter_ledger")
@@ -136,34 +136,19 @@ def test_a_failing_chain_is_named_and_stops_the_others(tmp_path: Path):
                                                                            "filter:ledger"}
 
 
-def test_workers_refuse_a_chain_tagged_against_the_run_ledger(tmp_path: Path):
-    config = small_config(("filter:ledger",), 1, 300, articles=6)
-    out = tmp_path / "run"
-    _prepared(out, config)
-    tags = out / "seed-0" / "filter_ledger" / "tags" / "ledger"
-    tags.mkdir(parents=True)
-    (tags / "human.parquet").write_bytes(b"")  # what an older tailguard left: tags, no lineage
-    with pytest.raises(ConfigError, match="older tailguard.*resume this run with --jobs 1"):
-        run_lm_collapse(config, out, resume=True, progress=False, threads=1, device="cpu",
-                        plots=False, jobs=2)
-
-
-def test_one_process_goes_on_with_a_chain_tagged_against_the_run_ledger(
-        one_process, tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+def test_one_process_logs_the_generations_it_finishes(one_process, tmp_path: Path,
+                                                       capfd: pytest.CaptureFixture[str]):
     copy = tmp_path / "run"
     shutil.copytree(one_process.out_dir, copy)
     chain = copy / "seed-0" / "filter_ledger"
-    (chain / "ledger.sqlite").unlink()  # as an older tailguard left it: tags, no lineage ledger
     (chain / "generation-000002" / "metrics.json").unlink()
-    with pytest.warns(TailguardWarning, match="older tailguard that tagged against the run's "
-                      "shared ledger"):
-        run = run_lm_collapse(_config(), copy, resume=True, progress=True, threads=1,
-                              device="cpu", plots=False)
+    run = run_lm_collapse(_config(), copy, resume=True, progress=True, threads=1,
+                          device="cpu", plots=False)
     assert (chain / "generation-000002" / "metrics.json").exists()
     logged = re.findall(r"lm seed 0 (\S+) generation (\d)/2 done", capfd.readouterr().err)
     assert logged == [("filter:ledger", "2")]  # one process logs what it finished, too
-    assert not (chain / "ledger.sqlite").exists()  # it went on as it started
     assert run.resumed_generations == 1 + len(POLICIES) * GENERATIONS - 1
+    assert _results(run.results).equals(_results(one_process.results))
 
 
 def test_the_growing_chain_is_handed_out_first():

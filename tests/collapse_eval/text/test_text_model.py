@@ -20,7 +20,6 @@ from collapse_eval.text.model import (
     perplexity,
     save_model,
     sequence_perplexities,
-    torch_threads,
     train_lm,
 )
 from collapse_eval.text.text_metrics import ngram_baselines
@@ -158,16 +157,6 @@ def test_bad_blocks_are_refused(tiny_lm) -> None:
         perplexity(model, tiny_lm.train[:2] + 600)
     with pytest.raises(ConfigError, match="exceed the model's 32 positions"):
         train_lm(model, torch.zeros((4, 40), dtype=torch.long), recipe=SMALL)
-
-
-def test_torch_threads_restores_the_setting() -> None:
-    before = torch.get_num_threads()
-    with torch_threads(before + 1):
-        assert torch.get_num_threads() == before + 1
-    assert torch.get_num_threads() == before
-    with pytest.raises(ConfigError, match="threads must be"):
-        with torch_threads(0):
-            pass
 
 
 @pytest.mark.slow

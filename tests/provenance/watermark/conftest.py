@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from collapse_eval.text.model import torch_threads
 from provenance.demo import stdlib_paragraphs
+from provenance.devices import torch_threads
 from provenance.watermark import WatermarkKey, WatermarkScorer, generate_watermarked
 
 N_WATERMARKED = 20

@@ -6,7 +6,7 @@ import json
 
 import polars as pl
 
-from provenance.tagger import Tagger
+from provenance.fusion import Tagger
 from provenance.watermark import WatermarkScorer, WatermarkSignal
 
 
