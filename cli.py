@@ -185,8 +185,8 @@ def main() -> None:
 @click.option("--watermark-secret", type=int, envvar="TAILGUARD_WATERMARK_SECRET",
               help="The key's secret, when the file was saved without it "
               "(or set TAILGUARD_WATERMARK_SECRET).")
-@click.option("--detector", help="Calibrated detector folder (see tailguard detect-eval) for "
-              "documents no other evidence decides.")
+@click.option("--detector", help="Calibrated detector folder (see tailguard detect-train), or "
+              "default for the one tailguard ships, for documents no other evidence decides.")
 @click.option("--estimate-prevalence", is_flag=True,
               help="Report the corpus' synthetic share corrected for the detector's error rates.")
 @engine_options("Tag in this process, or shard by shard on Ray; the output is the same.")
@@ -288,24 +288,97 @@ def tag(
     _emit(summary, as_json, lines)
 
 
+@main.command("detect-train")
+@click.argument("labelled", nargs=-1, required=True)
+@click.option("-o", "--output", "out_dir", required=True,
+              help="Detector folder to write (detector.json, weights, training report, data card).")
+@click.option("--model", default="smollm2-135m", show_default=True,
+              help="Causal LM whose per-token statistics are the features (a path or hub id).")
+@click.option("--label-field", default="label", show_default=True,
+              help="Field with human/machine (or synthetic, 0/1) labels.")
+@click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.01, show_default=True,
+              help="False-positive rate the threshold holds on out-of-fold human documents.")
+@click.option("--calibrate-by", type=click.Choice(["generator", "domain", "dataset"]),
+              help="Hold --target-fpr in every group of this field (the worst group's FPR).")
+@click.option("--cv", "cv", multiple=True, type=click.Choice(["generator", "domain", "dataset"]),
+              help="Leave-one-group-out cross-validation to report (repeatable; default all "
+                   "three; dataset = input file).")
+@click.option("--no-cv", is_flag=True, help="Skip the grouped cross-validation (faster).")
+@click.option("--max-tokens", type=click.IntRange(min=16), default=256, show_default=True,
+              help="Tokens scored per document.")
+@click.option("--max-auroc-loss", type=click.FloatRange(0, 1), default=0.005, show_default=True,
+              help="AUROC the cheap first stage may cost; it settles as many documents as fit.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes for the cross-validation splits (same results for any number).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--text-field", default="text", show_default=True)
+def detect_train(labelled: tuple[str, ...], out_dir: str, model: str, label_field: str,
+                 target_fpr: float, calibrate_by: str | None, cv: tuple[str, ...], no_cv: bool,
+                 max_tokens: int, max_auroc_loss: float, seed: int, jobs: int, device: str,
+                 as_json: bool, quiet: bool, text_field: str) -> None:
+    """Train a supervised detector on labelled corpora (LM + n-gram features, calibrated).
+
+    Every LABELLED corpus (any format tailguard reads) needs a label field and may have
+    generator and domain fields, which the report's leave-one-group-out AUROC uses. Token
+    statistics are cached (~/.cache/tailguard/token-terms.sqlite): a killed run resumes.
+
+    \b
+    Example:
+      tailguard detect-train human.jsonl machine.jsonl -o my-detector
+      tailguard detect-eval held_out.jsonl --detector my-detector
+      tailguard tag crawl.parquet --detector my-detector -o tagged.parquet
+    """
+    from provenance.detectors import train
+
+    report = train(list(labelled), out_dir, model=model, target_fpr=target_fpr,
+                   calibrate_by=calibrate_by, cv=() if no_cv else (cv or None),
+                   max_tokens=max_tokens, max_auroc_loss=max_auroc_loss, seed=seed, jobs=jobs,
+                   device=device, progress=not (quiet or as_json), label_field=label_field,
+                   text_field=text_field)
+    cal = report["calibration"]
+    lines = [f"{report['documents']['scored']:,} of {report['documents']['total']:,} documents "
+             f"scored; threshold {report['threshold']:.3f}",
+             f"out-of-fold: AUROC {cal['auroc']:.3f}, TPR {cal['tpr']:.3f} at FPR "
+             f"{cal['fpr']:.4f} (target {target_fpr})"]
+    if cal.get("cascade"):
+        lines.append(f"first stage settles {cal['cascade']['settled_share']:.0%} of documents "
+                     f"(AUROC loss {cal['cascade']['auroc_loss']})")
+    for grouping, result in report["cross_validation"].items():
+        lines.append(f"leave one {grouping} out: worst AUROC {result['worst_auroc']}, mean "
+                     f"{result['mean_auroc']}")
+    lines.append(f"wrote {out_dir} (see its DATA_CARD.md)")
+    _emit(report, as_json, lines)
+
+
 @main.command("detect-eval")
 @click.argument("labelled")
-@click.option("--detector", default="fast-detectgpt", show_default=True,
-              help="A calibrated detector folder, or a zero-shot method: fast-detectgpt, loglik.")
+@click.option("--detector", default="default", show_default=True,
+              help="A calibrated detector folder, default (the one tailguard ships, see "
+                   "detect-train), or a zero-shot method: fast-detectgpt, loglik.")
 @click.option("--model", default="smollm2-135m", show_default=True,
               help="Causal LM for zero-shot methods: a Hugging Face id or path "
               "(smollm2-135m is the offline default).")
 @click.option("--label-field", default="label", show_default=True,
               help="Field with human/machine (or synthetic, true/false) labels.")
-@click.option("--group-field", "group_fields", multiple=True, default=("generator", "domain"),
-              show_default=True, help="Fields to break results down by (repeatable).")
+@click.option("--group-field", "group_fields", multiple=True, metavar="NAME",
+              help="Also break results down by this field (repeatable); generator and domain "
+                   "are used whenever the corpus has them.")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.01, show_default=True,
-              help="FPR for the threshold of an uncalibrated zero-shot detector.")
+              help="FPR for a threshold set here: zero-shot, --calibrate-by, --calibration-share.")
 @click.option("--calibration-share", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True,
-              help="Zero-shot: set the threshold on this share of the human documents (seeded "
-                   "draw) and evaluate on the rest only; 0 = in-sample on all of them.")
+              help="Set the threshold on this share of the human documents (seeded draw) and "
+                   "evaluate on the rest only; 0 = in-sample on all of them (zero-shot). "
+                   "Re-sets a saved detector's threshold.")
+@click.option("--calibrate-by", metavar="FIELD",
+              help="Set the threshold so that every group of FIELD (e.g. domain) has FPR <= "
+                   "--target-fpr on the calibration documents: the worst group's rate, not the "
+                   "average. Re-sets a saved detector's threshold.")
 @click.option("--max-tokens", type=click.IntRange(min=16), default=512, show_default=True,
               help="Tokens scored per document.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -314,14 +387,18 @@ def tag(
 @corpus_fields
 def detect_eval(labelled: str, detector: str, model: str, label_field: str,
                 group_fields: tuple[str, ...], target_fpr: float, calibration_share: float,
-                max_tokens: int, device: str, output: str | None, as_json: bool, id_field: str,
-                text_field: str) -> None:
+                calibrate_by: str | None, max_tokens: int, device: str, output: str | None,
+                as_json: bool, id_field: str, text_field: str) -> None:
     """Measure a detector on a labelled corpus: AUROC, TPR at 1% / 0.1% FPR, per group.
+
+    Each group gets n, AUROC with a bootstrap 95% interval, TPR and FPR at the threshold, and
+    each grouping its worst group's FPR: an average FPR hides the group a detector fails.
 
     \b
     Example:
       tailguard detect-eval labelled.jsonl --detector fast-detectgpt -o report.json
       tailguard detect-eval labelled.jsonl --detector runs/detector/
+      tailguard detect-eval essays.jsonl --group-field first_language --calibrate-by domain
     """
     from provenance.detect_eval import evaluate_labelled
 
@@ -329,7 +406,7 @@ def detect_eval(labelled: str, detector: str, model: str, label_field: str,
         labelled, detector=detector, model=model, label_field=label_field,
         group_fields=group_fields, text_field=text_field, id_field=id_field,
         target_fpr=target_fpr, max_tokens=max_tokens, device=device, output=output,
-        calibration_share=calibration_share,
+        calibration_share=calibration_share, calibrate_by=calibrate_by,
     ).report
     lines = [
         f"{report['documents']:,} documents ({report['n_synthetic']:,} synthetic, "
@@ -340,13 +417,25 @@ def detect_eval(labelled: str, detector: str, model: str, label_field: str,
         f"threshold {report['threshold']:.4g} ({report['threshold_source']}): "
         f"TPR {report['tpr']:.3f}, FPR {report['fpr']:.3f}, confusion {report['confusion']}",
     ]
+
+    def worst(field: str) -> str:
+        w = report["worst_group_fpr"].get(field)
+        return "" if w is None else (f"worst-group FPR {w['fpr']:.3f} (group {w['group']}, "
+                                     f"{w['fp']:,} of {w['n_human']:,} human)")
+
+    if report["calibrated_by"] and worst(report["calibrated_by"]):
+        lines.append(f"calibrated by {report['calibrated_by']}: {worst(report['calibrated_by'])}")
     for group, values in report["groups"].items():
-        lines.append(f"by {group}:")
+        several = sum(row.get("fpr") is not None for row in values.values()) > 1
+        lines.append(f"by {group}:" + (f" {worst(group)}" if several else ""))
         for name, row in values.items():
             auroc = "-" if row.get("auroc") is None else f"{row['auroc']:.3f}"
-            tpr = "-" if row.get("tpr") is None else f"{row['tpr']:.3f}"
-            lines.append(f"  {str(name)[:24]:<24} n={row['n']:>6,}  AUROC {auroc:>6}  "
-                         f"TPR {tpr:>6}")
+            if row.get("auroc_low") is not None:
+                auroc += f" [{row['auroc_low']:.3f}-{row['auroc_high']:.3f}]"
+            tpr = "-" if row.get("tpr") is None else f"{row['tpr']:.3f} ({row['tp']:,})"
+            fpr = "-" if row.get("fpr") is None else f"{row['fpr']:.3f} ({row['fp']:,})"
+            lines.append(f"  {str(name)[:24]:<24} n={row['n']:>6,}  AUROC {auroc:<20}  "
+                         f"TPR {tpr:<14}  FPR {fpr}")
     if output:
         lines.append(f"report written to {output}")
     _emit(report, as_json, lines)
@@ -655,8 +744,14 @@ def mix(
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole demo.")
 @click.option("--docs-per-kind", type=click.IntRange(min=1), default=100, show_default=True,
               help="Documents of each kind (human with/without metadata, copied, edited, ...).")
+@click.option("--detector", default="default", show_default=True,
+              help="Detector for documents no other evidence reaches: default (the shipped one) "
+                   "or a folder from tailguard detect-train.")
+@click.option("--no-detector", is_flag=True,
+              help="Tag with declared metadata and the ledger only (see what stays unknown).")
 @output_options
-def demo(out_dir: str, seed: int, docs_per_kind: int, as_json: bool, quiet: bool) -> None:
+def demo(out_dir: str, seed: int, docs_per_kind: int, detector: str, no_detector: bool,
+         as_json: bool, quiet: bool) -> None:
     """Tag a demo crawl built from data that ships with Python, and score the tags.
 
     Human text is standard-library docstrings; generated text comes from a word-trigram model
@@ -671,7 +766,8 @@ def demo(out_dir: str, seed: int, docs_per_kind: int, as_json: bool, quiet: bool
     from provenance.demo import run_demo
 
     result = run_demo(out_dir, seed=seed, docs_per_kind=docs_per_kind,
-                      progress=not (quiet or as_json))
+                      progress=not (quiet or as_json),
+                      detector=None if no_detector else detector)
     summary = result.as_dict()
     tag_summary = summary["tag"]
     lines = _counts_lines(tag_summary)
@@ -736,6 +832,10 @@ LM_OPTIONS = (
     click.option("--detector-model",
                  help="lm: scoring model of filter:detector: generation-0 (the run's own first "
                       "model) or a causal LM id/path, e.g. smollm2-135m [generation-0]."),
+    click.option("--detector-source", type=click.Choice(["trained", "shipped", "zero-shot"]),
+                 help="lm: the detector of filter:detector: trained on generation 1's documents "
+                      "vs held-out human text with --detector-model's token statistics, the "
+                      "shipped pretrained one, or zero-shot Fast-DetectGPT [trained]."),
     click.option("--threads", type=click.IntRange(min=1),
                  help="lm: torch CPU threads (1 is fastest for the small model on busy cores) "
                       "[torch's default; 1 per worker with --jobs > 1]."),
@@ -754,7 +854,7 @@ def lm_options(func):
     names = ("dataset", "max_articles", "max_train_docs", "model", "gguf_file", "recipe_pairs",
              "prompt_tokens", "doc_tokens", "decoding", "num_beams", "temperature", "top_k",
              "repetition_penalty", "watermark_bias", "detector_fpr", "detector_model",
-             "threads", "jobs")
+             "detector_source", "threads", "jobs")
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -1012,12 +1112,16 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Torch CPU threads (the models are small: on shared cores more threads wait "
                    "on each other).")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="Families run at once, each in its own process with --threads torch threads "
+                   "(lm also runs its policy chains this many at a time). Results do not "
+                   "depend on it [--quick: the usable CPU cores, at most one per family; else 1].")
 @click.option("-o", "--output", "out_dir", default="runs/bench", show_default=True,
               help="Benchmark folder; rerunning into it resumes.")
 @output_options
 def bench(quick: bool, families: str | None, policies: tuple[str, ...], seeds: int | None,
-          generations: int | None, device: str, threads: int, out_dir: str, quiet: bool,
-          as_json: bool) -> None:
+          generations: int | None, device: str, threads: int, jobs: int | None, out_dir: str,
+          quiet: bool, as_json: bool) -> None:
     """Run the mitigation benchmark (families x policies x seeds) and write its report.
 
     Families: gaussian, gmm, vae (a VAE on MNIST digits) and lm (a small GPT-2 on Wikipedia),
@@ -1035,14 +1139,16 @@ def bench(quick: bool, families: str | None, policies: tuple[str, ...], seeds: i
     chosen = tuple(f.strip() for f in families.split(",") if f.strip()) if families else FAMILIES
     result = run_bench(out_dir, quick=quick, families=chosen,
                        policies=policies or None, seeds=seeds,
-                       generations=generations, device=device, threads=threads,
+                       generations=generations, device=device, threads=threads, jobs=jobs,
                        progress=not (quiet or as_json))
     out = result.out_dir
     summary = {"out_dir": str(out), "families": list(chosen), "seconds": result.seconds,
+               "jobs": result.jobs, "wall_seconds": result.wall_seconds,
                "rows": result.results.height, "report_md": str(out / "report.md"),
                "report_html": str(out / "report.html")}
     lines = [f"benchmark: {', '.join(chosen)} ({result.results.height:,} result rows); "
-             + ", ".join(f"{f} {s:.0f} s" for f, s in result.seconds.items())]
+             + ", ".join(f"{f} {s:.0f} s" for f, s in result.seconds.items())
+             + f"; {result.wall_seconds:.0f} s in all with --jobs {result.jobs}"]
     lines += _headline_lines(out / "report.md")
     lines.append(f"report: {out / 'report.html'} (open offline) and {out / 'report.md'}")
     _emit(summary, as_json, lines)

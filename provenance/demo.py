@@ -34,9 +34,10 @@ import polars as pl
 
 from provenance.atomic import atomic_path
 from provenance.errors import ConfigError
+from provenance.fusion import TagReport
 from provenance.ledger_ops import add_corpus
 from provenance.outputs import check_output, writing
-from provenance.tagger import TagReport, tag_corpus
+from provenance.tagger import tag_corpus
 
 #: Well-documented standard-library modules (stable across CPython 3.10+).
 STDLIB_MODULES = (
@@ -229,9 +230,15 @@ def _write_lines(path: Path, lines: list[bytes]) -> None:
 
 
 def run_demo(
-    out_dir: str | os.PathLike, *, seed: int = 0, docs_per_kind: int = 100, progress: bool = False
+    out_dir: str | os.PathLike, *, seed: int = 0, docs_per_kind: int = 100, progress: bool = False,
+    detector: str | os.PathLike | None = "default",
 ) -> DemoResult:
     """Build the demo crawl and ledger under ``out_dir``, tag the crawl, score the tags.
+
+    ``detector`` decides the documents no other evidence reaches (the unregistered model's
+    text, the human pages without metadata): the shipped detector by default, a folder of
+    your own, or ``None`` to see what declared metadata and the ledger alone leave unknown.
+    The truth-vs-tag table then shows what it recovers and what it costs in false positives.
 
     A folder that cannot be written (read-only, a file on its path, an empty name) is one
     :class:`~provenance.errors.OutputError` before anything is built.
@@ -245,7 +252,7 @@ def run_demo(
     generated, crawl = build_crawl(out, seed=seed, docs_per_kind=docs_per_kind)
     add_corpus(ledger, generated, generator="stdlib-trigram", generation=1)
     tagged = out / "tagged.parquet"
-    report = tag_corpus(crawl, tagged, ledger=ledger, progress=progress)
+    report = tag_corpus(crawl, tagged, ledger=ledger, detector=detector, progress=progress)
     frame = pl.read_parquet(tagged, columns=["true_origin", "prov_label"])
     confusion: dict[str, dict[str, int]] = {}
     for (origin, label), n in Counter(frame.iter_rows()).items():

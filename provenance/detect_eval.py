@@ -3,14 +3,22 @@
 A detector's numbers only mean something on data like the data it will tag, so this takes any
 labelled corpus tailguard can read (label field ``human`` / ``machine`` / ``synthetic`` or
 booleans) and reports AUROC, TPR at 1% and 0.1% FPR, the confusion matrix at the calibrated
-threshold, and the same per generator and per domain.
+threshold, and the same per generator and per domain (when the corpus has those fields) and per
+any other field named in ``group_fields``: n, AUROC with a bootstrap 95% interval, TPR and FPR.
+A detector's average FPR hides its worst group (published detectors flag non-native English
+writers far more often than native ones), so the report names the worst group's FPR for each
+grouping.
 
 The detector is either a saved, calibrated detector folder, or a zero-shot method by name
 (``fast-detectgpt``, ``loglik``) with a causal LM. An uncalibrated zero-shot detector gets its
 threshold from the human part of the labelled corpus at the target FPR; that is in-sample, and the
 report says so. With ``calibration_share`` (``--calibration-share 0.5``) a seeded draw of that
 share of the human documents sets the threshold and is left out of the evaluation, so every
-number in the report is measured on documents the threshold never saw.
+number in the report is measured on documents the threshold never saw. With ``calibrate_by``
+(``--calibrate-by domain``) the threshold is the highest of the per-group thresholds, so that every
+group's FPR is at most the target on the calibration documents: the worst group's rate is what a
+user is promised, not the average. Either option also re-sets a saved detector's threshold on this
+corpus (the saved one is kept in the report).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from provenance.errors import ConfigError, InputError
 from provenance.models import DEFAULT_MODEL
 
 ZERO_SHOT = ("fast-detectgpt", "loglik")
+DEFAULT_GROUPS = ("generator", "domain")  # broken down by whenever the corpus has them
 
 
 @dataclass
@@ -45,9 +54,10 @@ def _detector(detector: str, model: str, device: str, max_tokens: int) -> tuple[
     if detector in ZERO_SHOT:
         cls = detectors.FastDetectGPT if detector == "fast-detectgpt" else detectors.LogLikelihood
         return cls(model, device=device, max_tokens=max_tokens), None
-    if not Path(detector).exists():
+    if detector != "default" and not Path(detector).exists():
         raise InputError(
-            f"no saved detector here; pass a detector folder or one of {', '.join(ZERO_SHOT)}",
+            f"no saved detector here; pass a detector folder, default (the shipped one) or one "
+            f"of {', '.join(ZERO_SHOT)}",
             file=detector,
         )
     calibrated = detectors.load_detector(detector, device=device)
@@ -57,10 +67,10 @@ def _detector(detector: str, model: str, device: str, max_tokens: int) -> tuple[
 def evaluate_labelled(
     corpus: str | os.PathLike,
     *,
-    detector: str = "fast-detectgpt",
+    detector: str = "default",
     model: str = DEFAULT_MODEL,
     label_field: str = "label",
-    group_fields: tuple[str, ...] = ("generator", "domain"),
+    group_fields: tuple[str, ...] = (),
     text_field: str = "text",
     id_field: str = "id",
     target_fpr: float = 0.01,
@@ -69,9 +79,16 @@ def evaluate_labelled(
     output: str | os.PathLike | None = None,
     calibration_share: float = 0.0,
     seed: int = 0,
+    calibrate_by: str | None = None,
+    n_boot: int = 1000,
 ) -> DetectEvalResult:
-    """Score every document of a labelled corpus and evaluate the detector on it."""
-    from provenance.evaluate import calibrate_threshold, evaluate_detector
+    """Score every document of a labelled corpus and evaluate the detector on it.
+
+    The report is broken down by ``generator`` and ``domain`` when the corpus has them, and by
+    every field of ``group_fields`` and ``calibrate_by``, which must exist. ``seed`` draws the
+    ``calibration_share`` and seeds the ``n_boot`` bootstrap resamples of each group's AUROC.
+    """
+    from provenance.evaluate import calibrate_threshold, evaluate_detector, worst_group_threshold
 
     if not 0.0 < target_fpr < 1.0:
         raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
@@ -81,17 +98,25 @@ def evaluate_labelled(
     frame = data.frame
     if label_field not in frame.columns:
         raise InputError(f"no label column {label_field!r}; set --label-field", file=str(corpus))
-    scorer, threshold = _detector(detector, model, device, max_tokens)
+    fields = list(dict.fromkeys((*DEFAULT_GROUPS, *group_fields,
+                                 *([calibrate_by] if calibrate_by else []))))
+    for name in fields:
+        if name not in frame.columns and (name == calibrate_by or name not in DEFAULT_GROUPS):
+            purpose = "calibrate by (--calibrate-by)" if name == calibrate_by else "group by"
+            raise InputError(f"no such field to {purpose}; the corpus has "
+                             f"{', '.join(frame.columns)}", file=os.fspath(corpus), field=name)
+    fields = [name for name in fields if name in frame.columns]
+    scorer, saved_threshold = _detector(detector, model, device, max_tokens)
     start = time.perf_counter()
     texts = frame.get_column(text_field).to_list()
-    scores = np.asarray(scorer.detect(texts).criterion if threshold is not None
+    scores = np.asarray(scorer.detect(texts).criterion if saved_threshold is not None
                         else scorer.score(texts), dtype=float)
     seconds = time.perf_counter() - start
     labels = frame.get_column(label_field).to_list()
     scored = ~np.isnan(scores)
     is_human = np.array([str(lb).lower() in ("human", "0", "false") for lb in labels])
-    threshold_source = "saved calibration"
-    if threshold is None:
+    threshold, threshold_source = saved_threshold, "saved calibration"
+    if saved_threshold is None or calibration_share or calibrate_by:
         calibration = scored & is_human
         if calibration_share:
             candidates = np.flatnonzero(calibration)
@@ -107,18 +132,28 @@ def evaluate_labelled(
         if not calibration.any():
             raise InputError("no scored human documents to calibrate the threshold on",
                              file=os.fspath(corpus))
-        threshold = calibrate_threshold(scores[calibration], target_fpr)
+        if calibrate_by:
+            by = np.asarray(frame.get_column(calibrate_by).to_list(), dtype=object)
+            threshold = worst_group_threshold(scores[calibration], by[calibration], target_fpr)
+            threshold_source += f", the highest of the per-{calibrate_by} thresholds"
+        else:
+            threshold = calibrate_threshold(scores[calibration], target_fpr)
+        if saved_threshold is not None:
+            threshold_source += f", replacing the saved threshold {saved_threshold:.4g}"
     kept_labels = [lb for lb, ok in zip(labels, scored, strict=True) if ok]
     groups = {
         g: [v for v, ok in zip(frame.get_column(g).to_list(), scored, strict=True) if ok]
-        for g in group_fields if g in frame.columns
+        for g in fields
     }
-    result = evaluate_detector(kept_labels, scores[scored], threshold, groups=groups)
+    result = evaluate_detector(kept_labels, scores[scored], threshold, groups=groups,
+                               n_boot=n_boot, seed=seed)
     report = {
         "corpus": os.fspath(corpus),
         "detector": detector,
         "model": model if detector in ZERO_SHOT else None,
         "threshold_source": threshold_source,
+        "saved_threshold": saved_threshold,
+        "calibrated_by": calibrate_by,
         "documents": frame.height,
         "unscored": int(np.isnan(scores).sum()),
         "evaluated": int(scored.sum()),
@@ -126,8 +161,22 @@ def evaluate_labelled(
         "seconds": round(seconds, 2),
         "docs_per_s": round(frame.height / seconds, 2) if seconds else None,
         **result.as_dict(),
+        "worst_group_fpr": _worst_groups(result.groups),
     }
     if output is not None:
         with atomic_path(output) as tmp:
             tmp.write_text(json.dumps(report, indent=2, default=float) + "\n")
     return DetectEvalResult(report=report, scores=scores)
+
+
+def _worst_groups(groups: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per grouping, the group with the highest FPR (most human documents flagged) at the
+    threshold: ``group``, ``fpr``, ``fp``, ``n_human``; groupings without human documents are
+    left out."""
+    out = {}
+    for name, rows in groups.items():
+        with_humans = [row for row in rows.values() if row["fpr"] is not None]
+        if with_humans:
+            row = max(with_humans, key=lambda r: r["fpr"])
+            out[name] = {k: row[k] for k in ("group", "fpr", "fp", "n_human")}
+    return out

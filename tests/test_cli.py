@@ -158,7 +158,8 @@ def test_ledger_add_lookup_stats(crawl: Path, tmp_path: Path) -> None:
 
 
 def test_demo_runs_and_scores_against_truth(tmp_path: Path) -> None:
-    code, stdout, _ = run("demo", "-o", str(tmp_path / "demo"), "--docs-per-kind", "20", "--json")
+    code, stdout, _ = run("demo", "-o", str(tmp_path / "demo"), "--docs-per-kind", "20",
+                          "--no-detector", "--json")
     assert code == 0
     summary = json.loads(stdout)
     assert summary["tag"]["rejected"] == 5

@@ -181,13 +181,10 @@ class Chain:
         self._detector: Any = None
         self._watermark_scorer: Any = None
         tagger = None if policy is None else policy.tagger
-        # The lineage's ledger (see the module notes): only a policy that tags with the ledger
-        # has one. A chain an older tailguard tagged against the run ledger has tags and no
-        # lineage ledger: it goes on as it started (``legacy_ledger``), with jobs=1 only.
+        # The lineage's ledger (see the module notes of collapse_eval.text.loop): only a policy
+        # that tags with the ledger has one.
         self.lineage_path = (self.folder / "ledger.sqlite"
                              if tagger is not None and tagger.kind == "ledger" else None)
-        self.legacy_ledger = (self.lineage_path is not None and not self.lineage_path.exists()
-                              and any((self.folder / "tags" / "ledger").glob("*.parquet")))
         self._lineage: Any = None
 
     @property
@@ -200,9 +197,7 @@ class Chain:
 
     def lookup_ledger(self) -> Any:
         """The ledger this chain's tagger looks up: its lineage's (opened, and the documents
-        generation 0 published registered first, on first use), or for a legacy chain the run's."""
-        if self.legacy_ledger:
-            return self.ledger
+        generation 0 published registered first, on first use)."""
         if self._lineage is None:
             from provenance.ledger import Ledger
 
@@ -293,7 +288,7 @@ class Chain:
         out.parent.mkdir(parents=True, exist_ok=True)
         detector = self._detector
         if kind == "detector":
-            detector = self._zero_shot()
+            detector = self._fixed_detector()
         return evidence.tag_part(path, out, kind,
                                  ledger=self.lookup_ledger() if kind == "ledger" else None,
                                  watermark=self._scorer() if kind == "watermark" else None,
@@ -307,24 +302,44 @@ class Chain:
                                                      device=self.setup.device)
         return self._watermark_scorer
 
-    def _zero_shot(self) -> Any:
+    def _fixed_detector(self) -> Any:
+        """The ``detector`` tagger's detector (``detector_source``), made when first needed and
+        kept: documents the lab knows are synthetic (generation 1's, in the ledger) against the
+        held-out human documents, which no model of the run trained on (never the web's)."""
         if self._detector is None:
-            from collapse_eval.text.model import load_model
-            from provenance.models import LoadedModel, load_causal_lm
-
             setup = self.setup
-            if setup.config.detector_model == "generation-0":
-                scorer = LoadedModel("generation-0", load_model(
-                    self.generation_dir(0) / "model", device=setup.device), setup.tokenizer,
-                    setup.device)
-            else:
-                scorer = load_causal_lm(setup.config.detector_model, device=setup.device,
-                                        dtype="float32")
+            config = setup.config
             machine = pl.read_parquet(self.published_path(1)).get_column("text").head(2000)
-            self._detector = evidence.zero_shot_detector(
-                scorer, setup.valid_docs, machine.to_list(),
-                target_fpr=setup.config.detector_fpr, device=setup.device)
+            if config.detector_source == "shipped":
+                self._detector = evidence.shipped_detector(
+                    setup.valid_docs, machine.to_list(), target_fpr=config.detector_fpr,
+                    device=setup.device)
+            elif config.detector_source == "zero-shot":
+                self._detector = evidence.zero_shot_detector(
+                    self._detector_scorer(), setup.valid_docs, machine.to_list(),
+                    target_fpr=config.detector_fpr, device=setup.device)
+            else:
+                folder = self.folder / "detector"
+                self._detector, report = evidence.trained_detector(
+                    self._detector_scorer(), setup.valid_docs, machine.to_list(),
+                    store=folder / "token-terms.sqlite", target_fpr=config.detector_fpr,
+                    device=setup.device, seed=_seed(self.seed, "detector"))
+                with atomic_path(folder / "training_report.json") as tmp:
+                    tmp.write_text(json.dumps(report, indent=2, default=float) + "\n",
+                                   encoding="utf-8")
         return self._detector
+
+    def _detector_scorer(self) -> Any:
+        """The scoring model ``detector_model`` names (generation-0: the run's first model)."""
+        from collapse_eval.text.model import load_model
+        from provenance.models import LoadedModel, load_causal_lm
+
+        setup = self.setup
+        if setup.config.detector_model == "generation-0":
+            return LoadedModel("generation-0", load_model(
+                self.generation_dir(0) / "model", device=setup.device), setup.tokenizer,
+                setup.device)
+        return load_causal_lm(setup.config.detector_model, device=setup.device, dtype="float32")
 
     def _discriminator(self, generation: int) -> Any:
         newest = pl.read_parquet(self.published_path(generation)).get_column("text").to_list()
@@ -424,7 +439,7 @@ class Chain:
         parent_ids = [[p] for p in mixture.get_column("id").gather(parents).to_list()]
         self.ledger.register(texts, generator=self.generator, generation=generation,
                              doc_ids=ids, parent_ids=parent_ids)
-        if self.lineage_path is not None and not self.legacy_ledger:
+        if self.lineage_path is not None:
             self.lookup_ledger().register(texts, generator=self.generator,
                                           generation=generation, doc_ids=ids,
                                           parent_ids=parent_ids)
@@ -475,20 +490,9 @@ def first_model(shared: Chain, bar: Any, *, load: bool = True,
     return model if load else None
 
 
-def warn_legacy_ledger(chain: Chain) -> None:
-    warnings.warn(f"{chain.folder} was started by an older tailguard that tagged against the "
-                  "run's shared ledger; it goes on that way, so its tags depend on the policies "
-                  "run before it (a new run uses the lineage's own ledger)", TailguardWarning,
-                  stacklevel=3)
-
-
 def warn_if_no_better_than_bigram(shared: Chain) -> None:
     """A generation-0 model that does not beat the bigram baseline makes the tail metrics
     measure nothing: say so once, with the numbers and what to change."""
-    import warnings
-
-    from provenance.errors import TailguardWarning
-
     record = json.loads((shared.generation_dir(0) / "metrics.json").read_text(encoding="utf-8"))
     ppl, bigram = record["metrics"]["test_perplexity"], shared.setup.baselines["bigram_ppl"]
     if ppl >= bigram:

@@ -17,6 +17,8 @@ from provenance.errors import ConfigError
 DEFAULT_LM_POLICIES = ("replace", "retain:0.1", "accumulate", "scrape", "filter:oracle",
                        "filter:watermark", "filter:ledger", "filter:detector", "reweight")
 DECODINGS = ("sample", "beam")
+#: Where the ``detector`` tagger's detector comes from (see :mod:`collapse_eval.text.evidence`).
+DETECTOR_SOURCES = ("trained", "shipped", "zero-shot")
 #: Recipe defaults when ``model`` fine-tunes a pretrained LM (as the paper fine-tunes OPT-125m):
 #: the from-scratch learning rate would wreck pretrained weights.
 FINE_TUNE_DEFAULTS = {"lr": 5e-5, "epochs": 5, "weight_decay": 0.0}
@@ -36,6 +38,11 @@ class LMCollapseConfig:
     keeps the first that many human training documents, for quick runs. Each generated
     document is ``doc_tokens`` tokens (default: the block minus the prompt) continuing a
     ``prompt_tokens``-token prompt.
+
+    ``detector_source`` says how the ``detector`` tagger gets its detector: ``trained`` (fitted
+    on the first generation's published documents against held-out human text, scored by
+    ``detector_model``), ``shipped`` (tailguard's pretrained detector, threshold recalibrated)
+    or ``zero-shot`` (Fast-DetectGPT scored by ``detector_model``, kept for comparison).
     """
 
     policies: tuple[str, ...] = DEFAULT_LM_POLICIES
@@ -57,6 +64,7 @@ class LMCollapseConfig:
     watermark_bias: float = 2.0
     detector_fpr: float = 0.05
     detector_model: str = "generation-0"
+    detector_source: str = "trained"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", tuple(p.name for p in parse_policies(self.policies)))
@@ -85,6 +93,9 @@ class LMCollapseConfig:
             raise ConfigError(f"watermark_bias must be > 0, got {self.watermark_bias}")
         if not 0.0 < self.detector_fpr < 1.0:
             raise ConfigError(f"detector_fpr must be in (0, 1), got {self.detector_fpr}")
+        if self.detector_source not in DETECTOR_SOURCES:
+            raise ConfigError(f"detector_source must be one of {', '.join(DETECTOR_SOURCES)}, "
+                              f"got {self.detector_source!r}")
         if self.doc_length < 1:
             raise ConfigError(f"prompt_tokens ({self.prompt_tokens}) leaves no room in a "
                               f"{self.lm_recipe().block}-token block; lower it or set doc_tokens")

@@ -14,10 +14,17 @@ tagger             evidence
                    output and the policy's own chain: ``<policy>/ledger.sqlite``), exact and
                    MinHash matches
 ``watermark``      the green-list watermark (z >= 4, exact binomial test)
-``detector``       Fast-DetectGPT with a scoring model (the generation-0 model by default, or any
-                   causal LM, e.g. ``smollm2-135m``), threshold for ``detector_fpr`` on
-                   held-out human text, P(synthetic) by a Platt map fitted on the first
-                   generation's output
+``detector``       a detector of machine text, threshold for ``detector_fpr`` on held-out human
+                   text, by ``detector_source``: ``trained`` (default) the supervised detector
+                   (:func:`provenance.detectors.training.fit_detector`) fitted on the first
+                   generation's published documents (the lab knows it generated them) against
+                   the held-out human documents, which no model of the run trained on, with
+                   per-token statistics of ``detector_model`` (the generation-0 model by
+                   default, or any causal LM, e.g. ``smollm2-135m``); ``shipped`` tailguard's
+                   pretrained detector; ``zero-shot`` Fast-DetectGPT scored by
+                   ``detector_model``, P(synthetic) by a Platt map on the first generation's
+                   output (it assumes which way machine text leans, and a scorer that trained
+                   on the web's human documents finds them machine-like)
 ``discriminator``  a supervised n-gram classifier retrained every generation on human training
                    documents vs the newest generation (the text form of the numeric families'
                    discriminator)
@@ -32,6 +39,7 @@ as it was when the web was first scraped.)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +51,8 @@ from provenance.atomic import atomic_path
 from provenance.schema import Label
 
 __all__ = ["TRUTH", "fixed_tagger", "oracle_tagged", "rates_against_truth", "untagged",
-           "watermark_key", "zero_shot_detector", "discriminator_detector"]
+           "watermark_key", "zero_shot_detector", "trained_detector", "shipped_detector",
+           "discriminator_detector"]
 
 #: The column that says where a document really came from (for measurement only: no tagger
 #: reads it, and the declared-metadata rules do not know it).
@@ -77,12 +86,62 @@ def zero_shot_detector(scorer: Any, human_texts: Sequence[str], machine_texts: S
     """
     from provenance.detectors import FastDetectGPT, calibrate
 
+    detector = FastDetectGPT(scorer, **_scoring_options(scorer, device))
+    return calibrate(detector, list(human_texts), target_fpr, list(machine_texts))
+
+
+def trained_detector(scorer: Any, human_texts: Sequence[str], machine_texts: Sequence[str],
+                     *, store: str | Path, target_fpr: float, device: str, seed: int = 0
+                     ) -> tuple[Any, dict[str, Any]]:
+    """The supervised detector fitted on known synthetic vs held-out human documents:
+    (CalibratedDetector, training report).
+
+    ``scorer`` (a LoadedModel) gives the per-token statistics, cached in the SQLite ``store``
+    (a resumed run does not score again); the detector learns from the labels which way each
+    feature leans, so a scorer that finds machine text *less* likely than human text serves as
+    well as one that finds it more. The threshold holds ``target_fpr`` on out-of-fold scores of
+    ``human_texts``. No grouped cross-validation and few folds: it is fitted inside the loop.
+    ``human_texts`` must be documents no model of the run trained on (the held-out ones).
+
+    No character n-gram first stage: fitted on held-out articles against samples of a model
+    trained on the web, it learns which articles are whose and settles nearly every document
+    by it. Measured on the tiny loop (100 articles, 600 documents, scorer SmolLM2-135M): with
+    the first stage it flagged 77% of the web's human documents, without it 2.8% (8 articles:
+    77% and 11%). Mind the scorer too: the generation-0 model trained on the web's human
+    documents, which then look like its samples to it (99% flagged without the first stage).
+    """
+    from provenance.detectors import TokenStatistics
+    from provenance.detectors.ngram import NgramParams
+    from provenance.detectors.token_store import TokenStore
+    from provenance.detectors.training import fit_detector, labelled_texts
+
+    statistics = TokenStatistics(scorer, **_scoring_options(scorer, device))
+    return fit_detector(labelled_texts(list(human_texts), list(machine_texts)), statistics,
+                        TokenStore(store), target_fpr=target_fpr, cv=(), outer_folds=3,
+                        inner_folds=2, char_params=NgramParams(n_features=2**16, min_tokens=1),
+                        max_auroc_loss=-math.inf,  # no band is within budget: no first stage
+                        seed=seed, progress=False)
+
+
+def shipped_detector(human_texts: Sequence[str], machine_texts: Sequence[str], *,
+                     target_fpr: float, device: str) -> Any:
+    """tailguard's pretrained detector (``load_detector("default")``), its threshold set anew
+    for ``target_fpr`` on held-out human text of the run's domain and its Platt map on the
+    first generation's output (its weights are kept as shipped)."""
+    from provenance.detectors import calibrate, load_detector
+
+    shipped = load_detector("default", device=device)
+    return calibrate(shipped.detector, list(human_texts), target_fpr, list(machine_texts))
+
+
+def _scoring_options(scorer: Any, device: str) -> dict[str, Any]:
+    """How a LoadedModel scores the loop's documents: every token up to its context (at most
+    512), documents of 8 tokens and up, in float32 batches of 64."""
     config = scorer.model.config
     positions = getattr(config, "n_positions", None) or getattr(
         config, "max_position_embeddings", 512)
-    detector = FastDetectGPT(scorer, device=device, dtype="float32", batch_size=64,
-                             max_tokens=min(int(positions), 512), min_tokens=8)
-    return calibrate(detector, list(human_texts), target_fpr, list(machine_texts))
+    return {"device": device, "dtype": "float32", "batch_size": 64,
+            "max_tokens": min(int(positions), 512), "min_tokens": 8}
 
 
 def discriminator_detector(human_texts: Sequence[str], machine_texts: Sequence[str],

@@ -8,6 +8,11 @@ Everything else needs a detector that looks at the text itself. Three kinds are 
   The analytic sampling discrepancy measures this in one forward pass.
 * :class:`Binoculars` (Hans et al., 2024), zero-shot with two related models: the perplexity of
   the text relative to how surprised one model expects to be by the other's predictions.
+* :class:`SupervisedDetector` (trained with :func:`train`, ``tailguard detect-train``): the
+  language model's per-token statistics, token n-gram models of human text and the n-gram
+  classifier's score, with a linear model that learns their direction from labelled data, behind
+  a cheap first stage. The one tailguard ships (``DEFAULT_DETECTOR``, ``--detector default``)
+  was trained on four public human/machine sets (its ``DATA_CARD.md`` says which and how well).
 * :class:`NgramClassifier`, supervised: hashed character n-grams and a logistic regression, for
   when labelled examples of the generators you care about exist. Nothing is fitted except the
   linear weights, which are saved as safetensors (never pickle).
@@ -26,6 +31,7 @@ One module per part: ``base`` (the interface), ``lm_statistics`` (the formulas),
 
 from provenance.detectors.base import Detector, Scores
 from provenance.detectors.calibrated import (
+    DEFAULT_DETECTOR,
     CalibratedDetector,
     Detection,
     detector_from_spec,
@@ -40,6 +46,9 @@ from provenance.detectors.lm_statistics import (
 )
 from provenance.detectors.ngram import NgramClassifier, NgramParams
 from provenance.detectors.signal import DetectorSignal
+from provenance.detectors.supervised import SupervisedDetector
+from provenance.detectors.token_statistics import TokenStatistics
+from provenance.detectors.training import train
 from provenance.detectors.zero_shot import (
     Binoculars,
     CausalLMDetector,
@@ -48,6 +57,7 @@ from provenance.detectors.zero_shot import (
 )
 
 __all__ = [
+    "DEFAULT_DETECTOR",
     "DETECTOR_FILE",
     "Binoculars",
     "CalibratedDetector",
@@ -60,6 +70,8 @@ __all__ = [
     "NgramClassifier",
     "NgramParams",
     "Scores",
+    "SupervisedDetector",
+    "TokenStatistics",
     "binoculars_terms",
     "calibrate",
     "detector_from_spec",
@@ -67,4 +79,5 @@ __all__ = [
     "fit_platt",
     "load_detector",
     "sampling_discrepancy_terms",
+    "train",
 ]

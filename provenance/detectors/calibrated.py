@@ -27,6 +27,7 @@ from provenance.detectors.files import (
     write_json,
 )
 from provenance.detectors.ngram import NgramClassifier
+from provenance.detectors.supervised import SupervisedDetector
 from provenance.detectors.zero_shot import (
     Binoculars,
     CausalLMDetector,
@@ -34,6 +35,9 @@ from provenance.detectors.zero_shot import (
     LogLikelihood,
 )
 from provenance.errors import ConfigError, InputError
+
+#: The detector tailguard ships (trained on public human/machine text; see its DATA_CARD.md).
+DEFAULT_DETECTOR = Path(__file__).parent / "default"
 
 
 @dataclass
@@ -46,6 +50,11 @@ class Detection:
     flagged: np.ndarray
     reasons: list[str | None]
     n_tokens: np.ndarray
+    undecided: np.ndarray | None = None  # below the threshold but not clearly human
+
+    def __post_init__(self) -> None:
+        if self.undecided is None:
+            self.undecided = np.zeros(len(self.reasons), dtype=bool)
 
 
 class CalibratedDetector:
@@ -106,6 +115,9 @@ class CalibratedDetector:
         scores = self.detector.score_detailed(texts)
         with np.errstate(invalid="ignore"):
             flagged = scores.values >= self.threshold
+            below = self.calibration.get("undecided_below")
+            undecided = (~flagged & (scores.values >= below) if below is not None
+                         else np.zeros(len(flagged), dtype=bool))
         return Detection(
             criterion=scores.values,
             proba=self.proba_from_criterion(scores.values),
@@ -113,6 +125,7 @@ class CalibratedDetector:
             flagged=flagged,
             reasons=scores.reasons,
             n_tokens=scores.n_tokens,
+            undecided=undecided,
         )
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -177,7 +190,13 @@ class CalibratedDetector:
 def load_detector(
     path: str | os.PathLike, *, device: str = "auto", dtype: str | None = None
 ) -> CalibratedDetector:
-    """Load a calibrated detector folder (what ``tailguard tag --detector PATH`` reads)."""
+    """Load a calibrated detector folder (what ``tailguard tag --detector PATH`` reads).
+
+    ``"default"`` (when no such folder exists here) is the detector tailguard ships,
+    :data:`DEFAULT_DETECTOR`.
+    """
+    if str(path) == "default" and not Path(path).exists():
+        path = DEFAULT_DETECTOR
     return CalibratedDetector.load(path, device=device, dtype=dtype)
 
 
@@ -188,6 +207,9 @@ def detector_from_spec(
     kind = spec.get("kind")
     if kind == NgramClassifier.kind:
         return NgramClassifier.from_spec(spec, folder)
+    if kind == SupervisedDetector.kind:
+        _check_weights(spec, folder)
+        return SupervisedDetector.from_spec(spec, folder, device=device, dtype=dtype)
     lm_kinds: dict[str, type[CausalLMDetector]] = {
         FastDetectGPT.kind: FastDetectGPT,
         LogLikelihood.kind: LogLikelihood,
@@ -195,7 +217,7 @@ def detector_from_spec(
     }
     if kind not in lm_kinds:
         raise InputError(f"unknown detector kind {kind!r}; expected one of "
-                         f"{sorted([*lm_kinds, NgramClassifier.kind])}")
+                         f"{sorted([*lm_kinds, NgramClassifier.kind, SupervisedDetector.kind])}")
     options = {
         "device": device,
         "dtype": dtype or spec.get("dtype", "auto"),
@@ -207,3 +229,14 @@ def detector_from_spec(
     if kind == Binoculars.kind:
         return Binoculars(spec["observer"], spec["performer"], **options)
     return lm_kinds[kind](spec["model"], **options)
+
+
+def _check_weights(spec: dict[str, Any], folder: Path) -> None:
+    """Refuse weights that are not the ones the JSON was saved with (swapped, half-copied)."""
+    weights = folder / str(spec.get("weights", ""))
+    if not weights.is_file():
+        raise InputError("detector weights are missing", file=str(weights))
+    expected = spec.get("sha256")
+    if expected and file_sha256(weights) != expected:
+        raise InputError("detector weights do not match their JSON (sha256 differs)",
+                         file=str(weights))

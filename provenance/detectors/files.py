@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,52 @@ def read_json(path: Path) -> dict[str, Any]:
             file=str(path),
         )
     return data
+
+
+_DIGESTS: dict[tuple[str, float], str] = {}
+
+
+def model_digest(lm: Any) -> str:
+    """A short sha256 of a loaded model's weights (see :func:`weights_digest`)."""
+    return weights_digest(str(lm.name), getattr(lm.model, "name_or_path", "") or str(lm.name))
+
+
+def weights_digest(name: str, folder: str | os.PathLike | None = None) -> str:
+    """A short sha256 identifying a scoring model's weights.
+
+    The offline default (``smollm2-135m``) is identified by the GGUF file its pinned package
+    ships, not by the safetensors converted from it on each machine (a converter version could
+    change those bytes without changing the model); any other model by its folder's
+    ``*.safetensors`` files (:func:`folder_digest`).
+    """
+    from provenance.models import DEFAULT_MODEL, model_path, smollm2_gguf_path
+
+    if name == DEFAULT_MODEL:
+        return folder_digest(smollm2_gguf_path())
+    return folder_digest(folder if folder is not None else model_path(name), fallback=name)
+
+
+def folder_digest(folder: str | os.PathLike, fallback: str | None = None) -> str:
+    """A short sha256 of a model folder's ``*.safetensors`` files, or of one weights file (of
+    ``fallback`` where there are none).
+
+    Thresholds and trained weights belong to the numbers one exact model produces; two models
+    called the same (a re-converted cache, a fine-tuned copy) must not be mistaken for each
+    other. Each file is hashed once per process.
+    """
+    path = Path(folder)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path] if path.is_file() \
+        else []
+    if not files:
+        return hashlib.sha256(str(fallback or folder).encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for file in files:
+        key = (str(file.resolve()), file.stat().st_mtime)
+        if key not in _DIGESTS:
+            inner = hashlib.sha256()
+            with file.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 24), b""):
+                    inner.update(chunk)
+            _DIGESTS[key] = inner.hexdigest()
+        digest.update(_DIGESTS[key].encode())
+    return digest.hexdigest()[:16]

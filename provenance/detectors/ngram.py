@@ -138,8 +138,6 @@ class NgramClassifier(Detector):
 
     def fit(self, texts: Sequence[str], labels: Sequence[Any]) -> NgramClassifier:
         """Fit on labelled texts (human/machine, human/synthetic or 0/1)."""
-        from sklearn.linear_model import LogisticRegression
-
         texts = as_texts(texts)
         y = _labels_to_int(labels)
         if len(texts) != len(y):
@@ -149,8 +147,18 @@ class NgramClassifier(Detector):
             raise InputError(f"cannot train on {text_problem(texts[bad[0]])}", row=bad[0])
         if len(set(y.tolist())) < 2:
             raise InputError("training needs both human and machine examples")
+        return self.fit_matrix(self.features(texts), y)
+
+    def fit_matrix(self, features: Any, y: np.ndarray) -> NgramClassifier:
+        """Fit on rows of :meth:`features` already computed (0/1 labels), e.g. one fold's.
+
+        Vectorising is most of the cost of :meth:`fit`; cross-validation computes the matrix
+        once and fits on row subsets.
+        """
+        from sklearn.linear_model import LogisticRegression
+
         model = LogisticRegression(C=self.params.C, max_iter=2000, class_weight="balanced")
-        model.fit(self.features(texts), y)
+        model.fit(features, y)
         self.coef = model.coef_.ravel().astype(np.float64)
         self.intercept = float(model.intercept_[0])
         return self

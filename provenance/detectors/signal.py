@@ -48,6 +48,13 @@ class DetectorSignal(Signal):
             return Tag(Label.UNKNOWN, None, self.evidence, detail={"reason": reason,
                                                                     "detector": name})
         proba = result.proba[i]
+        if result.undecided is not None and result.undecided[i]:
+            return Tag(Label.UNKNOWN, None if math.isnan(proba) else float(proba),
+                       self.evidence, detail={
+                           "reason": "not decisive: P(synthetic) between the human band and "
+                                     "the threshold",
+                           "criterion": float(result.criterion[i]),
+                           "threshold": self.detector.threshold, "detector": name})
         return Tag(
             label=Label.SYNTHETIC if result.flagged[i] else Label.HUMAN,
             score=None if math.isnan(proba) else float(np.clip(proba, 0.0, 1.0)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -53,7 +54,7 @@ def test_build_crawl_refuses_more_documents_than_exist(tmp_path: Path) -> None:
 
 
 def test_demo_tags_every_kind_as_expected(tmp_path: Path) -> None:
-    result = run_demo(tmp_path, docs_per_kind=30, seed=3)
+    result = run_demo(tmp_path, docs_per_kind=30, seed=3, detector=None)
     tagged = pl.read_parquet(tmp_path / "tagged.parquet")
     kind = pl.col("id").str.split("-").list.first().alias("kind")
     groups = tagged.group_by(kind).agg(pl.col("prov_evidence"))
@@ -83,3 +84,20 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(
     assert done.returncode == 1
     [line] = done.stderr.splitlines()
     assert line.startswith(f"error: {readonly_dir / 'demo'}: cannot write: read-only file system")
+
+
+def test_demo_with_the_shipped_detector_decides_what_no_other_evidence_reaches(
+    tmp_path: Path,
+) -> None:
+    result = run_demo(tmp_path, docs_per_kind=6, seed=3)  # detector="default"
+    tagged = pl.read_parquet(tmp_path / "tagged.parquet")
+    reached = tagged.filter(pl.col("id").str.starts_with("other-")
+                            | (pl.col("id").str.starts_with("web-")
+                               & (pl.col("prov_evidence") != "declared")))
+    assert reached.height == 12
+    assert set(reached.get_column("prov_evidence")) <= {"detector"}
+    details = [json.loads(d) for d in reached.get_column("prov_detail")]
+    assert all(d["detector"].startswith("supervised:") for d in details)
+    decided = [d for d in details if "criterion" in d]
+    assert decided and all("threshold" in d for d in decided)
+    assert sum(sum(row.values()) for row in result.confusion.values()) == tagged.height

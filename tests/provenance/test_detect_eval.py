@@ -68,6 +68,75 @@ def test_cli_detect_eval_prints_a_table(world: dict) -> None:
     assert "AUROC" in result.stdout and "by generator:" in result.stdout
 
 
+@pytest.fixture(scope="module")
+def writers(world: dict) -> dict:
+    """The world's corpus with a ``writer`` field whose "non-native" group is the quarter of
+    the human documents that the detector scores highest: a known, strong bias against it."""
+    detector = str(world["root"] / "detector")
+    scores = evaluate_labelled(world["labelled"], detector=detector, n_boot=0).scores
+    rows = [json.loads(line) for line in world["labelled"].read_text().splitlines()]
+    human = [i for i, r in enumerate(rows) if r["label"] == "human"]
+    top = set(sorted(human, key=lambda i: scores[i])[-len(human) // 4:])
+    for i, r in enumerate(rows):  # synthetic documents: half each
+        r["writer"] = "non-native" if (i in top if r["label"] == "human" else i % 2) else "native"
+    path = world["root"] / "writers.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return {"path": path, "detector": detector, "n_non_native": len(top)}
+
+
+def test_detect_eval_breaks_down_by_any_field_and_calibrates_for_the_worst_group(
+        writers: dict) -> None:
+    common = {"detector": writers["detector"], "target_fpr": 0.05}
+    pooled = evaluate_labelled(writers["path"], group_fields=("writer",), **common).report
+    assert pooled["threshold_source"] == "saved calibration"  # nothing asked: saved threshold
+    assert set(pooled["groups"]) == {"generator", "domain", "writer"}
+    # re-set on this corpus's humans, pooled: every false positive is a non-native writer
+    pooled = evaluate_labelled(writers["path"], calibration_share=0.5, group_fields=("writer",),
+                               seed=1, **common).report
+    assert "replacing the saved threshold" in pooled["threshold_source"]
+    assert pooled["saved_threshold"] is not None and pooled["calibrated_by"] is None
+    by_writer = pooled["groups"]["writer"]
+    assert by_writer["native"]["fp"] == 0
+    assert by_writer["non-native"]["fpr"] > 0.1  # ~4x the 5% target
+    assert pooled["worst_group_fpr"]["writer"]["group"] == "non-native"
+    row = by_writer["native"]
+    assert row["auroc_humans"] == "group" and row["auroc_low"] <= row["auroc"] <= row["auroc_high"]
+
+    fair = evaluate_labelled(writers["path"], calibrate_by="writer", **common).report
+    assert fair["calibrated_by"] == "writer"
+    assert "highest of the per-writer thresholds" in fair["threshold_source"]
+    assert fair["threshold"] > pooled["threshold"]
+    assert all(r["fpr"] <= 0.05 for r in fair["groups"]["writer"].values())  # in-sample
+    worst = fair["worst_group_fpr"]["writer"]
+    assert worst["fpr"] == max(r["fpr"] for r in fair["groups"]["writer"].values())
+    assert worst["n_human"] == fair["groups"]["writer"][worst["group"]]["n_human"]
+
+
+def test_missing_group_fields_are_one_line_errors(writers: dict) -> None:
+    for option in (["--calibrate-by", "first_language"], ["--group-field", "first_language"]):
+        result = CliRunner().invoke(main, ["detect-eval", str(writers["path"]), "--detector",
+                                           writers["detector"], *option])
+        assert result.exit_code == 1
+        message = result.stderr.strip()
+        assert "\n" not in message and str(writers["path"]) in message
+        assert "field 'first_language'" in message and "writer" in message  # what there is
+
+
+def test_cli_detect_eval_reports_the_worst_group(writers: dict, tmp_path: Path) -> None:
+    args = ["detect-eval", str(writers["path"]), "--detector", writers["detector"],
+            "--target-fpr", "0.05", "--calibrate-by", "writer", "-o", str(tmp_path / "r.json")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    worst = report["worst_group_fpr"]["writer"]
+    assert f"calibrated by writer: worst-group FPR {worst['fpr']:.3f} (group {worst['group']}" \
+        in result.stdout
+    assert "by writer:" in result.stdout and "by generator:" in result.stdout
+    as_json = json.loads(CliRunner().invoke(main, [*args[:-2], "--json"]).stdout)
+    assert as_json["calibrated_by"] == "writer"
+    assert as_json["groups"]["writer"] == report["groups"]["writer"]  # seeded intervals
+
+
 def test_detector_evidence_and_prevalence_in_tagging(world: dict, tmp_path: Path) -> None:
     frame = pl.read_ndjson(world["labelled"], infer_schema_length=None)
     crawl = tmp_path / "crawl.parquet"

@@ -22,9 +22,11 @@ from provenance.evaluate import (
     confusion,
     estimate_prevalence,
     evaluate_detector,
+    group_report,
     roc_auc,
     rogan_gladen,
     tpr_at_fpr,
+    worst_group_threshold,
 )
 from provenance.schema import Label
 
@@ -184,6 +186,124 @@ def test_bad_inputs_are_input_errors() -> None:
         calibrate_threshold([0.1], 0)
     with pytest.raises(InputError, match="group 'domain' has 1 values for 2"):
         evaluate_detector([0, 1], [0.1, 0.9], 0.5, groups={"domain": ["a"]})
+
+
+# --------------------------------------------------------------------------- fairness
+
+
+def shifted_groups(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two groups of 4000 human and 2000 synthetic texts; the detector scores the "non-native"
+    group's human texts one unit higher (a known bias), so at a threshold ``t`` the groups'
+    FPRs are ``sf(t)`` and ``sf(t - 1)``, and a pooled threshold for ``a`` has their mean at
+    ``a``."""
+    rng = np.random.default_rng(seed)
+    native_h, other_h = rng.normal(0, 1, 4000), rng.normal(1, 1, 4000)
+    native_m, other_m = rng.normal(2.5, 1, 2000), rng.normal(3, 1, 2000)
+    scores = np.concatenate([native_h, other_h, native_m, other_m])
+    labels = np.repeat([0, 0, 1, 1], [4000, 4000, 2000, 2000])
+    groups = np.repeat(["native", "non-native", "native", "non-native"], [4000, 4000, 2000, 2000])
+    return labels, scores, groups
+
+
+def test_a_pooled_threshold_hides_the_worst_group_and_the_worst_group_threshold_holds_it() -> None:
+    labels, scores, groups = shifted_groups()
+    human = labels == 0
+    target = 0.01
+    pooled = calibrate_threshold(scores[human], target)
+    rows = {r["group"]: r for r in group_report(labels, scores, groups, pooled, n_boot=0)}
+    assert rows["native"]["fpr"] + rows["non-native"]["fpr"] <= 2 * target  # the average holds
+    # ... but nearly all false positives are non-native: in theory sf(t - 1) against sf(t)
+    t = pooled
+    assert rows["non-native"]["fpr"] == pytest.approx(norm.sf(t - 1), abs=0.006)
+    assert rows["non-native"]["fpr"] > 1.5 * target  # nearly twice the promise ...
+    assert rows["native"]["fpr"] < target / 5  # ... and ten times the other group's
+    assert rows["non-native"]["fp"] == round(rows["non-native"]["fpr"] * 4000)
+
+    fair = worst_group_threshold(scores[human], groups[human], target)
+    assert fair == pytest.approx(1 + norm.ppf(1 - target), abs=0.15)  # the shifted quantile
+    rows = {r["group"]: r for r in group_report(labels, scores, groups, fair, n_boot=0)}
+    assert rows["native"]["fpr"] <= target and rows["non-native"]["fpr"] <= target
+    assert rows["non-native"]["fpr"] == pytest.approx(target, abs=0.003)  # it sets the threshold
+    assert fair == max(calibrate_threshold(scores[human & (groups == g)], target)
+                       for g in ("native", "non-native"))
+    assert rows["native"]["tpr"] < rows["non-native"]["tpr"]  # the price: a lower TPR
+
+
+def test_group_auroc_interval_covers_the_point_is_seeded_and_is_as_wide_as_theory() -> None:
+    labels, scores, groups = shifted_groups()
+    first = group_report(labels, scores, groups, 2.0, seed=3)
+    assert first == group_report(labels, scores, groups, 2.0, seed=3)  # reproducible
+    other = group_report(labels, scores, groups, 2.0, seed=4)
+    assert [r["auroc"] for r in other] == [r["auroc"] for r in first]
+    assert [r["auroc_low"] for r in other] != [r["auroc_low"] for r in first]
+    for row, shift in zip(first, (2.5, 2.0), strict=True):  # within-group: d = 2.5 and 3 - 1
+        group = groups == row["group"]
+        assert row["auroc_humans"] == "group"
+        assert row["auroc"] == pytest.approx(roc_auc(labels[group], scores[group]), abs=1e-12)
+        assert row["auroc_low"] < row["auroc"] < row["auroc_high"]
+        expected = norm.cdf(shift / math.sqrt(2))
+        se = auroc_standard_error(expected, 2000, 4000)
+        assert abs(row["auroc"] - expected) < 4 * se
+        width = row["auroc_high"] - row["auroc_low"]
+        assert width == pytest.approx(2 * 1.96 * se, rel=0.25)
+
+
+def test_a_group_with_one_class_gets_rates_but_no_within_group_auroc() -> None:
+    labels = [0, 0, 0, 1, 1, 0, 1, 1]
+    scores = [0.1, 0.6, 0.3, 0.9, 0.4, 0.2, 0.8, 0.7]
+    groups = ["forum", "forum", "forum", "gpt", "gpt", "news", "news", "news"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = {r["group"]: r for r in group_report(labels, scores, groups, threshold=0.5)}
+    forum = rows["forum"]  # humans only: FPR, no AUROC
+    assert (forum["n"], forum["n_human"], forum["n_synthetic"]) == (3, 3, 0)
+    assert (forum["fp"], forum["fpr"]) == (1, pytest.approx(1 / 3))
+    assert forum["tpr"] is None and forum["tp"] == 0
+    assert forum["auroc"] is forum["auroc_low"] is forum["auroc_high"] is forum["auroc_humans"]
+    assert forum["auroc"] is None
+    gpt = rows["gpt"]  # synthetic only: TPR, AUROC against every human document
+    assert (gpt["tp"], gpt["tpr"], gpt["fpr"]) == (1, 0.5, None)
+    assert gpt["auroc_humans"] == "all"
+    assert gpt["auroc"] == roc_auc([1, 1, 0, 0, 0, 0], [0.9, 0.4, 0.1, 0.6, 0.3, 0.2])
+    assert gpt["auroc_low"] <= gpt["auroc"] <= gpt["auroc_high"]
+    assert rows["news"]["auroc"] == 1.0 and rows["news"]["auroc_humans"] == "group"
+    only_humans = group_report([0, 0], [0.1, 0.7], ["a", "b"], threshold=0.5)
+    assert [(r["auroc"], r["fpr"]) for r in only_humans] == [(None, 0.0), (None, 1.0)]
+    json.dumps(rows)  # plain numbers and None: the report can be written as JSON
+
+
+def test_evaluate_detector_groups_carry_the_intervals() -> None:
+    labels, scores, groups = shifted_groups()
+    report = evaluate_detector(labels, scores, 2.0, groups={"writer": groups}, seed=1)
+    rows = report.groups["writer"]
+    assert rows == {r["group"]: r for r in group_report(labels, scores, groups, 2.0, seed=1)}
+    assert rows["native"]["auroc_low"] < rows["native"]["auroc"] < rows["native"]["auroc_high"]
+
+
+def test_worst_group_threshold_names_the_group_too_small_for_the_target() -> None:
+    rng = np.random.default_rng(0)
+    human = rng.normal(0, 1, 1050)
+    groups = ["big"] * 1000 + ["small"] * 50
+    with pytest.warns(TailguardWarning, match=r"group\(s\) 'small' \(50\)") as caught:
+        threshold = worst_group_threshold(human, groups, 0.01)
+    assert len(caught) == 1 and "'big'" not in str(caught[0].message)
+    assert threshold > human[1000:].max()  # above every score of the small group
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        worst_group_threshold(human, groups, 0.05)  # 50 texts resolve 5%
+
+
+def test_fairness_input_errors() -> None:
+    with pytest.raises(InputError, match="group 'groups' has 1 values for 2"):
+        group_report([0, 1], [0.1, 0.9], ["a"], 0.5)
+    with pytest.raises(ConfigError, match="n_boot must be"):
+        group_report([0, 1], [0.1, 0.9], ["a", "a"], 0.5, n_boot=-1)
+    with pytest.raises(ConfigError, match="threshold must be a finite"):
+        group_report([0, 1], [0.1, 0.9], ["a", "a"], float("nan"))
+    with pytest.raises(ConfigError, match="target_fpr must be in"):
+        worst_group_threshold([0.1], ["a"], 1.0)
+    with pytest.raises(InputError, match="at least one known-human"):
+        worst_group_threshold([], [], 0.1)
 
 
 # --------------------------------------------------------------------------- prevalence

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from collapse_eval.text.model import torch_threads
 from provenance.demo import stdlib_paragraphs
 from provenance.detectors import FastDetectGPT
+from provenance.devices import torch_threads
 from provenance.models import LoadedModel
 
 MAX_TOKENS = 96

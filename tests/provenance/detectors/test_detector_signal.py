@@ -9,7 +9,7 @@ import pytest
 
 from provenance.detectors import DetectorSignal, calibrate
 from provenance.errors import ConfigError
-from provenance.tagger import Tagger
+from provenance.fusion import Tagger
 
 
 def test_detector_signal_in_the_tagger(tiny, fdg) -> None:

@@ -1,0 +1,580 @@
+"""Train the supervised detector: ``tailguard detect-train`` and :func:`train`.
+
+The recipe (Ghostbuster, Verma et al. NAACL 2024, with an offline scorer): per-token statistics
+of a causal LM (cached in a :class:`~.token_store.TokenStore`), token n-gram models of the
+training set's human text and the hashed character n-gram classifier's score, both *stacked
+out-of-fold* (a document's n-gram features never come from a model that counted it), summarised
+per document and fed to a logistic regression that learns the direction of every feature.
+
+What makes the result trustworthy is how it is checked, not how it is fitted:
+
+* **Grouped cross-validation.** Leave-one-generator-out, leave-one-domain-out and
+  leave-one-dataset-out AUROC and TPR at the target FPR, each split refitting everything
+  (n-gram models, character classifier, head) on the other groups only. A detector that only
+  knows its training generators shows it here.
+* **Honest calibration.** The threshold for ``target_fpr`` is set on out-of-fold scores of the
+  human documents (optionally the worst group's, ``calibrate_by``), the Platt map on
+  out-of-fold scores of both classes, and an abstention band keeps the undecided middle
+  ``unknown``.
+* **A cascade band** for the character classifier's first stage, chosen on the out-of-fold
+  scores so AUROC drops by at most ``max_auroc_loss``.
+
+The saved folder holds ``detector.json`` (spec, scorer id, threshold, calibration), one
+safetensors file, ``training_report.json`` and ``DATA_CARD.md``; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from provenance.detectors.ngram import NgramClassifier, NgramParams, _labels_to_int
+from provenance.detectors.supervised import LinearHead, Stage1, SupervisedDetector
+from provenance.detectors.token_ngrams import TokenNgramModel
+from provenance.errors import ConfigError, InputError
+
+GROUPINGS = ("generator", "domain", "dataset")
+#: Candidate inverse regularisations of the head (see :meth:`Trainer.choose_c`).
+HEAD_CS = (0.001, 0.01, 0.1, 1.0)
+
+
+@dataclass
+class LabelledTexts:
+    """Training documents: whitespace-collapsed texts, 0/1 labels and their groups."""
+
+    texts: list[str]
+    y: np.ndarray
+    groups: dict[str, np.ndarray]  # generator, domain, dataset (input file) per document
+    files: list[dict[str, Any]]  # path, sha256, rows used, rows refused
+
+
+def collapse_whitespace(text: Any) -> Any:
+    """One space for every run of whitespace (some corpora lost their newlines upstream).
+
+    >>> collapse_whitespace("a\\n\\n b\\t c")
+    'a b c'
+    """
+    return " ".join(text.split()) if isinstance(text, str) else text
+
+
+def read_labelled(
+    paths: Sequence[str | os.PathLike],
+    *,
+    text_field: str = "text",
+    label_field: str = "label",
+    generator_field: str = "generator",
+    domain_field: str = "domain",
+) -> LabelledTexts:
+    """Every labelled corpus in ``paths`` (any format tailguard reads), whitespace collapsed.
+
+    A file without the label field is refused naming it; rows the reader rejects are counted
+    per file in :attr:`LabelledTexts.files` (never silently dropped).
+    """
+    from provenance.corpus import read_corpus
+
+    texts: list[str] = []
+    labels: list[Any] = []
+    groups: dict[str, list[str]] = {g: [] for g in GROUPINGS}
+    files = []
+    for path in paths:
+        corpus = read_corpus(path, text_field=text_field)
+        frame = corpus.frame
+        if label_field not in frame.columns:
+            raise InputError(f"no label field {label_field!r} (fields: "
+                             f"{', '.join(frame.columns)}); set --label-field", file=str(path))
+        n = frame.height
+        try:
+            y = _labels_to_int(frame.get_column(label_field).to_list())
+        except InputError as exc:
+            raise InputError(f"field {label_field!r}: {exc.message}", file=str(path),
+                             row=exc.row) from exc
+        labels.extend(y.tolist())
+        texts.extend(collapse_whitespace(t) for t in frame.get_column(text_field).to_list())
+        for name, field in (("generator", generator_field), ("domain", domain_field)):
+            values = (frame.get_column(field).cast(str).fill_null("unspecified").to_list()
+                      if field in frame.columns else ["unspecified"] * n)
+            groups[name].extend(values)
+        groups["generator"][-n:] = ["human" if lab == 0 else g for lab, g in
+                                    zip(y.tolist(), groups["generator"][-n:], strict=True)]
+        groups["dataset"].extend([Path(str(path)).stem] * n)
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() \
+            else None
+        files.append({"path": str(path), "sha256": digest, "rows": n,
+                      "rejected": corpus.counts.rejected})
+    y = np.asarray(labels, dtype=np.int64)
+    if len(set(y.tolist())) < 2:
+        raise InputError("training needs both human and machine documents")
+    return LabelledTexts(texts, y, {k: np.asarray(v) for k, v in groups.items()}, files)
+
+
+@dataclass
+class FeatureTable:
+    """Per-document inputs that no fold changes: LM statistics, token ids, char n-grams."""
+
+    lm_terms: list[np.ndarray | None]
+    reasons: list[str | None]
+    ids: list[list[int] | None]  # the scored (truncated) token ids, aligned with lm_terms
+    full_ids: list[list[int]]  # every token, for fitting the n-gram models
+    char_matrix: Any  # sparse, one row per document
+    vocab_size: int
+
+    @property
+    def scored(self) -> np.ndarray:
+        return np.array([t is not None for t in self.lm_terms])
+
+
+def build_table(data: LabelledTexts, scorer: Any, store: Any, char: NgramClassifier,
+                progress: Callable[[int], None] | None = None) -> FeatureTable:
+    """Score every document once (the store resumes a killed run) and tokenise it."""
+    terms, reasons, _ = store.terms(scorer.scorer_id(), data.texts, scorer.score_terms,
+                                    progress=progress)
+    ids, _ = scorer.encode([t if isinstance(t, str) else "" for t in data.texts])
+    full = scorer.tokenizer([t if isinstance(t, str) else "" for t in data.texts],
+                            add_special_tokens=False)["input_ids"]
+    good = [t if isinstance(t, str) and t.strip() else " " for t in data.texts]
+    return FeatureTable(terms, reasons, ids, list(full), char.features(good),
+                        len(scorer.tokenizer))
+
+
+@dataclass
+class Stacked:
+    """Head inputs of the rows a fold is applied to, and the char score of each."""
+
+    x: np.ndarray
+    char_raw: np.ndarray
+
+
+class Trainer:
+    """Fits the layers on one set of documents and applies them to another.
+
+    Examples are in the tests: this is the machinery behind :func:`train`.
+    """
+
+    def __init__(self, table: FeatureTable, y: np.ndarray, char_params: NgramParams,
+                 *, inner_folds: int = 3, seed: int = 0,
+                 head_cs: Sequence[float] = HEAD_CS, groups: np.ndarray | None = None,
+                 ngram_buckets: int = 2**19) -> None:
+        self.table, self.y = table, y
+        self.groups = groups
+        self.char_params = char_params
+        self.inner_folds = inner_folds
+        self.seed = seed
+        self.head_cs = tuple(head_cs)
+        self.ngram_buckets = ngram_buckets
+
+    def ngram_model(self, rows: np.ndarray) -> TokenNgramModel:
+        human = [self.table.full_ids[i] for i in rows if self.y[i] == 0]
+        return TokenNgramModel(self.table.vocab_size, self.ngram_buckets).fit(human)
+
+    def char_model(self, rows: np.ndarray) -> NgramClassifier:
+        return NgramClassifier(self.char_params).fit_matrix(self.table.char_matrix[rows],
+                                                             self.y[rows])
+
+    def apply(self, ngrams: TokenNgramModel, char: NgramClassifier, rows: np.ndarray) -> Stacked:
+        """Head inputs for ``rows`` (all scored) from fitted n-gram and char models."""
+        raw = self.table.char_matrix[rows] @ char.coef + char.intercept
+        head_in = SupervisedDetector.__new__(SupervisedDetector)
+        head_in.ngrams = ngrams
+        x = np.stack([head_in.features(self.table.lm_terms[i], self.table.ids[i], raw[k])
+                      for k, i in enumerate(rows)]) if len(rows) else np.zeros((0, 1))
+        return Stacked(x, np.asarray(raw))
+
+    def stacked_train(self, rows: np.ndarray) -> Stacked:
+        """Out-of-fold head inputs for the training rows (no row sees a model that counted it)."""
+        folds = fold_ids(self.y[rows], self.inner_folds, self.seed)
+        x = None
+        raw = np.zeros(len(rows))
+        for f in range(self.inner_folds):
+            inside, outside = rows[folds != f], rows[folds == f]
+            part = self.apply(self.ngram_model(inside), self.char_model(inside), outside)
+            if x is None:
+                x = np.zeros((len(rows), part.x.shape[1]))
+            x[folds == f], raw[folds == f] = part.x, part.char_raw
+        return Stacked(x, raw)
+
+    def fit(self, rows: np.ndarray) -> tuple[TokenNgramModel, NgramClassifier, LinearHead,
+                                              Stacked]:
+        """Everything fitted on ``rows``, and those rows' out-of-fold head inputs."""
+        inner = self.stacked_train(rows)
+        c = self.choose_c(inner.x, rows)
+        head = LinearHead.fit(inner.x, self.y[rows], c=c)
+        return self.ngram_model(rows), self.char_model(rows), head, inner
+
+    def choose_c(self, x: np.ndarray, rows: np.ndarray) -> float:
+        """The head's regularisation, chosen for generalising across groups, not fitting them.
+
+        Each candidate is scored by the mean AUROC over leave-one-group-out splits of the
+        training rows (``groups``: the input file each came from) — the question the detector
+        faces on a new crawl — or over stratified folds when there is one group.
+        """
+        from provenance.evaluate import roc_auc
+
+        if len(self.head_cs) == 1:
+            return self.head_cs[0]
+        y = self.y[rows]
+        groups = None if self.groups is None else self.groups[rows]
+        if groups is None or len(set(groups.tolist())) < 2:
+            groups = fold_ids(y, self.inner_folds, self.seed)
+        held = [g for g in sorted(set(groups.tolist()))
+                if len(set(y[groups == g].tolist())) == 2
+                and len(set(y[groups != g].tolist())) == 2]
+        if not held:
+            return self.head_cs[len(self.head_cs) // 2]
+        best, best_score = self.head_cs[0], -1.0
+        for c in self.head_cs:
+            score = float(np.mean([
+                roc_auc(y[groups == g], LinearHead.fit(x[groups != g], y[groups != g], c=c)
+                        .log_odds(x[groups == g])) for g in held]))
+            if score > best_score + 1e-9:
+                best, best_score = c, score
+        return best
+
+    def predict(self, train_rows: np.ndarray, test_rows: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(head log-odds, char raw score) of ``test_rows`` from a fit on ``train_rows``."""
+        ngrams, char, head, _ = self.fit(train_rows)
+        applied = self.apply(ngrams, char, test_rows)
+        return head.log_odds(applied.x), applied.char_raw
+
+
+def fold_ids(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """A fold number per row, stratified by label and seeded.
+
+    >>> fold_ids(np.array([0, 0, 0, 1, 1, 1]), 3, 0).tolist().count(0)
+    2
+    """
+    rng = np.random.default_rng(seed)
+    out = np.zeros(len(y), dtype=np.int64)
+    for label in (0, 1):
+        where = np.flatnonzero(y == label)
+        out[rng.permutation(where)] = np.arange(len(where)) % k
+    return out
+
+
+def grouped_splits(data: LabelledTexts, scored: np.ndarray, grouping: str
+                   ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(group, train rows, test rows) for leaving each group out.
+
+    Generators: the test set is the generator's documents plus a seeded half of the human
+    documents of the datasets it appears in (humans nobody trained on); the other half stays in
+    training, so a single-dataset corpus still has humans on both sides. Domains and datasets:
+    the group's documents.
+    """
+    values = data.groups[grouping]
+    held_out_half = np.random.default_rng(len(values)).random(len(values)) < 0.5
+    out = []
+    for value in sorted(set(values.tolist())):
+        if grouping == "generator":
+            if value == "human":
+                continue
+            machine = (values == value) & (data.y == 1)
+            datasets = set(data.groups["dataset"][machine].tolist())
+            humans = (data.y == 0) & np.isin(data.groups["dataset"], list(datasets))
+            humans &= held_out_half
+            test = (machine | humans) & scored
+            train = ~(machine | humans) & scored
+        else:
+            test = (values == value) & scored
+            train = ~(values == value) & scored
+        if len(set(data.y[test].tolist())) < 2 or len(set(data.y[train].tolist())) < 2:
+            continue
+        out.append((str(value), np.flatnonzero(train), np.flatnonzero(test)))
+    return out
+
+
+def quality(y: np.ndarray, scores: np.ndarray, target_fpr: float) -> dict[str, Any]:
+    """AUROC and TPR at ``target_fpr`` (threshold from these humans: an upper bound)."""
+    from provenance.evaluate import roc_auc
+
+    human = np.sort(scores[y == 0])
+    threshold = float(np.quantile(human, 1 - target_fpr, method="higher"))
+    return {"n_human": int((y == 0).sum()), "n_machine": int((y == 1).sum()),
+            "auroc": round(float(roc_auc(y, scores)), 4),
+            "tpr_at_fpr": round(float(np.mean(scores[y == 1] > threshold)), 4)}
+
+
+def choose_band(stage1: np.ndarray, head: np.ndarray, y: np.ndarray, max_loss: float
+                ) -> tuple[float, float, float, float] | None:
+    """(low, high, settled share, AUROC loss) of the widest first-stage band within budget.
+
+    ``stage1`` and ``head`` are out-of-fold log-odds of the same documents. A document whose
+    first-stage probability is below ``low`` or above ``high`` is settled by it; the band
+    settling the most documents while the combined AUROC stays within ``max_loss`` of the
+    head's wins. ``None`` when no band settles anything within budget.
+    """
+    from provenance.evaluate import roc_auc
+
+    base = roc_auc(y, head)
+    p = 1.0 / (1.0 + np.exp(-stage1))
+    best = None
+    for low in (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4):
+        for high in (0.9995, 0.999, 0.998, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6):
+            settled = (p < low) | (p > high)
+            loss = float(base - roc_auc(y, np.where(settled, stage1, head)))
+            share = float(settled.mean())
+            if loss <= max_loss and share > 0 and (best is None or share > best[2]):
+                best = (low, high, share, loss)
+    return best
+
+
+def fit_detector(
+    data: LabelledTexts,
+    scorer: Any,
+    store: Any,
+    *,
+    target_fpr: float = 0.01,
+    calibrate_by: str | None = None,
+    cv: Sequence[str] = GROUPINGS,
+    outer_folds: int = 5,
+    inner_folds: int = 3,
+    max_auroc_loss: float = 0.005,
+    human_below: float = 0.1,
+    char_params: NgramParams | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    jobs: int = 1,
+) -> tuple[Any, dict[str, Any]]:
+    """Fit, cross-validate and calibrate on labelled texts: (CalibratedDetector, report).
+
+    The in-memory core of :func:`train` (which reads files and saves the result); the LM loop
+    calls it on the ledger's known synthetic documents and held-out human text. ``scorer`` is a
+    :class:`~provenance.detectors.token_statistics.TokenStatistics`, ``store`` a
+    :class:`~provenance.detectors.token_store.TokenStore`. ``jobs`` processes run the
+    cross-validation splits (each split refits everything, so they are independent; the
+    results do not depend on ``jobs``).
+    """
+    from tqdm.auto import tqdm
+
+    from provenance.detectors.calibrated import CalibratedDetector
+    from provenance.detectors.calibration import fit_platt
+    from provenance.evaluate import calibrate_threshold, roc_auc, worst_group_threshold
+
+    cv = tuple(cv)
+    unknown = sorted(set(cv) - set(GROUPINGS))
+    if unknown:
+        raise ConfigError(f"cv groupings must be among {', '.join(GROUPINGS)}; got {unknown}")
+    if calibrate_by is not None and calibrate_by not in GROUPINGS:
+        raise ConfigError(f"calibrate_by must be one of {', '.join(GROUPINGS)}")
+    char_params = char_params or NgramParams(min_tokens=1)
+    with tqdm(total=len(data.texts), desc="scoring tokens", unit="doc",
+              disable=not progress) as bar:
+        table = build_table(data, scorer, store, NgramClassifier(char_params), bar.update)
+    scored = table.scored
+    rows = np.flatnonzero(scored)
+    y = data.y
+    counts = np.bincount(y[rows], minlength=2)
+    if counts.min() < outer_folds:
+        raise InputError(f"too few scorable documents of each class ({counts[0]} human, "
+                         f"{counts[1]} machine) for {outer_folds}-fold training")
+    trainer = Trainer(table, y, char_params, inner_folds=inner_folds, seed=seed,
+                      groups=data.groups["dataset"])
+
+    # Out-of-fold scores of every scorable document: calibration and the cascade band.
+    head_oof, char_oof = np.zeros(len(y)), np.zeros(len(y))
+    folds = fold_ids(y[rows], outer_folds, seed)
+    for f in tqdm(range(outer_folds), desc="out-of-fold scores", disable=not progress):
+        head_oof[rows[folds == f]], char_oof[rows[folds == f]] = trainer.predict(
+            rows[folds != f], rows[folds == f])
+    a1, b1 = fit_platt(char_oof[rows][y[rows] == 0], char_oof[rows][y[rows] == 1])
+    stage1_oof = a1 * char_oof + b1
+    band = choose_band(stage1_oof[rows], head_oof[rows], y[rows], max_auroc_loss)
+    stage1 = None if band is None else Stage1(a1, b1, band[0], band[1])
+    criterion = head_oof.copy()
+    if stage1 is not None:
+        settled = stage1.settles(stage1_oof)
+        criterion[settled] = stage1_oof[settled]
+    human_rows, machine_rows = rows[y[rows] == 0], rows[y[rows] == 1]
+    if calibrate_by:
+        threshold = worst_group_threshold(criterion[human_rows],
+                                          data.groups[calibrate_by][human_rows], target_fpr)
+    else:
+        threshold = calibrate_threshold(criterion[human_rows], target_fpr)
+    a, b = fit_platt(criterion[human_rows], criterion[machine_rows])
+    undecided_below = (np.log(human_below / (1 - human_below)) - b) / a if a > 0 else None
+    calibration = {
+        "n_human": int(len(human_rows)),
+        "n_machine": int(len(machine_rows)),
+        "n_unscored": int((~scored).sum()),
+        "fpr": float(np.mean(criterion[human_rows] >= threshold)),
+        "tpr": float(np.mean(criterion[machine_rows] >= threshold)),
+        "auroc": float(roc_auc(y[rows], criterion[rows])),
+        "auroc_second_stage_only": float(roc_auc(y[rows], head_oof[rows])),
+        "platt": [float(a), float(b)],
+        "prior": 0.5,
+        "human_quantiles": [float(v) for v in np.quantile(criterion[human_rows],
+                                                         np.linspace(0, 1, 1001))],
+        "measured_on": f"out-of-fold scores ({outer_folds} folds) of the training documents",
+        "calibrated_by": calibrate_by,
+        "undecided_below": (None if undecided_below is None or undecided_below >= threshold
+                            else float(undecided_below)),
+        "human_below": human_below,
+        "cascade": None if band is None else {
+            "low": band[0], "high": band[1], "settled_share": round(band[2], 4),
+            "auroc_loss": round(band[3], 4)},
+    }
+    cv_report = {}
+    for grouping in cv:
+        splits = grouped_splits(data, scored, grouping)
+        results = dict(zip([name for name, _, _ in splits],
+                           _run_splits(trainer, splits, y, target_fpr, jobs,
+                                       desc=f"leave one {grouping} out", progress=progress),
+                           strict=True))
+        aurocs = [r["auroc"] for r in results.values()]
+        cv_report[grouping] = {"groups": results,
+                               "worst_auroc": min(aurocs) if aurocs else None,
+                               "mean_auroc": round(float(np.mean(aurocs)), 4) if aurocs else None}
+    ngrams, char, head, _ = trainer.fit(rows)
+    detector = SupervisedDetector(
+        scorer_spec=scorer.spec(), scorer_digest=scorer.scorer_id().split("/")[0],
+        ngrams=ngrams, char=char, head=head, stage1=stage1, scorer=scorer,
+        meta={"training": {"files": data.files, "seed": seed, "outer_folds": outer_folds,
+                           "inner_folds": inner_folds, "target_fpr": target_fpr,
+                           "max_auroc_loss": max_auroc_loss, "calibrate_by": calibrate_by,
+                           "human_below": human_below, "max_tokens": scorer.max_tokens,
+                           "min_tokens": scorer.min_tokens,
+                           "char": char_params.as_dict()}},
+    )
+    report = {"calibration": {k: v for k, v in calibration.items() if k != "human_quantiles"},
+              "threshold": float(threshold), "cross_validation": cv_report,
+              "documents": {"total": len(y), "scored": int(scored.sum()),
+                            "unscored_reasons": _reason_counts(table.reasons)},
+              "files": data.files}
+    return CalibratedDetector(detector, float(threshold), target_fpr, calibration), report
+
+
+def train(
+    labelled: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    model: str = "smollm2-135m",
+    max_tokens: int = 256,
+    min_tokens: int = 16,
+    device: str = "auto",
+    batch_size: int = 8,
+    cache: str | os.PathLike | None = None,
+    label_field: str = "label",
+    text_field: str = "text",
+    cv: Sequence[str] | None = GROUPINGS,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train, cross-validate, calibrate and save a supervised detector; returns the report.
+
+    ``labelled`` are corpora with a label field (human/machine, human/synthetic or 0/1) and,
+    where present, ``generator`` and ``domain`` fields for the grouped cross-validation
+    (``cv``: any of generator, domain, dataset = input file; empty for none). The threshold
+    holds ``target_fpr`` on out-of-fold human scores, for the worst ``calibrate_by`` group when
+    given; a document whose P(synthetic) lies between ``human_below`` and the threshold's is
+    ``unknown`` (not decisive). The token statistics are cached in ``cache`` (default
+    ``~/.cache/tailguard/token-terms.sqlite``), so a killed run resumes and a retrain is quick.
+    ``options`` go to :func:`fit_detector` (target_fpr, calibrate_by, outer_folds, inner_folds,
+    max_auroc_loss, human_below, char_params, seed, progress).
+
+    Examples
+    --------
+    See ``tests/provenance/detectors/test_training.py``; from the shell::
+
+        tailguard detect-train human_and_machine.jsonl -o my-detector
+        tailguard tag crawl.parquet --detector my-detector -o tagged.parquet
+    """
+    from provenance.detectors.token_statistics import TokenStatistics
+    from provenance.detectors.token_store import TokenStore
+    from provenance.models import cache_dir
+    from provenance.outputs import check_output, staged_folder
+
+    out = check_output(out_dir, labelled, folder=True)
+    data = read_labelled(labelled, text_field=text_field, label_field=label_field)
+    scorer = TokenStatistics(model, max_tokens=max_tokens, min_tokens=min_tokens,
+                             batch_size=batch_size, device=device)
+    store = TokenStore(cache or cache_dir() / "token-terms.sqlite")
+    calibrated, report = fit_detector(data, scorer, store,
+                                      cv=GROUPINGS if cv is None else cv, **options)
+    calibrated.detector.meta["training"]["model"] = model
+    with staged_folder(out) as staged:
+        calibrated.save(staged)
+        (staged / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (staged / "DATA_CARD.md").write_text(data_card(data, report))
+    return report
+
+
+def labelled_texts(human: Sequence[str], machine: Sequence[str]) -> LabelledTexts:
+    """In-memory training data without groups (one ``dataset`` group, no files).
+
+    >>> labelled_texts(["a b", "c d"], ["e f"]).y.tolist()
+    [0, 0, 1]
+    """
+    texts = [collapse_whitespace(t) for t in [*human, *machine]]
+    y = np.r_[np.zeros(len(human), dtype=np.int64), np.ones(len(machine), dtype=np.int64)]
+    generator = np.array(["human"] * len(human) + ["machine"] * len(machine))
+    same = np.array(["unspecified"] * len(texts))
+    return LabelledTexts(texts, y, {"generator": generator, "domain": same, "dataset": same}, [])
+
+
+def _split_quality(trainer: Trainer, train_rows: np.ndarray, test_rows: np.ndarray,
+                   y: np.ndarray, target_fpr: float) -> dict[str, Any]:
+    scores, _ = trainer.predict(train_rows, test_rows)
+    return quality(y[test_rows], scores, target_fpr)
+
+
+def _run_splits(trainer: Trainer, splits: list, y: np.ndarray, target_fpr: float, jobs: int,
+                *, desc: str, progress: bool) -> list[dict[str, Any]]:
+    """Each split's quality, in ``jobs`` processes (joblib) or in this one."""
+    from tqdm.auto import tqdm
+
+    if jobs <= 1 or len(splits) < 2:
+        return [_split_quality(trainer, tr, te, y, target_fpr)
+                for _, tr, te in tqdm(splits, desc=desc, disable=not progress)]
+    from joblib import Parallel, delayed
+
+    calls = (delayed(_split_quality)(trainer, tr, te, y, target_fpr) for _, tr, te in splits)
+    return list(Parallel(n_jobs=jobs, verbose=0)(calls))
+
+
+def _reason_counts(reasons: list[str | None]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in reasons:
+        if r is not None:
+            key = r.split(":")[0]
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def data_card(data: LabelledTexts, report: dict[str, Any]) -> str:
+    """A short Markdown card: what the detector was trained on and how well it generalised."""
+    lines = ["# Detector data card", "", "## Training data", "",
+             "| file | sha256 | rows | rejected |", "|---|---|---|---|"]
+    for f in data.files:
+        lines.append(f"| {Path(f['path']).name} | {(f['sha256'] or '')[:12]} | {f['rows']} | "
+                     f"{f['rejected']} |")
+    gens = sorted(set(data.groups["generator"].tolist()) - {"human"})
+    lines += ["", f"{int((data.y == 0).sum())} human and {int((data.y == 1).sum())} machine "
+              f"documents; {len(gens)} generators ({', '.join(gens)}); "
+              f"{len(set(data.groups['domain'].tolist()))} domains.", "",
+              "## Calibration (out-of-fold)", ""]
+    cal = report["calibration"]
+    lines.append(f"Threshold {report['threshold']:.3f}: FPR {cal['fpr']:.4f}, TPR "
+                 f"{cal['tpr']:.3f}, AUROC {cal['auroc']:.3f}"
+                 + (f" (worst {cal['calibrated_by']} group)" if cal["calibrated_by"] else ""))
+    if cal.get("cascade"):
+        c = cal["cascade"]
+        lines.append(f"Cascade: the character n-gram stage settles {c['settled_share']:.0%} of "
+                     f"documents (P < {c['low']} or > {c['high']}), AUROC loss {c['auroc_loss']}.")
+    lines += ["", "## Grouped cross-validation (AUROC)", ""]
+    for grouping, result in report["cross_validation"].items():
+        lines.append(f"- leave one {grouping} out: worst {result['worst_auroc']}, mean "
+                     f"{result['mean_auroc']}")
+        for name, q in sorted(result["groups"].items(), key=lambda kv: kv[1]["auroc"]):
+            lines.append(f"  - {name}: AUROC {q['auroc']}, TPR@FPR {q['tpr_at_fpr']} "
+                         f"({q['n_human']} human, {q['n_machine']} machine)")
+    lines += ["", "## Limits", "",
+              "Trained on English text only; non-English and binary-looking input is returned "
+              "unknown. Published detectors flag non-native English writers more often "
+              "(Liang et al. 2023): check `tailguard detect-eval --group-field` on your own "
+              "data before trusting a threshold."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,70 @@
+"""The detector tailguard ships: complete, documented, usable by name, and reproducible."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from provenance.detectors import DEFAULT_DETECTOR, SupervisedDetector, load_detector, train
+from provenance.detectors.ngram import NgramParams
+
+SHARED_FILES = ["binoculars_pubmed.jsonl", "l2r.jsonl", "outfox.jsonl", "seqxgpt_doc.jsonl"]
+
+
+def saved() -> dict:
+    return json.loads((DEFAULT_DETECTOR / "detector.json").read_text())
+
+
+def test_the_shipped_detector_is_complete_and_says_what_it_was_trained_on() -> None:
+    names = sorted(p.name for p in DEFAULT_DETECTOR.iterdir())
+    assert names == ["DATA_CARD.md", "detector.json", "supervised.safetensors",
+                     "training_report.json"]
+    training = saved()["detector"]["training"]
+    assert sorted(Path(f["path"]).name for f in training["files"]) == SHARED_FILES
+    assert all(len(f["sha256"]) == 64 for f in training["files"])
+    report = json.loads((DEFAULT_DETECTOR / "training_report.json").read_text())
+    assert set(report["cross_validation"]) == {"generator", "domain", "dataset"}
+    assert report["calibration"]["fpr"] <= saved()["target_fpr"] + 1e-9
+    card = (DEFAULT_DETECTOR / "DATA_CARD.md").read_text()
+    assert "leave one dataset out" in card and "non-native" in card
+    size = sum(p.stat().st_size for p in DEFAULT_DETECTOR.iterdir())
+    assert size < 12_000_000  # small enough to ship inside the package
+
+
+def test_default_by_name_scores_english_and_refuses_the_rest() -> None:
+    detector = load_detector("default", device="cpu")
+    assert isinstance(detector.detector, SupervisedDetector)
+    prose = ("The committee met on Tuesday to review the budget for the coming year. After a "
+             "long discussion about the state of the roads, members agreed to postpone the "
+             "decision until the engineers had finished their survey of the bridges.")
+    result = detector.detect([prose, "", "short one", "Это длинный текст на русском языке, "
+                              "который детектор не должен оценивать вовсе, потому что он "
+                              "обучен на английском."])
+    assert np.isfinite(result.criterion[0]) and 0.0 <= result.proba[0] <= 1.0
+    assert result.reasons[1] == "empty text"
+    assert result.reasons[2].startswith("too few tokens")
+    assert result.reasons[3].startswith("not English")
+
+
+@pytest.mark.slow
+def test_retraining_from_the_recorded_spec_reproduces_it(shared_data: Path,
+                                                         tmp_path: Path) -> None:
+    """Same files, same options, same scorer: the same weights and threshold (CV skipped)."""
+    spec = saved()
+    training = spec["detector"]["training"]
+    files = [shared_data / "detect" / Path(f["path"]).name for f in training["files"]]
+    train(files, tmp_path / "again", model=training["model"], max_tokens=training["max_tokens"],
+          min_tokens=training["min_tokens"], cv=(), seed=training["seed"],
+          outer_folds=training["outer_folds"], inner_folds=training["inner_folds"],
+          target_fpr=training["target_fpr"], max_auroc_loss=training["max_auroc_loss"],
+          human_below=training["human_below"], calibrate_by=training["calibrate_by"],
+          char_params=NgramParams.from_dict(training["char"]), progress=False, device="cpu")
+    again = json.loads((tmp_path / "again" / "detector.json").read_text())
+    assert again["threshold"] == pytest.approx(spec["threshold"], rel=1e-3, abs=1e-3)
+    assert again["detector"]["stage1"] == pytest.approx(spec["detector"]["stage1"], rel=1e-3)
+    shipped = load_detector("default", device="cpu").detector
+    retrained = load_detector(tmp_path / "again", device="cpu").detector
+    np.testing.assert_allclose(retrained.head.coef, shipped.head.coef, rtol=1e-3, atol=1e-4)
