@@ -268,9 +268,10 @@ def test_every_policy_and_tagger_runs(tmp_path: Path):
     tpr, fpr = _final(run.results, "tagger_tpr", 1), _final(run.results, "tagger_fpr", 1)
     assert tpr["filter:oracle"] == 1.0 and fpr["filter:oracle"] == 0.0
     assert tpr["filter:ledger"] == 1.0 and fpr["filter:ledger"] == 0.0  # exact matches
-    # the default scoring model trained on the web's human documents (membership): measured,
-    # not assumed to work
-    assert 0.0 <= tpr["filter:detector"] <= 1.0 and 0.0 <= fpr["filter:detector"] <= 1.0
+    # The trained detector learns the direction from generation 1 vs held-out humans, so it
+    # catches the synthetic documents; scored by the generation-0 model it also flags the web's
+    # human documents that model trained on (membership: measured in the slow detector test).
+    assert tpr["filter:detector"] >= 0.9
     assert tpr["filter:discriminator"] > fpr["filter:discriminator"]
     share = _final(run.results, "synthetic_share", 1)
     assert share["accumulate"] == 0.5 and share["filter:oracle"] == 0.0
