@@ -229,16 +229,11 @@ class SupervisedDetector(Detector):
             if terms[k] is None:
                 scores.reasons[i] = lm_scores.reasons[k]
                 continue
-            rows.append(self.features(terms[k], ids[k], char_raw[k]))
+            rows.append(head_features(self.ngrams, terms[k], ids[k], char_raw[k]))
             where.append(i)
         if rows:
             scores.values[where] = self.head.log_odds(np.stack(rows))
 
-    def features(self, lm_terms: np.ndarray, ids: Sequence[int], char_score: float
-                 ) -> np.ndarray:
-        """The head's input for one document: its feature vector and the char score."""
-        ngram_logp = self.ngrams.log_probs(ids)
-        return np.append(document_vector(lm_terms, ngram_logp), char_score)
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -297,6 +292,15 @@ class SupervisedDetector(Detector):
         return cls(scorer_spec=spec["scorer"], scorer_digest=spec["scorer_digest"],
                    ngrams=ngrams, char=char, head=head, stage1=stage1, meta=meta,
                    device=device, dtype=dtype)
+
+
+def head_features(ngrams: TokenNgramModel, lm_terms: np.ndarray, ids: Sequence[int],
+                  char_score: float) -> np.ndarray:
+    """The head's input for one document: its feature vector and the char n-gram score.
+
+    One function for training and scoring, so the two can never compute different columns.
+    """
+    return np.append(document_vector(lm_terms, ngrams.log_probs(ids)), char_score)
 
 
 def check_scorer(spec: dict[str, Any], digest: str) -> None:

@@ -36,7 +36,12 @@ from typing import Any
 import numpy as np
 
 from provenance.detectors.ngram import NgramClassifier, NgramParams, _labels_to_int
-from provenance.detectors.supervised import LinearHead, Stage1, SupervisedDetector
+from provenance.detectors.supervised import (
+    LinearHead,
+    Stage1,
+    SupervisedDetector,
+    head_features,
+)
 from provenance.detectors.token_ngrams import TokenNgramModel
 from provenance.errors import ConfigError, InputError
 
@@ -93,8 +98,9 @@ def read_labelled(
         try:
             y = _labels_to_int(frame.get_column(label_field).to_list())
         except InputError as exc:
-            raise InputError(f"field {label_field!r}: {exc.message}", file=str(path),
-                             row=exc.row) from exc
+            raise InputError("label is neither human nor machine; use human/machine, "
+                             "human/synthetic or 0/1", file=str(path), row=exc.row,
+                             field=label_field) from exc
         labels.extend(y.tolist())
         texts.extend(collapse_whitespace(t) for t in frame.get_column(text_field).to_list())
         for name, field in (("generator", generator_field), ("domain", domain_field)):
@@ -180,9 +186,7 @@ class Trainer:
     def apply(self, ngrams: TokenNgramModel, char: NgramClassifier, rows: np.ndarray) -> Stacked:
         """Head inputs for ``rows`` (all scored) from fitted n-gram and char models."""
         raw = self.table.char_matrix[rows] @ char.coef + char.intercept
-        head_in = SupervisedDetector.__new__(SupervisedDetector)
-        head_in.ngrams = ngrams
-        x = np.stack([head_in.features(self.table.lm_terms[i], self.table.ids[i], raw[k])
+        x = np.stack([head_features(ngrams, self.table.lm_terms[i], self.table.ids[i], raw[k])
                       for k, i in enumerate(rows)]) if len(rows) else np.zeros((0, 1))
         return Stacked(x, np.asarray(raw))
 

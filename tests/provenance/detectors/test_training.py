@@ -134,3 +134,12 @@ def test_another_scorer_or_version_is_refused_in_one_line(trained, tmp_path) -> 
     (copy / "detector.json").write_text(json.dumps(saved))
     with pytest.raises(InputError, match="sha256"):
         load_detector(copy, device="cpu")
+
+
+def test_a_bad_label_is_one_line_naming_file_row_and_field(tmp_path) -> None:
+    data = tmp_path / "labelled.jsonl"
+    data.write_text('{"id": "a", "text": "some words here", "label": "human"}\n'
+                    '{"id": "b", "text": "more words here", "label": "maybe"}\n')
+    with pytest.raises(InputError, match=r"labelled.jsonl, row 1, field 'label': label is"):
+        train([data], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
