@@ -11,6 +11,7 @@ run folder.
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,12 +66,20 @@ def kill_and_check(tailguard: Tailguard, check: Checks, tmp_path: Path, rng: ran
     out = tmp_path / "run"
     landed = 0
     for number, point in enumerate(kill_points(tailguard, out, rng, extra)):
-        landed += tailguard.kill_when(run_args(out, resume=number > 0), point())
-        check.counts.outputs_checked += 1
-        checkpoints_whole(out)
-        if (out / "results.parquet").exists():  # written last: complete, or not there
-            uninterrupted.finish()
-            assert_frame_equal(results(out), results(reference))
+        # A gaussian run writes its checkpoints in well under a second: on a loaded machine the
+        # watcher can be descheduled until the first run has ended. That run must then be
+        # complete and right; it is started over (at most twice) so that a kill still lands.
+        for attempt in range(3 if number == 0 else 1):
+            hit = tailguard.kill_when(run_args(out, resume=number > 0), point())
+            landed += hit
+            check.counts.outputs_checked += 1
+            checkpoints_whole(out)
+            if (out / "results.parquet").exists():  # written last: complete, or not there
+                uninterrupted.finish()
+                assert_frame_equal(results(out), results(reference))
+            if hit or attempt == 2 or number > 0:
+                break
+            shutil.rmtree(out)
     assert landed, "every run ended before its kill point"
     tailguard.ok(*run_args(out, resume=True))
     uninterrupted.finish()
