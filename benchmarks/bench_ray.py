@@ -99,7 +99,6 @@ def main() -> None:
     import ray
 
     from mixers.build import build_mixture
-    from mixers.engines import build_mixture_with
     from mixers.spec import MixtureSpec, Source
     from provenance.engines import RayEngine
     from provenance.tagger import tag_corpus
@@ -134,10 +133,7 @@ def main() -> None:
                 runs.setdefault(f"tag_{name}", []).append(took)
                 outputs[f"tag_{name}"] = pl.read_parquet(out)
                 mixed = root / f"mix-{name}-{turn}"
-                if engine == "local":
-                    took, _ = timed(build_mixture, spec, mixed)
-                else:
-                    took, _ = timed(build_mixture_with, spec, mixed, engine=engine)
+                took, _ = timed(build_mixture, spec, mixed, engine=engine)
                 runs.setdefault(f"mix_{name}", []).append(took)
                 outputs[f"mix_{name}"] = pl.read_parquet(sorted(mixed.glob("part-*.parquet")))
         ray.shutdown()

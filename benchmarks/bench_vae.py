@@ -44,9 +44,10 @@ from _common import ROOT, machine, write_result  # noqa: E402  (also puts ROOT o
 from torch.utils.data import DataLoader, TensorDataset
 
 from collapse_eval.digits import load_digits_data  # noqa: E402
+from collapse_eval.engine import run_collapse  # noqa: E402
 from collapse_eval.families import vae as vae_module  # noqa: E402
 from collapse_eval.families.vae import ConvVAE, VAEFamily, train_vae  # noqa: E402
-from collapse_eval.loop import CollapseConfig, run_collapse  # noqa: E402
+from collapse_eval.loop import CollapseConfig  # noqa: E402
 from collapse_eval.rng import ChainRandom  # noqa: E402
 from provenance.devices import resolve_device  # noqa: E402
 
@@ -149,7 +150,7 @@ def paper_run(policies: tuple[str, ...], generations: int, device: str,
     stamps: list[tuple[str, int, float]] = []
     start = time.perf_counter()
 
-    def tick(policy: str, generation: int) -> None:
+    def tick(policy: str, generation: int) -> None:  # policy: the engine's chain label
         stamps.append((policy, generation, time.perf_counter()))
         print(f"  {policy} generation {generation}: {stamps[-1][2] - start:.0f} s", flush=True)
 

@@ -194,7 +194,7 @@ def preflight() -> list[str]:
     try:
         import cli  # noqa: F401
         import collapse_eval.loop  # noqa: F401
-        import collapse_eval.text.loop  # noqa: F401
+        import collapse_eval.text.world  # noqa: F401
         import provenance.detectors  # noqa: F401
     except ImportError as exc:
         print(f"tailguard does not import from {ROOT}: {_one_line(exc)}; install what it lacks "

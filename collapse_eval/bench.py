@@ -2,11 +2,10 @@
 
 "How much does provenance filtering preserve the tails?" is one command away: ``run_bench``
 runs each family's recursion under the same policies and seeds (one run folder per family, so a
-rerun resumes), then :mod:`collapse_eval.report` turns the results into the report. The numeric
-families (gaussian, gmm, vae) run :func:`~collapse_eval.loop.run_collapse`, the language model
-:func:`~collapse_eval.text.loop.run_lm_collapse`. The sweep runs the noisy tagger at a fixed
-false-positive rate and rising recall, to show how good detection must be before filtering stops
-collapse.
+rerun resumes), then :mod:`collapse_eval.report` turns the results into the report. Every
+family runs through :func:`~collapse_eval.engine.run_collapse` (:mod:`collapse_eval.families`
+says what each family is). The sweep runs the noisy tagger at a fixed false-positive rate and
+rising recall, to show how good detection must be before filtering stops collapse.
 
 Sizes are chosen so that collapse is visible: the Gaussian uses 20 samples per generation (its
 log-variance falls by about 0.054 per generation), the GMM 500. The quick plan (the README's main
@@ -17,7 +16,8 @@ scrape, filter:oracle; for the LM also the watermark and ledger filters). The fu
 every family at its defaults.
 
 The families are independent, and with ``jobs > 1`` they run at once, each in a spawned worker
-process on one torch thread (the LM also spreads its policy chains over ``jobs`` processes).
+process on one torch thread (the costliest, the LM, also spreads its chains over ``jobs``
+processes).
 Each family writes only its own run folder; the combined results are read from those folders
 once every family has ended, so they do not depend on ``jobs``. The quick plan runs on every
 usable core by default, which pays for the LM's second seed: one after another, the quick
@@ -48,8 +48,10 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from collapse_eval.loop import CollapseConfig, completed_generations, run_collapse
-from collapse_eval.policies import NUMERIC_TAGGERS, TEXT_TAGGERS, parse_policy
+from collapse_eval.engine import run_collapse, steps_done, total_steps
+from collapse_eval.family_registry import FAMILIES as REGISTERED
+from collapse_eval.family_registry import family_spec
+from collapse_eval.policies import parse_policy
 from collapse_eval.process_pool import exit_on_sigterm, refuse_while_importing_main, run_in_pool
 from collapse_eval.run_lock import claim_run_dir
 from provenance.atomic import atomic_path
@@ -61,7 +63,8 @@ from provenance.errors import (
     one_line_warnings_active,
 )
 
-DEFAULT_POLICIES = (
+#: the benchmark's policies for the tensor families (the LM runs its family's default policies)
+BENCH_POLICIES = (
     "replace", "retain:0.1", "accumulate", "scrape", "filter:oracle",
     "filter:noisy(tpr=0.9,fpr=0.05)", "filter:discriminator", "reweight",
 )
@@ -76,14 +79,10 @@ QUICK_NEURAL_POLICIES = ("replace", "retain:0.1", "scrape", "filter:oracle")
 #: one CPU thread with 4,000 documents of 48 tokens
 QUICK_LM_RECIPE = {"vocab_size": 512, "n_positions": 64, "n_embd": 64, "n_layer": 1,
                    "n_head": 2, "block": 64, "batch_size": 16, "epochs": 3, "lr": 1e-2}
-#: taggers each kind of family can run (None: no tagger, e.g. replace or scrape)
-_TAGGERS = {"numeric": {None, *NUMERIC_TAGGERS},
-            "lm": {None, "oracle", "discriminator", *TEXT_TAGGERS}}
-
 # Per family: settings of the quick (README main job, <= 10 min on 2 cores in all) and full runs.
-# "policies" is the family's default policy list (the bench's --policy replaces it; without it:
-# DEFAULT_POLICIES, and the LM's own defaults for lm); "options" are family options (numeric) or
-# LMCollapseConfig fields (lm). The full LM is LMCollapseConfig's defaults.
+# "policies" is the family's policy list (the bench's --policy replaces it; without it:
+# BENCH_POLICIES for the tensor families, the family's own defaults otherwise); "settings" are
+# the family's settings (as ``tailguard collapse run`` takes them). The full LM is its defaults.
 FAMILY_PLANS: dict[str, dict[str, dict[str, Any]]] = {
     "gaussian": {
         "quick": {"generations": 60, "samples": 20, "seeds": 32},
@@ -98,19 +97,19 @@ FAMILY_PLANS: dict[str, dict[str, dict[str, Any]]] = {
         # generation 0 (0.74 at the defaults) and the same collapse under replace
         "quick": {"generations": 2, "samples": 4000, "seeds": 2,
                   "policies": QUICK_NEURAL_POLICIES,
-                  "options": {"width": 16, "steps": 400, "lr": 3e-3}},
+                  "settings": {"family_options": {"width": 16, "steps": 400, "lr": 3e-3}}},
         "full": {"generations": 10, "samples": 4000, "seeds": 4},
     },
     "lm": {
         # two seeds: the headline's LM rows get intervals (one seed gives point estimates)
         "quick": {"generations": 2, "seeds": 2,
                   "policies": (*QUICK_NEURAL_POLICIES, "filter:watermark", "filter:ledger"),
-                  "options": {"max_articles": 20, "max_train_docs": 4000,
-                              "recipe": QUICK_LM_RECIPE}},
+                  "settings": {"max_articles": 20, "max_train_docs": 4000,
+                               "recipe": QUICK_LM_RECIPE}},
         "full": {"generations": 10, "seeds": 1},
     },
 }
-FAMILIES = tuple(FAMILY_PLANS)
+FAMILIES = tuple(f for f in FAMILY_PLANS if f in REGISTERED)
 #: The families, costliest first (the quick plan on 2 cores, one after another: lm 209 s with
 #: one seed, vae 113 s, gmm 27 s, gaussian 11 s): with ``jobs > 1`` the pool hands them out in
 #: this order, so that it does not end on one long family while the other workers idle.
@@ -124,23 +123,18 @@ def sweep_policies(tprs: Sequence[float] = SWEEP_TPRS, fpr: float = SWEEP_FPR) -
 
 def _applies(policy: str, family: str) -> bool:
     tagger = parse_policy(policy).tagger
-    kind = None if tagger is None else tagger.kind
-    return kind in _TAGGERS["lm" if family == "lm" else "numeric"]
+    return (None if tagger is None else tagger.kind) in family_spec(family).taggers
 
 
 def _default_policies(family: str) -> tuple[str, ...]:
-    if family == "lm":
-        from collapse_eval.text.loop import DEFAULT_LM_POLICIES
-
-        return DEFAULT_LM_POLICIES
-    return DEFAULT_POLICIES
+    spec = family_spec(family)
+    return BENCH_POLICIES if spec.family_path else spec.defaults["policies"]
 
 
 @dataclass(frozen=True)
 class BenchFamily:
-    """One family's part of the benchmark: its run folder, configuration (a
-    :class:`~collapse_eval.loop.CollapseConfig`, or for ``lm`` an
-    :class:`~collapse_eval.text.loop.LMCollapseConfig`) and the policies it skipped."""
+    """One family's part of the benchmark: its run folder, configuration (the family's config,
+    see :mod:`collapse_eval.families`) and the policies it skipped."""
 
     family: str
     folder: str
@@ -178,18 +172,10 @@ def bench_plan(*, quick: bool = False, families: Sequence[str] = FAMILIES,
             wanted += [p for p in sweep_policies() if p not in wanted]
         skipped = tuple(p for p in wanted if not _applies(p, family))
         wanted = [p for p in wanted if p not in skipped]
-        seed_list = tuple(range(settings["seeds"]))
-        options = dict(settings.get("options", {}))
-        if family == "lm":
-            from collapse_eval.text.loop import LMCollapseConfig
-
-            config: Any = LMCollapseConfig(policies=tuple(wanted),
-                                           generations=settings["generations"],
-                                           seeds=seed_list, **options)
-        else:
-            config = CollapseConfig(family, tuple(wanted), generations=settings["generations"],
-                                    samples=settings["samples"], seeds=seed_list,
-                                    family_options=options)
+        config = family_spec(family).make_config({
+            **settings.get("settings", {}), "policies": tuple(wanted),
+            "generations": settings["generations"], "seeds": tuple(range(settings["seeds"])),
+            **({"samples": settings["samples"]} if "samples" in settings else {})})
         plan.append(BenchFamily(family, family, config, skipped))
     return plan
 
@@ -204,6 +190,23 @@ class BenchResult:
     jobs: int = 1
     #: the whole invocation's wall seconds
     wall_seconds: float = 0.0
+    #: the report written (None with ``report=False``)
+    report: Any = None
+
+    def summary(self) -> tuple[dict[str, Any], list[str]]:
+        """The benchmark as a command prints it: a JSON-able summary and its lines (each
+        family's seconds, the headline table, where the report is)."""
+        families = list(self.seconds)
+        data = {"out_dir": str(self.out_dir), "families": families, "seconds": self.seconds,
+                "jobs": self.jobs, "wall_seconds": self.wall_seconds,
+                "rows": self.results.height}
+        lines = [f"benchmark: {', '.join(families)} ({self.results.height:,} result rows); "
+                 + ", ".join(f"{f} {s:.0f} s" for f, s in self.seconds.items())
+                 + f"; {self.wall_seconds:.0f} s in all with --jobs {self.jobs}"]
+        if self.report is not None:
+            data.update(report_md=str(self.report.markdown), report_html=str(self.report.html))
+            lines += self.report.lines()
+        return data, lines
 
 
 def usable_cores() -> int:
@@ -217,18 +220,10 @@ def usable_cores() -> int:
 
 def _run_family(part: BenchFamily, folder: Path, device: str, progress: bool,
                 threads: int | None, jobs: int = 1) -> None:
-    """One family's run (resumed where it stopped) into ``folder``; the LM runs its policy
-    chains ``jobs`` at a time."""
-    from provenance.devices import torch_threads
-
-    if part.family == "lm":
-        from collapse_eval.text.loop import run_lm_collapse
-
-        run_lm_collapse(part.config, folder, device=device, resume=True, progress=progress,
-                        threads=threads, jobs=jobs)
-        return
-    with torch_threads(threads):
-        run_collapse(part.config, folder, device=device, resume=True, progress=progress)
+    """One family's run (resumed where it stopped) into ``folder``, its chains ``jobs`` at
+    a time."""
+    run_collapse(part.config, folder, device=device, resume=True, progress=progress,
+                 threads=threads, jobs=jobs)
 
 
 def _plan_line(number: int, part: BenchFamily, parts: int) -> str:
@@ -275,27 +270,6 @@ def _run_here(plan: Sequence[BenchFamily], out: Path, device: str, threads: int 
     return seconds
 
 
-def _steps(part: BenchFamily) -> int:
-    """A family's policy-generations (the LM's shared generation 0 once per seed)."""
-    config = part.config
-    if part.family == "lm":
-        return len(config.seeds) * (1 + len(config.policies) * config.generations)
-    return len(config.policies) * (config.generations + 1)
-
-
-def _steps_done(part: BenchFamily, folder: Path) -> int:
-    """A family's policy-generations finished so far, read from its folder."""
-    if part.family != "lm":
-        return completed_generations(folder, part.config)
-    from collapse_eval.text.progress import lm_run_progress
-
-    try:
-        progress = lm_run_progress(folder)
-    except (TailguardError, OSError, ValueError):  # not started yet (or being written)
-        return 0
-    return progress.done + sum(bool(first["done"]) for first in progress.first.values())
-
-
 def _family_worker(work: tuple[BenchFamily, dict[str, Any]]) -> float:
     """In a worker process: run one family into its folder; returns its wall seconds."""
     part, task = work
@@ -324,13 +298,13 @@ def _run_in_workers(plan: Sequence[BenchFamily], out: Path, device: str, threads
             "one_line_warnings": one_line_warnings_active()}
     seconds: dict[str, float] = {}
     shown = [0] * len(plan)
-    with tqdm(total=sum(_steps(part) for part in plan), unit="gen", dynamic_ncols=True,
+    with tqdm(total=sum(total_steps(part.config) for part in plan), unit="gen", dynamic_ncols=True,
               desc=f"bench {len(plan)} families, {workers} at once",
               disable=None if terminal else True) as bar:
 
         def poll() -> None:
             for i, part in enumerate(plan):
-                now = _steps_done(part, out / part.folder)
+                now = steps_done(out / part.folder, part.config)
                 bar.update(max(0, now - shown[i]))
                 shown[i] = max(shown[i], now)
 
@@ -341,7 +315,11 @@ def _run_in_workers(plan: Sequence[BenchFamily], out: Path, device: str, threads
                 tqdm.write(f"bench: {family} done in {wall:.0f} s", file=sys.stderr)
 
         poll()
-        run_in_pool(_family_worker, [(plan[i], task) for i in order], workers, poll=poll,
+        # The costliest family is the run's long pole: it also spreads its chains over
+        # ``jobs`` processes, to use the cores the others leave when they end. The others run
+        # their chains in their own worker (more processes would only share the same cores).
+        tasks = [(plan[i], {**task, "jobs": jobs if k == 0 else 1}) for k, i in enumerate(order)]
+        run_in_pool(_family_worker, tasks, workers, poll=poll,
                     done=done, initializer=exit_on_sigterm,
                     failed=lambda k, error: _family_error(plan[order[k]].family, error,
                                                           worker=True))
@@ -374,9 +352,9 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False,
     VAE's tests measured up to 30x slower steps with two threads than with one).
 
     ``jobs`` families run at once, each in a spawned process of its own with ``threads``
-    torch threads (1 when None), the costliest first (:data:`COSTLIEST_FIRST`); the LM also
-    runs its policy chains ``jobs`` at a time (see
-    :func:`~collapse_eval.text.loop.run_lm_collapse`). Default (None): for ``quick``, the
+    torch threads (1 when None), the costliest first (:data:`COSTLIEST_FIRST`); that one, the
+    run's long pole, also runs its chains ``jobs`` at a time (see
+    :func:`~collapse_eval.engine.run_collapse`). Default (None): for ``quick``, the
     usable cores (:func:`usable_cores`), at most one per family; else 1. A family writes
     only its own folder, and this process reads each folder's ``results.parquet`` once all
     have ended, in the plan's order: the results are those of ``jobs=1`` (for the same
@@ -423,8 +401,9 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False,
                       "environment": environment(threads, jobs)}
         with atomic_path(out / "bench.json") as tmp:
             tmp.write_text(json.dumps(bench_info, indent=2) + "\n", encoding="utf-8")
+        written = None
         if report:
             from collapse_eval.report import write_report
 
-            write_report(out)
-    return BenchResult(out, results, seconds, jobs, wall_seconds)
+            written = write_report(out)
+    return BenchResult(out, results, seconds, jobs, wall_seconds, written)

@@ -1,4 +1,5 @@
-"""The recursive-training loop: fit, publish samples, build the next training set, refit.
+"""The tensor families' recursion (gaussian, gmm, vae): fit, publish samples, build the next
+training set, refit -- the world :func:`collapse_eval.engine.run_collapse` drives for them.
 
 Generation 0 trains on the original data. At generation g >= 1 the previous model publishes M
 samples and the policy builds the training set from the original data and what has been
@@ -23,12 +24,8 @@ Output folder::
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +34,10 @@ import numpy as np
 import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
+from collapse_eval.engine import RESULT_COLUMNS, World, config_hash
 from collapse_eval.families import (
+    TENSOR_OPTIONS,
     MetricContext,
     NumericFamily,
     Params,
@@ -48,7 +46,6 @@ from collapse_eval.families import (
 )
 from collapse_eval.policies import Policy, generated_source, parse_policies, policy_slug
 from collapse_eval.rng import ChainRandom
-from collapse_eval.run_lock import claim_run_dir, refuse_if_running
 from collapse_eval.taggers import discriminator_tags, noisy_tags, oracle_tags, tagger_rates
 from collapse_eval.tensor_mix import (
     ORIGIN_GENERATED,
@@ -59,12 +56,9 @@ from collapse_eval.tensor_mix import (
     uids_for,
 )
 from provenance.atomic import atomic_path
-from provenance.devices import resolve_device
 from provenance.errors import ConfigError
-from provenance.outputs import check_output, writing
-from provenance.version import tool_version
+from provenance.outputs import writing
 
-RESULT_COLUMNS = ("family", "policy", "seed", "generation", "metric", "value", "run_id")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -119,27 +113,6 @@ class CollapseConfig:
                            **self.family_options)
 
 
-@dataclass
-class CollapseRun:
-    """What :func:`run_collapse` returns: the long-format results and where things went."""
-
-    out_dir: Path
-    results: pl.DataFrame
-    plots: list[Path]
-    seconds: float
-    resumed_generations: int
-
-    def summary(self, metrics: Sequence[str] | None = None) -> pl.DataFrame:
-        """Mean and standard error across seeds of each metric at the last generation."""
-        last = self.results.filter(pl.col("generation") == pl.col("generation").max())
-        if metrics:
-            last = last.filter(pl.col("metric").is_in(list(metrics)))
-        return (last.group_by("policy", "metric", maintain_order=True)
-                .agg(pl.col("value").mean().alias("mean"),
-                     (pl.col("value").std() / pl.col("value").count().sqrt()).alias("stderr"))
-                .sort("metric", "policy"))
-
-
 # ------------------------------------------------------------------------------------------------
 # checkpoints
 
@@ -177,15 +150,6 @@ def _completed(folder: Path, generations: int) -> int:
     while done <= generations and _checkpoint_path(folder, done).exists():
         done += 1
     return done
-
-
-def completed_generations(out_dir: str | os.PathLike, config: CollapseConfig) -> int:
-    """Policy-generations of ``config`` checkpointed in ``out_dir`` so far (of
-    ``len(policies) * (generations + 1)``): read from the folder, so another process can follow
-    a run (the benchmark's progress bar over its worker processes)."""
-    checkpoints = Path(out_dir) / "checkpoints"
-    return sum(_completed(checkpoints / policy_slug(name), config.generations)
-               for name in config.policies)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,128 +284,88 @@ class _PolicyRun:
 
 
 # ------------------------------------------------------------------------------------------------
-# the run
+# the world the engine drives
 
 
-def config_hash(settings: dict[str, Any]) -> str:
-    """A run's id: a short hash of its settings (the results' ``run_id`` column)."""
-    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+class TensorWorld(World):
+    """The tensor families' recursion for :mod:`collapse_eval.engine`: a chain is a policy,
+    whose seeds run as one batch; its progress is its consecutive checkpoints."""
 
+    def __init__(self, config: CollapseConfig, out: Path, device: str, *,
+                 write: bool = True) -> None:
+        super().__init__(config, out, device, write=write)
+        self.policies = {p.name: p for p in parse_policies(config.policies)}
+        self._family: NumericFamily | None = None
 
-def checked_run_dir(out_dir: str | os.PathLike, inputs: Sequence[Any] = ()) -> Path:
-    """The run folder, refused before any work when it cannot be written (read-only, a file on
-    its path, an empty name) or is, holds or lies inside a data input (``--data``,
-    ``--dataset``, ``--model``); an input that is not a path (a hub name) is not compared.
+    # -- what the family registry asks of a world ---------------------------------------------
 
-    Examples
-    --------
-    >>> checked_run_dir("")
-    Traceback (most recent call last):
-    ...
-    provenance.errors.OutputError: the output path is empty; name a file or folder to write
-    """
-    paths = [p for p in inputs if isinstance(p, (str, os.PathLike)) and str(p)
-             and Path(p).expanduser().exists()]
-    return check_output(out_dir, paths, folder=True)
+    @staticmethod
+    def config_from_dict(data: dict[str, Any]) -> CollapseConfig:
+        return CollapseConfig(**{k: tuple(v) if k in ("policies", "seeds") else v
+                                 for k, v in data.items()})
 
+    @staticmethod
+    def make_config(spec: Any, settings: dict[str, Any]) -> CollapseConfig:
+        settings = dict(settings)
+        family_options = dict(settings.pop("family_options", None) or {})
+        own = {o.name for o in spec.options} - {o.name for o in TENSOR_OPTIONS}
+        for name in sorted(own & set(settings)):
+            family_options[name] = settings.pop(name)
+        return CollapseConfig(family=spec.name, family_options=family_options, **settings)
 
-def prepare_run_dir(out_dir: Path, config: Any, resume: bool, overwrite: bool) -> None:
-    """Create the run folder and its ``config.json``, or check a resumed one's settings match.
+    @staticmethod
+    def inputs(config: CollapseConfig) -> list[Any]:
+        return [config.family_options.get("data")]
 
-    ``config`` is any run configuration with ``as_dict()`` (numeric or language model). A resume
-    may raise ``generations`` (the run continues where it stopped); any other change is refused.
-    A failed write is one :class:`~provenance.errors.OutputError` naming the folder.
-    """
-    with writing(out_dir):
-        _prepare_run_dir(out_dir, config, resume, overwrite)
+    @staticmethod
+    def total_steps(config: CollapseConfig) -> int:
+        return len(config.policies) * (config.generations + 1)
 
+    @staticmethod
+    def detail_lines(run: Any) -> list[str]:
+        return []
 
-def _prepare_run_dir(out_dir: Path, config: Any, resume: bool, overwrite: bool) -> None:
-    saved = out_dir / "config.json"
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if resume and saved.exists():
-            previous = json.loads(saved.read_text(encoding="utf-8"))
-            wanted = config.as_dict()
-            changed = sorted(k for k in wanted if previous.get(k) != wanted[k])
-            if not changed:
-                return
-            # A generation's results do not depend on how many follow it, so a run can be
-            # continued for more generations; anything else changes what was computed.
-            if changed != ["generations"] or wanted["generations"] < previous["generations"]:
-                raise ConfigError(f"{out_dir} holds a run with different settings "
-                                  f"({', '.join(changed)}); use another -o or --overwrite "
-                                  "(a resume may only raise --generations)")
-            _write_config(saved, config)
-            return
-        if not overwrite:
-            hint = "--resume to continue it or " if saved.exists() else ""
-            raise ConfigError(f"{out_dir} is not empty; use {hint}--overwrite to start over")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(saved, config)
+    # -- the chains ---------------------------------------------------------------------------
 
+    @property
+    def family(self) -> NumericFamily:
+        if self._family is None:
+            self._family = self.config.make_family(self.device)
+        return self._family
 
-def _write_config(path: Path, config: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(config.as_dict(), indent=2) + "\n", encoding="utf-8")
+    def _folder(self, policy: str) -> Path:
+        return self.out / "checkpoints" / policy_slug(policy)
 
+    def chains(self) -> list[str]:
+        return list(self.policies)
 
-def run_collapse(
-    config: CollapseConfig,
-    out_dir: str | os.PathLike,
-    *,
-    device: str = "auto",
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    plots: bool = True,
-    on_generation: Callable[[str, int], None] | None = None,
-) -> CollapseRun:
-    """Run every policy of ``config`` for all seeds and write results, checkpoints and plots.
+    def label(self, chain: Hashable) -> str:
+        return f"policy {chain}"
 
-    With ``resume`` an interrupted run in ``out_dir`` continues from its last checkpoint and
-    ends with the same results an uninterrupted run would have produced.
-    """
-    started = time.perf_counter()
-    out = checked_run_dir(out_dir, [config.family_options.get("data")])
-    device = resolve_device(device)
-    family = config.make_family(device)
-    refuse_if_running(out)  # before --overwrite could delete what another process works on
-    prepare_run_dir(out, config, resume, overwrite)
-    policies = parse_policies(config.policies)
-    total = len(policies) * (config.generations + 1)
-    resumed = 0
-    # disable=None: shown on a terminal only, so pipeline logs stay free of carriage returns.
-    with (claim_run_dir(out, device=device),
-          tqdm(total=total, desc="collapse", unit="gen", disable=None if progress else True,
-               dynamic_ncols=True) as bar):
-        for policy in policies:
-            folder = out / "checkpoints" / policy_slug(policy.name)
-            folder.mkdir(parents=True, exist_ok=True)
-            run = _PolicyRun(config, policy, family, ChainRandom(config.seeds, device), folder,
-                             device)
-            done = _completed(folder, config.generations)
-            if done:
-                models = [_load_generation(_checkpoint_path(folder, g), device)[0]
-                          for g in range(done)]
-                run.replay(models)
-                resumed += done
-                bar.update(done)
-            bar.set_description(f"{config.family} {policy.name}")
-            for generation in range(done, config.generations + 1):
-                run.step(generation)
-                bar.update(1)
-                if on_generation is not None:
-                    on_generation(policy.name, generation)
-    results = collect_results(out, config)
-    with writing(out):
-        with atomic_path(out / "results.parquet") as tmp:
-            results.write_parquet(tmp)
-        made = plot_results(results, out / "plots") if plots else []
-    seconds = time.perf_counter() - started
-    write_run_info(out, config, device, seconds, resumed)
-    return CollapseRun(out, results, made, seconds, resumed)
+    def steps(self, chain: Hashable) -> int:
+        return self.config.generations + 1
+
+    def steps_done(self, chain: Hashable) -> int:
+        return _completed(self._folder(str(chain)), self.config.generations)
+
+    def generation_of(self, chain: Hashable, unit: int) -> int:
+        return unit - 1
+
+    def run_chain(self, chain: Hashable, finished: Callable[[int], None]) -> None:
+        folder = self._folder(str(chain))
+        folder.mkdir(parents=True, exist_ok=True)
+        run = _PolicyRun(self.config, self.policies[str(chain)], self.family,
+                         ChainRandom(self.config.seeds, self.device), folder, self.device)
+        done = _completed(folder, self.config.generations)
+        if done:
+            run.replay([_load_generation(_checkpoint_path(folder, g), self.device)[0]
+                        for g in range(done)])
+        for generation in range(done, self.config.generations + 1):
+            run.step(generation)
+            finished(generation)
+
+    def results(self) -> pl.DataFrame:
+        return collect_results(self.out, self.config)
 
 
 def collect_results(out_dir: Path, config: CollapseConfig) -> pl.DataFrame:
@@ -464,28 +388,3 @@ def collect_results(out_dir: Path, config: CollapseConfig) -> pl.DataFrame:
             }))
     results = pl.concat(frames)
     return results.filter(pl.col("value").is_not_nan()).select(RESULT_COLUMNS)
-
-
-def write_run_info(out: Path, config: Any, device: str, seconds: float, resumed: int,
-                   **extra: Any) -> None:
-    """``run.json``: the run's id, versions, device and wall time (plus a family's ``extra``)."""
-    info = {
-        "run_id": config_hash(config.as_dict()),
-        "tailguard": tool_version(),
-        "torch": torch.__version__,
-        "device": device if device == "cpu" else torch.cuda.get_device_name(device),
-        "seconds": round(seconds, 3),
-        "resumed_generations": resumed,
-        **extra,
-    }
-    with writing(out), atomic_path(out / "run.json") as tmp:
-        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-
-
-def plot_results(results: pl.DataFrame, folder: Path) -> list[Path]:
-    """One PNG per metric: the mean across seeds per policy with a 95% band, by generation."""
-    from collapse_eval.plots import plot_metric
-
-    folder.mkdir(parents=True, exist_ok=True)
-    return [plot_metric(results, metric, folder / f"{metric}.png")
-            for metric in results.get_column("metric").unique(maintain_order=True).to_list()]

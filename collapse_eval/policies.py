@@ -42,12 +42,22 @@ from typing import Any
 
 from mixers.spec import MixtureSpec, Source
 from provenance.errors import ConfigError
+from provenance.registry import evidence_taggers
 
 ORIGINAL_SOURCE = "original"
 WEB_SOURCE = "web"
 
-NUMERIC_TAGGERS = ("oracle", "noisy", "discriminator")
-TEXT_TAGGERS = ("ledger", "watermark", "detector")
+#: Taggers of the experiments only, which measure rather than find evidence: the truth, the truth
+#: through given error rates, and a classifier retrained on each generation's samples.
+MEASUREMENT_TAGGERS = ("oracle", "noisy", "discriminator")
+#: Taggers that trust one part of tailguard's own evidence, from the library's registry of
+#: evidence kinds (:func:`provenance.registry.evidence_taggers`): ledger, watermark, detector.
+EVIDENCE_TAGGERS = evidence_taggers()
+#: What the numeric families can run: the measurement taggers.
+NUMERIC_TAGGERS = MEASUREMENT_TAGGERS
+#: What the text families can run: the oracle, tailguard's evidence and the discriminator (a
+#: tagger with given error rates is for numeric data).
+TEXT_TAGGERS = ("oracle", *EVIDENCE_TAGGERS, "discriminator")
 STRATEGIES = ("replace", "retain", "accumulate", "scrape", "filter", "reweight")
 
 
@@ -159,11 +169,12 @@ _NOISY = re.compile(r"^noisy\((.*)\)$")
 
 def _parse_tagger(text: str, policy: str) -> TaggerSpec:
     text = text.strip()
-    if text in ("oracle", "discriminator", *TEXT_TAGGERS):
+    if text in (*MEASUREMENT_TAGGERS, *EVIDENCE_TAGGERS) and text != "noisy":
         return TaggerSpec(text)
     match = _NOISY.match(text.replace(" ", ""))
     if not match:
-        known = "oracle, noisy(tpr=..,fpr=..), discriminator, ledger, watermark, detector"
+        known = ", ".join(t if t != "noisy" else "noisy(tpr=..,fpr=..)"
+                          for t in (*MEASUREMENT_TAGGERS, *EVIDENCE_TAGGERS))
         raise ConfigError(f"policy {policy!r}: unknown tagger {text!r}; use one of {known}")
     rates: dict[str, float] = {}
     for part in filter(None, match.group(1).split(",")):

@@ -1,5 +1,5 @@
-"""Work in spawned worker processes, shared by the LM's policy chains
-(:mod:`collapse_eval.text.workers`) and the benchmark's families (:mod:`collapse_eval.bench`).
+"""Work in spawned worker processes, shared by the chains of a collapse run
+(:mod:`collapse_eval.engine`) and the benchmark's families (:mod:`collapse_eval.bench`).
 
 Workers are spawned, never forked (a forked torch can deadlock), so each imports the caller's
 main module: :func:`refuse_while_importing_main` stops a script that starts its pool at import

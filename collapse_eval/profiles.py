@@ -1,9 +1,9 @@
 """What the report needs to know of a family: its tail metric, how to read it as a loss, and
 which metrics summarise a run -- for the numeric families and the language model alike.
 
-Numeric families carry this on their class (:class:`~collapse_eval.families.base.NumericFamily`);
-the language model is not a numeric family (it runs on documents, not tensors), so its profile is
-written here, from :mod:`collapse_eval.text.generation_metrics`' definitions.
+Tensor families carry this on their class (:class:`~collapse_eval.families.base.NumericFamily`);
+a family of another kind (the language model, on documents) gives it from its world's
+``profile``.
 """
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from collapse_eval.families import NumericFamily, family_class
+from collapse_eval.families import NumericFamily, family_class, family_spec
 from collapse_eval.metrics import METRICS
 
-#: the LM's one-screen summary: perplexity, diversity, distance from the human tokens, the
-#: paper's data perplexity and how synthetic the training set was
-LM_SUMMARY_METRICS = ("rare_ngram_recall", "test_perplexity", "distinct_2", "unigram_kl",
-                      "data_perplexity_q50", "synthetic_share")
 
-
-def _share_lost(values: np.ndarray) -> np.ndarray:
+def share_lost(values: np.ndarray) -> np.ndarray:
+    """A tail metric read as a share kept: the loss is ``1 - value``."""
     return 1.0 - values
 
 
@@ -39,6 +35,10 @@ class FamilyProfile:
     unit: str = "samples"
     #: how the tail loss is computed from the tail metric, in words
     loss_text: str = ""
+    #: the report shows a by-generation table of the summary metrics (few, costly generations)
+    by_generation_table: bool = False
+    #: plots the run folder holds that the report shows: (file under plots/, caption)
+    run_plots: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.loss_text:
@@ -52,14 +52,10 @@ class FamilyProfile:
 
 
 def family_profile(name: str) -> FamilyProfile:
-    """The profile of ``name`` (gaussian, gmm, vae or lm); unknown names are a ConfigError."""
-    if name == "lm":
-        # imported here: the text package pulls in the language-model code
-        from collapse_eval.text.generation_metrics import LM_METRIC_DEFINITIONS, LM_TAIL_METRIC
-
-        definitions = {**METRICS, **LM_METRIC_DEFINITIONS}
-        return FamilyProfile("lm", LM_TAIL_METRIC, LM_SUMMARY_METRICS, _share_lost,
-                             definitions, unit="documents")
+    """The profile of a registered family; unknown names are a ConfigError."""
+    spec = family_spec(name)
+    if spec.family_path is None:
+        return spec.world_class.profile(spec)
     cls = family_class(name)
     own = any("tail_loss" in vars(c) for c in cls.__mro__ if c is not NumericFamily)
     loss_text = (cls.tail_loss.__doc__ or "").strip().splitlines()[0].rstrip(".") if own else ""

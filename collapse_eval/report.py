@@ -25,7 +25,7 @@ import math
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +237,7 @@ def _families(run_dir: Path) -> dict[str, str]:
         return json.loads(bench.read_text(encoding="utf-8"))["folders"]
     if (run_dir / "config.json").exists():  # a single `tailguard collapse run` folder
         config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        return {config.get("family", "lm"): "."}  # an LM run's config has no family
+        return {config["family"]: "."}
     raise InputError("not a benchmark or collapse run folder (no bench.json or config.json)",
                      file=str(run_dir))
 
@@ -291,6 +291,15 @@ class Report:
     markdown: Path
     html: Path
     images: list[Path]
+    #: the headline table (share of tail loss prevented, last generation) as markdown lines
+    headline: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """What a command prints of the report: its headline table and where it is."""
+        shown = (["share of tail loss prevented (last generation):", *self.headline]
+                 if self.headline else [])
+        return [*shown, f"report: {self.html} ({len(self.images)} plots embedded) and "
+                        f"{self.markdown}"]
 
 
 def write_report(run_dir: str | os.PathLike) -> Report:
@@ -347,7 +356,7 @@ def write_report(run_dir: str | os.PathLike) -> Report:
         main_policies = [p for p in config["policies"]
                          if not _NOISY.match(p) or p == "filter:noisy(tpr=0.9,fpr=0.05)"]
         shown = results.filter(pl.col("policy").is_in(main_policies))
-        if family == "lm":
+        if profile.by_generation_table:
             header, rows = generation_table(shown, main_policies)
             sections.append("By generation (means over seeds; data ppl is the perplexity of the "
                             "generation's training documents under the generation-0 model, "
@@ -363,21 +372,16 @@ def write_report(run_dir: str | os.PathLike) -> Report:
             images.append(image)
             sections.append(f"![{family} {metric}](report_files/{image.name})")
             sections.append("")
-        histograms = run_dir / folder / "plots" / "data_perplexity_histograms.png"
-        if family == "lm" and histograms.exists():
-            image = files / f"{family}-data_perplexity_histograms.png"
+        for name, caption in profile.run_plots:
+            plotted = run_dir / folder / "plots" / name
+            if not plotted.exists():
+                continue
+            image = files / f"{family}-{name}"
             with atomic_path(image, suffix=".png") as tmp:
-                shutil.copyfile(histograms, tmp)
+                shutil.copyfile(plotted, tmp)
             images.append(image)
-            sections.append("The paper's picture: perplexity of each generation's training "
-                            "sequences under the generation-0 model (first seed; generations 0, "
-                            "middle and last). In Shumailov et al. the mass moves towards "
-                            "sequences the original model finds likely while a long tail of "
-                            "high-perplexity errors appears; a filter that works keeps "
-                            "generation 0's histogram.")
-            sections.append("")
-            sections.append(f"![{family} data perplexity](report_files/{image.name})")
-            sections.append("")
+            sections += [caption, "", f"![{family} {plotted.stem}](report_files/{image.name})",
+                         ""]
         points = sweep_points(losses)
         if points:
             references = {p: mean_interval(losses.filter(pl.col("policy") == p)
@@ -410,8 +414,9 @@ def write_report(run_dir: str | os.PathLike) -> Report:
               "section), mean over seeds. Brackets: 95% bootstrap intervals over seeds; n/a when "
               "B does not lose significantly more tail than filter:oracle.")
     md.append("")
-    md += _md_table(["family", "policy", "tail loss", "prevented vs scrape",
-                     "prevented vs replace"], headline_rows)
+    headline = _md_table(["family", "policy", "tail loss", "prevented vs scrape",
+                          "prevented vs replace"], headline_rows)
+    md += headline
     md.append("")
     if rate_rows:
         md.append("## What the filters achieved inside the loop")
@@ -452,4 +457,4 @@ def write_report(run_dir: str | os.PathLike) -> Report:
     html_path = run_dir / "report.html"
     with atomic_path(html_path) as tmp:
         tmp.write_text(to_html(md, run_dir), encoding="utf-8")
-    return Report(md_path, html_path, images)
+    return Report(md_path, html_path, images, headline)

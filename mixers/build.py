@@ -84,6 +84,7 @@ from mixers.sources import (
 )
 from mixers.spec import MixtureSpec
 from provenance.corpus import RejectsWriter
+from provenance.engines import RayEngine, resolve_engine
 from provenance.errors import ConfigError, OutputError
 from provenance.outputs import (
     check_output,
@@ -126,8 +127,9 @@ def _selected(frame: pl.LazyFrame, copies: list[pl.Series],
 class LocalPasses:
     """The passes over the data, run in this process: the engine's part of a build.
 
-    :func:`run_build` calls them in turn; another engine (:class:`mixers.ray_build.RayPasses`)
-    overrides where they run, not what they compute.
+    :func:`run_build` calls them in turn; another engine's passes
+    (:class:`mixers.ray_build.RayPasses`, which :func:`build_mixture` picks for
+    ``engine="ray"``) have the same methods and change where they run, not what they compute.
     """
 
     #: The engine's name, as ``run.json`` records it.
@@ -243,6 +245,8 @@ def build_mixture(
     dry_run: bool = False,
     overwrite: bool = False,
     progress: bool = False,
+    engine: str | RayEngine = "local",
+    ray_address: str | None = None,
 ) -> Manifest:
     """Build the mixture ``spec`` describes into ``out_dir`` and return its manifest.
 
@@ -252,10 +256,28 @@ def build_mixture(
     ``dataset_card.md`` and, if any row could not be read, ``rejects.jsonl``. The folder appears
     (or replaces a mixture already there, with ``overwrite``) only once complete. ``dry_run``
     plans (reading the data to count it) and writes nothing. Use :func:`select_mixture` to get a
-    mixture as a LazyFrame instead. This builds in this process; to build on Ray, with the same
-    bytes out, call :func:`mixers.engines.build_mixture_with` (``engine="ray"``).
+    mixture as a LazyFrame instead.
+
+    ``engine`` says where the passes over the data run: ``"local"`` (this process), or
+    ``"ray"`` / a :class:`~provenance.engines.RayEngine` (Ray workers, :mod:`mixers.ray_build`;
+    ``ray_address`` picks the cluster), which writes the same bytes.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from mixers.spec import MixtureSpec, Source
+    >>> docs = pl.DataFrame({"id": ["a", "b", "c"], "text": ["one", "two", "three"]})
+    >>> spec = MixtureSpec(sources=(Source(docs, "human", name="docs"),), target_docs=2)
+    >>> build_mixture(spec, dry_run=True).plan["pools"]["original"]["take_docs"]
+    2
     """
-    return run_build(spec, out_dir, LocalPasses(), dry_run=dry_run, overwrite=overwrite,
+    ray_engine = resolve_engine(engine, ray_address)
+    passes = LocalPasses()
+    if ray_engine is not None:
+        from mixers.ray_build import RayPasses
+
+        passes = RayPasses(ray_engine)
+    return run_build(spec, out_dir, passes, dry_run=dry_run, overwrite=overwrite,
                      progress=progress)
 
 

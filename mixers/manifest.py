@@ -217,10 +217,10 @@ def verify_shards(out_dir: str | os.PathLike) -> list[str]:
     return problems
 
 
-def load_mixture(out_dir: str | os.PathLike, *, verify: bool = True) -> Any:
-    """A built mixture as a ``datasets.Dataset`` (shards checked against the manifest first)."""
-    import datasets
-
+def mixture_files(out_dir: str | os.PathLike, *, verify: bool = True) -> list[Path]:
+    """The shard files of a built mixture in the manifest's order, checked against the
+    manifest first (sha256 and row count): a folder changed since it was built is refused with
+    one line naming what differs, never read as the mixture."""
     from provenance.errors import InputError
 
     out = Path(out_dir)
@@ -229,5 +229,20 @@ def load_mixture(out_dir: str | os.PathLike, *, verify: bool = True) -> Any:
         if problems:
             raise InputError(f"mixture does not match its manifest: {'; '.join(problems)}",
                              file=str(out))
-    files = [str(out / s["file"]) for s in read_manifest(out)["shards"]]
-    return datasets.Dataset.from_parquet(files)
+    return [out / s["file"] for s in read_manifest(out)["shards"]]
+
+
+def load_mixture(out_dir: str | os.PathLike, *, verify: bool = True) -> Any:
+    """A built mixture as a ``datasets.Dataset`` (shards checked against the manifest first)."""
+    import datasets
+
+    return datasets.Dataset.from_parquet([str(p) for p in mixture_files(out_dir,
+                                                                         verify=verify)])
+
+
+def mixture_frame(out_dir: str | os.PathLike, *, verify: bool = True) -> Any:
+    """A built mixture as one polars DataFrame (shards checked against the manifest first):
+    for pipelines that stay in polars, as the LM family's training sets do."""
+    import polars as pl
+
+    return pl.read_parquet(mixture_files(out_dir, verify=verify))

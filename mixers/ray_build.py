@@ -1,8 +1,9 @@
 """Build a mixture on Ray: workers read the files, the driver plans and writes, as locally.
 
-A Ray build is the local build (:func:`mixers.build.run_build`) with its passes over the data
-spread over Ray Data tasks, one input file a task (:class:`RayPasses`); every step between
-them is the local code, run on the driver:
+A Ray build (``build_mixture(spec, out, engine="ray")``) is the local build
+(:func:`mixers.build.run_build`) with its passes over the data spread over Ray Data tasks, one
+input file a task (:class:`RayPasses`); every step between them is the local code, run on the
+driver:
 
 1. **metadata pass (workers)**: each task computes its file's per-row metadata with the local
    pass (:func:`~mixers.metadata.file_metadata`: the XXH64 ranking key, pool, flags,
@@ -42,8 +43,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from mixers.build import LocalPasses, run_build
-from mixers.manifest import Manifest
 from mixers.metadata import ARRAYS, SourceRows, file_metadata, join_files
 from mixers.plan import dedup_columns
 from mixers.shards import WritePlan, read_part
@@ -177,12 +176,19 @@ def write_task(batch: dict[str, Any]) -> Iterator[pa.Table]:
 # -- the driver ------------------------------------------------------------------------------------
 
 
-class RayPasses(LocalPasses):
-    """The local build's passes over the data, one Ray Data task per input file."""
+class RayPasses:
+    """The local build's passes over the data, one Ray Data task per input file.
 
+    :func:`mixers.build.build_mixture` runs them for ``engine="ray"`` in place of
+    :class:`mixers.build.LocalPasses`, whose methods these have (the same results, computed by
+    the same functions on Ray workers).
+    """
+
+    #: The engine's name, as ``run.json`` records it.
     name = "ray"
 
     def __init__(self, engine: RayEngine) -> None:
+        import_ray()  # the install hint, before any work
         self.engine = engine
         self.ray: Any = None
         self.tasks: list[_Task] = []
@@ -261,19 +267,4 @@ class RayPasses(LocalPasses):
             yield _table(envelope["data"]), np.frombuffer(envelope["extra"], dtype=np.uint8)
 
 
-def build_mixture_ray(
-    spec: MixtureSpec,
-    out_dir: str | os.PathLike | None = None,
-    *,
-    engine: RayEngine,
-    dry_run: bool = False,
-    overwrite: bool = False,
-    progress: bool = False,
-) -> Manifest:
-    """:func:`~mixers.build.build_mixture` on Ray (see the module notes); same parameters."""
-    import_ray()
-    return run_build(spec, out_dir, RayPasses(engine), dry_run=dry_run, overwrite=overwrite,
-                     progress=progress)
-
-
-__all__ = ["RayPasses", "build_mixture_ray", "dedup_task", "metadata_task", "write_task"]
+__all__ = ["RayPasses", "dedup_task", "metadata_task", "write_task"]

@@ -425,11 +425,12 @@ def _parse_source(i: int, raw: Any, base_dir: Path | None, where: str) -> Source
     return Source(str(path), raw["role"], raw.get("name"), raw.get("generation"))
 
 
-def load_spec_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse a TOML (``.toml``) or YAML (``.yaml``/``.yml``) spec file into a mapping."""
+def load_spec_file(path: str | os.PathLike, *, what: str = "spec") -> dict[str, Any]:
+    """Parse a TOML (``.toml``) or YAML (``.yaml``/``.yml``) spec file into a mapping
+    (``what`` names the file in errors: a mixture spec, a collapse run's config)."""
     path = Path(path)
     if not path.exists():
-        raise InputError("spec file does not exist", file=str(path))
+        raise InputError(f"{what} file does not exist", file=str(path))
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".toml":
         if sys.version_info >= (3, 11):
@@ -449,9 +450,9 @@ def load_spec_file(path: str | os.PathLike) -> dict[str, Any]:
             first = str(exc).splitlines()[0]
             raise InputError(f"invalid YAML: {first}", file=str(path)) from None
     else:
-        raise InputError("spec must be a .toml, .yaml or .yml file", file=str(path))
+        raise InputError(f"{what} must be a .toml, .yaml or .yml file", file=str(path))
     if not isinstance(data, Mapping):
-        raise InputError("spec file must hold a table of fields", file=str(path))
+        raise InputError(f"{what} file must hold a table of fields", file=str(path))
     return dict(data)
 
 

@@ -19,7 +19,7 @@ class TailguardError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Errors cross processes (a worker pool sends its task's error to the parent), and
         # pickle rebuilds an exception by calling its class with ``args``, which fails for a
-        # class with required keyword arguments (LMWorkerError): rebuild it without __init__.
+        # class with required keyword arguments (ChainWorkerError): rebuild it without __init__.
         return _rebuild_error, (type(self), self.args, self.__dict__)
 
 
@@ -93,11 +93,17 @@ class DiskSpaceError(TailguardError):
     """Too little free space to start the next generation; nothing was lost."""
 
 
-class LMWorkerError(TailguardError):
-    """A policy chain failed in its worker process (``jobs > 1``); the other workers were
-    stopped, and every finished generation is on disk for ``resume``."""
+class OptionValueError(ConfigError):
+    """A value of an evidence kind's command-line option that its ``from_cli`` cannot use
+    (:mod:`provenance.registry`): a usage error of the command that names the option."""
 
-    def __init__(self, message: str, *, policy: str, seed: int) -> None:
+
+class ChainWorkerError(TailguardError):
+    """A chain of a collapse run (a policy, or the LM's seed and policy) failed in its worker
+    process (``jobs > 1``); the other workers were stopped, and every finished generation is on
+    disk for ``resume``. ``seed`` is None where a chain runs every seed (tensor families)."""
+
+    def __init__(self, message: str, *, policy: str, seed: int | None) -> None:
         super().__init__(message)
         self.policy, self.seed = policy, seed
 

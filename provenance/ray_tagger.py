@@ -7,13 +7,16 @@ How it runs (``tag_corpus(..., engine="ray")``, ``tailguard tag --engine ray``):
    bytes go to Ray's object store once and every worker opens its own copy (``mode=ro``).
 2. Ray Data hands the shards to a pool of tagging actors (``map_batches`` with a callable class):
    each actor builds its signals once — ledger, watermark scorer, detector model (on a GPU when
-   the actor has one) — then reads each shard with the same :class:`CorpusReader` as the local
-   engine, so validation and rejects are the same, and tags it batch by batch.
+   the actor has one), from the run's :class:`~provenance.fusion.TagOptions` as the local
+   engine does — then reads each shard with the local :class:`CorpusReader` (so validation and
+   rejects are the same) and tags it with the local batch code,
+   :func:`~provenance.fusion.iter_tagged`.
 3. The driver receives the tagged batches in input order (Arrow IPC envelopes: shards with
    different schemas never have to be unified inside Ray) and finishes what needs the whole
-   corpus: ids derived from content are numbered across shards and ids already read in an
-   earlier shard are rejected, exactly as one reader would. It writes the output and the
-   rejects file atomically with the local engine's writers.
+   corpus with the reader's own :class:`~provenance.corpus.CorpusIds`: ids derived from content
+   are numbered across shards and ids already read in an earlier shard are rejected, as one
+   reader would. It writes the output and the rejects file atomically with the local engine's
+   writers.
 
 Same input, same output: the tagged rows, their order, the rejects and the counts equal the local
 engine's. Two differences, both about failure: a shard that cannot be read at all (a corrupt
@@ -26,6 +29,7 @@ which shows in the signals' ``examined`` counts only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -35,41 +39,40 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 
 from provenance.corpus import (
-    DEFAULT_BATCH_SIZE,
     CorpusCounts,
+    CorpusIds,
     CorpusReader,
     CorpusWriter,
     Reject,
     RejectReason,
     RejectsWriter,
+    already_read,
     content_id,
     rejects_path_for,
     resolve_inputs,
 )
-from provenance.declared import DEFAULT_RULES, DeclaredRule
 from provenance.engines import RayEngine, cluster_workers, import_ray, ray_session
 from provenance.errors import ConfigError, InputError, TailguardError
 from provenance.fusion import (
-    DEFAULT_NEAR_THRESHOLD,
-    Tagger,
+    NO_PREVALENCE_DETECTOR,
+    TagOptions,
     TagReport,
-    build_signals,
     check_tag_output,
-    corpus_prevalence,
-    opened_ledger,
+    iter_tagged,
+    prevalence,
+    prevalence_calibration,
     tagged_schema,
 )
 from provenance.ledger import Ledger
 from provenance.outputs import work_dir
-from provenance.schema import ID, PROV_EVIDENCE, PROV_LABEL, TAG_COLUMNS, TEXT, Evidence
-from provenance.signals import Signal, SignalStats
+from provenance.schema import PROV_EVIDENCE, PROV_LABEL, TAG_COLUMNS
+from provenance.signals import SignalStats
 
 #: Reject reason of a shard that could not be read (or the unreadable rest of one).
 UNREADABLE_FILE = "unreadable_file"
@@ -173,27 +176,20 @@ class ShardTagger:
     could not be read to the end, the error.
     """
 
-    def __init__(self, options: dict[str, Any], ledger: list[Any]) -> None:
+    def __init__(self, options: TagOptions, ledger: list[Any]) -> None:
         self.options = options
         self.ledger = None
         if ledger:
             import ray
 
             self.ledger = open_snapshot(ray.get(ledger[0]))
-        signals = options["signals"]
-        if signals is None:
-            signals = build_signals(
-                ledger=self.ledger, declared=options["declared"],
-                near_threshold=options["near_threshold"], watermark=options["watermark"],
-                detector=options["detector"])
-        self.tagger = Tagger(signals)
+        self.tagger = options.tagger(self.ledger)
 
     def __call__(self, batch: dict[str, Any]) -> Iterator[pa.Table]:
         for shard, path in zip(batch["shard"], batch["path"], strict=True):
             yield from self.tag_shard(int(shard), str(path))
 
     def tag_shard(self, shard: int, path: str) -> Iterator[pa.Table]:
-        opts = self.options
         for signal in self.tagger.signals:
             signal.stats = SignalStats()
         rejects: list[str] = []
@@ -201,17 +197,13 @@ class ShardTagger:
         error = None
         reader = None
         try:
-            reader = _ShardReader(
-                path, id_field=opts["id_field"], text_field=opts["text_field"],
-                batch_size=opts["batch_size"], strict=opts["strict"],
-                on_reject=lambda reject: rejects.append(reject.as_json()),
-            )
-            for frame in reader:
-                tagged = self.tagger.tag_batch(frame, reader.text_field)
+            reader = self.options.reader(path, lambda reject: rejects.append(reject.as_json()),
+                                         reader=_ShardReader)
+            for tagged in iter_tagged(reader, self.tagger):
                 yield _envelope(shard, seq, data=_ipc(tagged), rejects=rejects)
                 rejects.clear()
                 seq += 1
-                emitted += frame.height
+                emitted += tagged.height
         except InputError as exc:
             error = str(exc)
         except (OSError, pa.ArrowException, pl.exceptions.PolarsError) as exc:
@@ -238,18 +230,16 @@ class _RejectLine(str):
 
 
 class _IdChecker:
-    """The corpus-wide part of id handling, replayed on the driver in input order.
-
-    A stand-in id becomes the content id, numbered ``-2``, ``-3`` ... for repeated contents
-    across the corpus; a row whose id was already read (in any earlier shard or row) is
-    rejected, as by :class:`CorpusReader`.
+    """The corpus-wide part of id handling, replayed on the driver in input order with the
+    reader's own :class:`~provenance.corpus.CorpusIds`: a stand-in id becomes the content id,
+    numbered across the corpus, and a row whose id was already read (in any earlier shard or
+    row) is rejected, as by :class:`CorpusReader`.
     """
 
     def __init__(self, id_field: str, strict: bool) -> None:
         self.id_field = id_field
         self.strict = strict
-        self.seen: set[str] = set()
-        self.derived: Counter = Counter()
+        self.ids = CorpusIds()
         self.ids_derived = 0
         self.duplicates = 0
 
@@ -257,39 +247,26 @@ class _IdChecker:
               ) -> tuple[pl.DataFrame, list[Reject]]:
         """The rows whose ids are new, with their final ids, and the rejects of the others."""
         ids = frame.get_column(self.id_field).to_list()
-        final: list[str] = []
-        keep: list[bool] = []
-        rejects: list[Reject] = []
-        changed = False
-        for index, doc_id in enumerate(ids):
-            if doc_id.startswith(_DERIVED):
-                base = doc_id.rsplit("\x00", 1)[1]
-                self.derived[base] += 1
-                self.ids_derived += 1
-                n = self.derived[base]
-                doc_id = base if n == 1 else f"{base}-{n}"
-                changed = True
-            if doc_id in self.seen:
-                rejects.append(self._reject(frame, index, doc_id, file, jsonl))
-                keep.append(False)
-            else:
-                self.seen.add(doc_id)
-                keep.append(True)
-            final.append(doc_id)
-        if changed:
-            frame = frame.with_columns(pl.Series(self.id_field, final, dtype=pl.String))
-        if not all(keep):
-            frame = frame.filter(pl.Series(keep))
-        return frame, rejects
+        derived = [doc_id.startswith(_DERIVED) for doc_id in ids]
+        if any(derived):
+            ids = [self.ids.number(doc_id.rsplit("\x00", 1)[1]) if stand_in else doc_id
+                   for doc_id, stand_in in zip(ids, derived, strict=True)]
+            self.ids_derived += sum(derived)
+            frame = frame.with_columns(pl.Series(self.id_field, ids, dtype=pl.String))
+        new = self.ids.claim_all(ids)
+        if all(new):
+            return frame, []
+        rejects = [self._reject(frame, index, ids[index], file, jsonl)
+                   for index, kept in enumerate(new) if not kept]
+        return frame.filter(pl.Series(new)), rejects
 
     def _reject(self, frame: pl.DataFrame, index: int, doc_id: str, file: str,
                 jsonl: bool) -> Reject:
         row = frame.row(index, named=True)
         position = row.pop(_POSITION)
         raw = {k: v for k, v in row.items() if k not in TAG_COLUMNS}
-        raw[self.id_field] = doc_id
         reject = Reject(
-            file=file, reason=RejectReason.DUPLICATE_ID, message=f"id {doc_id!r} was already read",
+            file=file, reason=RejectReason.DUPLICATE_ID, message=already_read(doc_id),
             line=position if jsonl else None, row=None if jsonl else position,
             field=self.id_field, raw=raw,
         )
@@ -339,10 +316,11 @@ def _tailguard_error(exc: BaseException) -> TailguardError | None:
     return None
 
 
-def _detector_calibration(detector: Any, signals: Sequence[Signal] | None) -> dict[str, Any]:
+def _detector_calibration(options: TagOptions) -> dict[str, Any]:
+    """The calibration of the run's detector, read on the driver without loading its model."""
     from provenance.detectors import DETECTOR_FILE, CalibratedDetector
 
-    for candidate in [detector, *(signals or [])]:
+    for candidate in [options.evidence.get("detector"), *(options.signals or [])]:
         if isinstance(candidate, CalibratedDetector):
             return candidate.calibration
         inner = getattr(candidate, "detector", None)
@@ -355,72 +333,40 @@ def _detector_calibration(detector: Any, signals: Sequence[Signal] | None) -> di
                 return json.loads(file.read_text())["calibration"]
             except (OSError, ValueError, KeyError) as exc:
                 raise InputError(f"not a saved detector ({exc})", file=str(file)) from None
-    raise ConfigError("estimate_prevalence needs a calibrated detector (--detector PATH)")
-
-
-def _prevalence_of(calibration: dict[str, Any], by_evidence_label: Counter) -> dict[str, Any]:
-    """The local engine's prevalence estimate from the driver's totals and the calibration."""
-    detector = SimpleNamespace(calibration=calibration)
-    tagger = SimpleNamespace(signals=[SimpleNamespace(evidence=Evidence.DETECTOR,
-                                                      detector=detector)],
-                             by_evidence_label=by_evidence_label)
-    return corpus_prevalence(tagger)
-
-
-def _validate(ledger: Any, declared: Any, near_threshold: float | None, watermark: Any,
-              signals: Sequence[Signal] | None) -> None:
-    """Fail on the driver, with the local engine's messages, before any worker starts."""
-    if signals is not None:
-        Tagger(signals)
-        return
-    with opened_ledger(ledger) as db:
-        Tagger(build_signals(ledger=db, declared=declared, near_threshold=near_threshold,
-                             watermark=watermark))
+    raise ConfigError(NO_PREVALENCE_DETECTOR)
 
 
 def tag_corpus_ray(
     input: str | os.PathLike,
     output: str | os.PathLike,
+    options: TagOptions,
     *,
     engine: RayEngine,
-    ledger: Ledger | str | os.PathLike | None = None,
-    declared: Sequence[DeclaredRule | str] | None = DEFAULT_RULES,
-    near_threshold: float | None = DEFAULT_NEAR_THRESHOLD,
-    watermark: Any = None,
-    detector: Any = None,
-    signals: Sequence[Signal] | None = None,
-    id_field: str = ID,
-    text_field: str = TEXT,
-    strict: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
     estimate_prevalence: bool = False,
     progress: bool = False,
-) -> Any:
-    """:func:`~provenance.tagger.tag_corpus` on Ray (see the module notes); same parameters.
+) -> TagReport:
+    """:func:`~provenance.tagger.tag_corpus` on Ray (see the module notes), with its options.
 
     The report's ``extra`` adds ``engine``, ``workers``, ``gpus_per_worker`` and
     ``failed_shards`` (the shards that could not be read to the end, with the error).
     """
     start = time.perf_counter()
     import_ray()
-    check_tag_output(input, output, ledger=ledger, watermark=watermark, detector=detector)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    declared = [DeclaredRule.parse(r) if isinstance(r, str) else r for r in declared or ()]
-    _validate(ledger, declared, near_threshold, watermark, signals)
-    calibration = _detector_calibration(detector, signals) if estimate_prevalence else None
+    check_tag_output(input, output, **options.reads())
+    options.check()
+    calibration = None
+    if estimate_prevalence:
+        calibration = prevalence_calibration(_detector_calibration(options))
     inputs = resolve_inputs(input)
     shards = [str(path) for _, path in inputs]
     kinds = {str(path): kind for kind, path in inputs}
+    ledger = options.ledger
     snapshot = None
-    if ledger is not None and signals is None:
+    if ledger is not None and options.signals is None:
         snapshot = ledger_snapshot(ledger.path if isinstance(ledger, Ledger) else ledger)
-    options = {
-        "signals": list(signals) if signals is not None else None, "declared": declared,
-        "near_threshold": near_threshold, "watermark": watermark, "detector": detector,
-        "id_field": id_field, "text_field": text_field, "batch_size": batch_size,
-        "strict": strict,
-    }
+    # The workers open the snapshot: the ledger (perhaps an open Ledger) does not travel.
+    worker_options = dataclasses.replace(options, evidence={**options.evidence, "ledger": None})
+    id_field, text_field = options.id_field, options.text_field
     rejects_file = rejects_path_for(output)
     counts = CorpusCounts()
     by_label: Counter = Counter()
@@ -429,10 +375,9 @@ def tag_corpus_ray(
     stats: dict[str, SignalStats] = {}
     failed: list[dict[str, str]] = []
     with ray_session(engine) as ray:
-        models = detector is not None or watermark is not None or signals is not None
         gpus = engine.num_gpus
         if gpus is None:
-            gpus = 1.0 if models and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+            gpus = 1.0 if options.wants_gpu and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         have = ray.cluster_resources().get("GPU", 0)
         if gpus and have < gpus:
             raise ConfigError(
@@ -445,7 +390,7 @@ def tag_corpus_ray(
             ShardTagger,
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
-            fn_constructor_kwargs={"options": options,
+            fn_constructor_kwargs={"options": worker_options,
                                    "ledger": [ray.put(snapshot)] if snapshot else []},
             num_cpus=1,
             num_gpus=gpus or None,
@@ -455,7 +400,7 @@ def tag_corpus_ray(
             CorpusWriter(output, schema=tagged_schema(id_field, text_field)) as writer,
             _bar(progress) as bar,
         ):
-            ids = _IdChecker(id_field, strict)
+            ids = _IdChecker(id_field, options.strict)
             try:
                 for envelope in dataset.iter_rows():
                     file = shards[envelope["shard"]]
@@ -478,7 +423,7 @@ def tag_corpus_ray(
                         bar.update(frame.height)
                     if envelope["last"]:
                         _add_shard(json.loads(envelope["summary"]), file, counts, stats, failed,
-                                   sink, strict)
+                                   sink, options.strict)
             except Exception as exc:
                 error = _tailguard_error(exc)
                 if error is not None and error is not exc:
@@ -493,8 +438,8 @@ def tag_corpus_ray(
     counts.ids_derived = ids.ids_derived
     extra: dict[str, Any] = {"engine": "ray", "workers": workers, "gpus_per_worker": gpus,
                              "failed_shards": failed}
-    if estimate_prevalence:
-        extra["prevalence"] = _prevalence_of(calibration, by_evidence_label)
+    if calibration is not None:
+        extra["prevalence"] = prevalence(calibration, by_evidence_label)
     return TagReport(
         extra=extra,
         input=os.fspath(input),

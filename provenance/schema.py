@@ -63,10 +63,12 @@ class Label(str, Enum):
 
 
 class Evidence(str, Enum):
-    """Kinds of evidence, listed from most to least reliable.
+    """The built-in kinds of evidence, listed from most to least reliable.
 
     The order is the fusion order of :mod:`provenance.fusion`: the first kind that reaches a
-    decision for a document decides it.
+    decision for a document decides it. What the tagger reads is the registry of evidence kinds
+    (:mod:`provenance.registry`), which gives each built-in kind this place; a kind a plugin
+    registers is named by a plain string (see :func:`evidence_name`).
     """
 
     DECLARED = "declared"
@@ -80,6 +82,17 @@ class Evidence(str, Enum):
     def priority(self) -> int:
         """Position in the fusion order (0 = most reliable)."""
         return list(Evidence).index(self)
+
+
+def evidence_name(evidence: Evidence | str) -> str:
+    """The ``prov_evidence`` value of a kind of evidence: a built-in's or a registered one's.
+
+    Examples
+    --------
+    >>> evidence_name(Evidence.LEDGER_NEAR), evidence_name("marker")
+    ('ledger_near', 'marker')
+    """
+    return evidence.value if isinstance(evidence, Evidence) else str(evidence)
 
 
 #: Polars dtypes of the tag columns. Strings rather than ``pl.Enum`` so that parquet files read
@@ -99,14 +112,15 @@ TAG_COLUMNS: tuple[str, ...] = tuple(TAG_SCHEMA)
 class Tag:
     """The provenance of one document, with the evidence that decided it.
 
-    ``score`` is P(synthetic) in [0, 1], or ``None`` when nothing was observed. ``detail`` holds
-    the deciding evidence's numbers (matched record, similarity, declared field and value,
-    z-score ...) and is stored as a JSON string column.
+    ``score`` is P(synthetic) in [0, 1], or ``None`` when nothing was observed. ``evidence`` is
+    the deciding kind: an :class:`Evidence` member, or the name of a registered kind.
+    ``detail`` holds the deciding evidence's numbers (matched record, similarity, declared field
+    and value, z-score ...) and is stored as a JSON string column.
     """
 
     label: Label = Label.UNKNOWN
     score: float | None = None
-    evidence: Evidence = Evidence.NONE
+    evidence: Evidence | str = Evidence.NONE
     generator: str | None = None
     generation: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
@@ -120,7 +134,7 @@ class Tag:
         return {
             PROV_LABEL: self.label.value,
             PROV_SCORE: self.score,
-            PROV_EVIDENCE: self.evidence.value,
+            PROV_EVIDENCE: evidence_name(self.evidence),
             PROV_GENERATOR: self.generator,
             PROV_GENERATION: self.generation,
             PROV_DETAIL: json.dumps(self.detail, sort_keys=True, ensure_ascii=False),

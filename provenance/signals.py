@@ -4,7 +4,9 @@ A signal implements one method, :meth:`Signal.examine`, that returns a
 :class:`~provenance.schema.Tag` for each document it has evidence about and ``None`` for the
 others. The base class owns what every signal needs the same way (counting, timing, checking the
 row count), and the tagger hands each signal only the documents still undecided, so a new kind of
-evidence (a watermark, a detector) is a small subclass and the fusion does not change.
+evidence (a watermark, a detector) is a small subclass plus one registration
+(:func:`provenance.registry.register_signal`: its name, place in the fusion order and options),
+and the fusion does not change.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from provenance.errors import ConfigError
-from provenance.schema import Evidence, Label, Tag
+from provenance.schema import Evidence, Label, Tag, evidence_name
 
 if TYPE_CHECKING:
     import polars as pl
@@ -45,18 +47,20 @@ class SignalStats:
 class Signal(ABC):
     """One kind of evidence about whether documents are synthetic.
 
-    Subclasses set :attr:`evidence` (its place in the fusion order) and implement
-    :meth:`examine`.
+    Subclasses set :attr:`evidence` (an :class:`~provenance.schema.Evidence` member, or the
+    name a plugin registers) and implement :meth:`examine`. The kind's place in the fusion
+    order and its options are its registration's (:func:`provenance.registry.register_signal`).
     """
 
-    evidence: ClassVar[Evidence]
+    evidence: ClassVar[Evidence | str]
 
     def __init__(self) -> None:
         self.stats = SignalStats()
 
     @property
     def name(self) -> str:
-        return self.evidence.value
+        """The kind of evidence, as ``prov_evidence`` and the registry name it."""
+        return evidence_name(self.evidence)
 
     @abstractmethod
     def examine(self, batch: pl.DataFrame, text_field: str) -> Sequence[Tag | None]:

@@ -1,9 +1,12 @@
 """Tag a corpus: run the evidence fusion of :mod:`provenance.fusion` over its documents.
 
 :func:`tag` returns a DataFrame for in-memory use; :func:`tag_corpus` streams a corpus of any
-size from files to a tagged file plus a rejects file, and is what ``tailguard tag`` calls. With
-``engine="ray"`` it hands the same work to :mod:`provenance.ray_tagger`, which runs the same
-:class:`~provenance.fusion.Tagger` on Ray workers and writes the same output.
+size from files to a tagged file plus a rejects file, and is what ``tailguard tag`` calls. Both
+take the same keywords, checked once into a :class:`~provenance.fusion.TagOptions`: the evidence
+options of the registered kinds (:mod:`provenance.registry`) and how to read the documents.
+``tag_corpus(..., engine="ray")`` hands those options to :mod:`provenance.ray_tagger`, whose
+workers build their readers and signals from them and tag with the same batch code
+(:func:`~provenance.fusion.iter_tagged`), so the output is the same.
 """
 
 from __future__ import annotations
@@ -11,71 +14,44 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
 
-from provenance.corpus import (
-    DEFAULT_BATCH_SIZE,
-    CorpusReader,
-    CorpusWriter,
-    Reject,
-    RejectsWriter,
-    progress_bar,
-    rejects_path_for,
-)
-from provenance.declared import DEFAULT_RULES, DeclaredRule
-from provenance.engines import resolve_engine
-from provenance.errors import TailguardWarning
+from provenance.corpus import CorpusWriter, Reject, RejectsWriter, rejects_path_for
+from provenance.engines import RayEngine, resolve_engine
+from provenance.errors import ConfigError, TailguardWarning
 from provenance.fusion import (
-    DEFAULT_NEAR_THRESHOLD,
-    Tagger,
+    TagOptions,
     TagReport,
-    build_signals,
     check_tag_output,
     corpus_prevalence,
+    iter_tagged,
     opened_ledger,
     prevalence_detector,
     tagged_schema,
 )
-from provenance.ledger import Ledger
 from provenance.ray_tagger import tag_corpus_ray
-from provenance.schema import ID, TEXT
-from provenance.signals import Signal
 
-__all__ = ["iter_tagged", "tag", "tag_corpus"]
+__all__ = ["check_tag_output", "iter_tagged", "tag", "tag_corpus"]
 
 
-def iter_tagged(
-    reader: CorpusReader, tagger: Tagger, *, progress: bool = False
-) -> Iterator[pl.DataFrame]:
-    """Tagged batches of a corpus, with a progress bar over documents read."""
-    bar = progress_bar(reader, "tagging", progress)
-    seen = 0
-    with bar:
-        for batch in reader:
-            yield tagger.tag_batch(batch, reader.text_field)
-            bar.update(reader.counts.read - seen)
-            seen = reader.counts.read
-        bar.update(reader.counts.read - seen)
+def _options(options: TagOptions | None, keywords: dict[str, Any]) -> TagOptions:
+    if options is None:
+        return TagOptions.create(**keywords)
+    if keywords:
+        raise ConfigError(f"give options= or keywords ({', '.join(sorted(keywords))}), not both")
+    return options
 
 
 def tag(
     source: Any,
     *,
-    ledger: Ledger | str | os.PathLike | None = None,
-    declared: Sequence[DeclaredRule | str] | None = DEFAULT_RULES,
-    near_threshold: float | None = DEFAULT_NEAR_THRESHOLD,
-    watermark: Any = None,
-    detector: Any = None,
-    signals: Sequence[Signal] | None = None,
-    id_field: str = ID,
-    text_field: str = TEXT,
-    strict: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    on_reject: Any = None,
+    on_reject: Callable[[Reject], None] | None = None,
     progress: bool = False,
+    options: TagOptions | None = None,
+    **keywords: Any,
 ) -> pl.DataFrame:
     """Tag a corpus (path, polars frame or ``datasets.Dataset``) in memory.
 
@@ -93,11 +69,22 @@ def tag(
         Detect your models' text watermark (the key must carry its secret).
     detector : CalibratedDetector or path, optional
         A calibrated zero-shot or supervised detector for whatever is still undecided.
+    **evidence
+        The options of any other registered kind of evidence
+        (:func:`provenance.registry.signal_options`).
     signals : sequence of Signal, optional
-        Use exactly these signals instead of building them from the arguments above.
+        Use exactly these signals instead of building them from the evidence options.
+    id_field, text_field : str, default "id", "text"
+        The id and text fields.
+    strict : bool, default False
+        Stop at the first bad row instead of rejecting it.
+    batch_size : int, default 10000
+        Documents per batch.
     on_reject : callable, optional
         Receives rows that could not be read. Without it, rejected rows are counted in a
         warning; use :func:`tag_corpus` to write them to a file.
+    options : TagOptions, optional
+        All of the above at once (instead of the keywords).
 
     Returns
     -------
@@ -116,20 +103,11 @@ def tag(
     >>> tag(docs).select("id", "prov_label", "prov_evidence").rows()
     [('1', 'human', 'declared'), ('2', 'synthetic', 'declared'), ('3', 'unknown', 'none')]
     """
+    opts = _options(options, keywords)
     rejects: list[Reject] = []
-    reader = CorpusReader(
-        source,
-        id_field=id_field,
-        text_field=text_field,
-        batch_size=batch_size,
-        strict=strict,
-        on_reject=on_reject or rejects.append,
-    )
-    with opened_ledger(ledger) as db:
-        if signals is None:
-            signals = build_signals(ledger=db, declared=declared, near_threshold=near_threshold,
-                                    watermark=watermark, detector=detector)
-        frames = list(iter_tagged(reader, Tagger(signals), progress=progress))
+    reader = opts.reader(source, on_reject or rejects.append)
+    with opened_ledger(opts.ledger) as db:
+        frames = list(iter_tagged(reader, opts.tagger(db), progress=progress))
     if rejects:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(reader.counts.by_reason.items()))
         warnings.warn(
@@ -140,71 +118,62 @@ def tag(
         )
     if frames:
         return pl.concat(frames, how="diagonal_relaxed")
-    return pl.DataFrame(schema=tagged_schema(id_field, text_field))
+    return pl.DataFrame(schema=tagged_schema(opts.id_field, opts.text_field))
 
 
 def tag_corpus(
     input: str | os.PathLike,
     output: str | os.PathLike,
     *,
-    ledger: Ledger | str | os.PathLike | None = None,
-    declared: Sequence[DeclaredRule | str] | None = DEFAULT_RULES,
-    near_threshold: float | None = DEFAULT_NEAR_THRESHOLD,
-    watermark: Any = None,
-    detector: Any = None,
-    signals: Sequence[Signal] | None = None,
-    id_field: str = ID,
-    text_field: str = TEXT,
-    strict: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    engine: str | RayEngine = "local",
+    ray_address: str | None = None,
     estimate_prevalence: bool = False,
     progress: bool = False,
-    engine: Any = "local",
-    ray_address: str | None = None,
+    options: TagOptions | None = None,
+    **keywords: Any,
 ) -> TagReport:
     """Tag a corpus file by file and batch by batch into ``output`` (parquet or jsonl).
 
     Memory stays bounded by the batch size. Rows that cannot be read go to
     ``<output>.rejects.jsonl`` (created only if there are any), so that output rows + rejected
     rows = input rows. Both files appear atomically: an interrupted run leaves no partial output.
-    Parameters are those of :func:`tag`. With ``estimate_prevalence`` (needs a detector
-    calibrated on human and machine text), the report adds the share of synthetic documents
-    corrected for the detector's measured error rates (Rogan-Gladen, 95% interval).
+    The keywords (evidence and reading options) are those of :func:`tag`. With
+    ``estimate_prevalence`` (needs a detector calibrated on human and machine text), the report
+    adds the share of synthetic documents corrected for the detector's measured error rates
+    (Rogan-Gladen, 95% interval).
 
     ``engine="ray"`` (or a :class:`~provenance.engines.RayEngine`) tags the shards on a Ray
     cluster (``ray_address``, default: a local Ray) with the same output; see
     :mod:`provenance.ray_tagger`. Needs ``pip install "tailguard[ray]"``.
+
+    Examples
+    --------
+    >>> import json, pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "crawl.jsonl").write_text(
+    ...     json.dumps({"id": "a", "text": "hi", "is_synthetic": True}) + "\\n{broken\\n")
+    >>> report = tag_corpus(folder / "crawl.jsonl", folder / "tagged.parquet", batch_size=100)
+    >>> report.counts.accepted, report.counts.rejected, report.by_evidence
+    (1, 1, {'declared': 1})
+    >>> import shutil; shutil.rmtree(folder)
     """
+    opts = _options(options, keywords)
     ray_engine = resolve_engine(engine, ray_address)
     if ray_engine is not None:
-        return tag_corpus_ray(
-            input, output, engine=ray_engine, ledger=ledger, declared=declared,
-            near_threshold=near_threshold, watermark=watermark, detector=detector,
-            signals=signals, id_field=id_field, text_field=text_field, strict=strict,
-            batch_size=batch_size, estimate_prevalence=estimate_prevalence, progress=progress,
-        )
-    check_tag_output(input, output, ledger=ledger, watermark=watermark, detector=detector)
+        return tag_corpus_ray(input, output, opts, engine=ray_engine,
+                              estimate_prevalence=estimate_prevalence, progress=progress)
+    check_tag_output(input, output, **opts.reads())
     start = time.perf_counter()
     rejects_file = rejects_path_for(output)
     with (
-        opened_ledger(ledger) as db,
+        opened_ledger(opts.ledger) as db,
         RejectsWriter(rejects_file) as sink,
-        CorpusWriter(output, schema=tagged_schema(id_field, text_field)) as writer,
+        CorpusWriter(output, schema=tagged_schema(opts.id_field, opts.text_field)) as writer,
     ):
-        if signals is None:
-            signals = build_signals(ledger=db, declared=declared, near_threshold=near_threshold,
-                                    watermark=watermark, detector=detector)
-        tagger = Tagger(signals)
+        tagger = opts.tagger(db)
         if estimate_prevalence:
             prevalence_detector(tagger)
-        reader = CorpusReader(
-            input,
-            id_field=id_field,
-            text_field=text_field,
-            batch_size=batch_size,
-            strict=strict,
-            on_reject=sink,
-        )
+        reader = opts.reader(input, sink)
         for batch in iter_tagged(reader, tagger, progress=progress):
             writer.write(batch)
     extra = {"prevalence": corpus_prevalence(tagger)} if estimate_prevalence else {}

@@ -277,9 +277,9 @@ def test_collapse_run_writes_results_plots_and_a_summary(tmp_path: Path) -> None
 
 def test_collapse_run_usage_and_config_errors(tmp_path: Path) -> None:
     code, _, stderr = run("collapse", "run", "gmm", "--ddof", "0", "-o", str(tmp_path / "x"))
-    assert code == 2 and "--ddof applies to the gaussian family only" in stderr
+    assert code == 1 and "error: ddof applies to the gaussian family only" in stderr
     code, _, stderr = run("collapse", "run", "gaussian", "--data", "d.npz", "-o", str(tmp_path))
-    assert code == 2 and "--data applies to the vae family only" in stderr
+    assert code == 1 and "error: data applies to the vae family only" in stderr
     code, _, stderr = run("collapse", "run", "gaussian", "--policy", "retain:2",
                           "-o", str(tmp_path / "y"))
     assert code == 1 and "error: policy 'retain:2': the retained fraction must be in (0, 1]" in (

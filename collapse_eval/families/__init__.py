@@ -1,30 +1,32 @@
-"""Model families of the recursive experiments, by name."""
+"""Model families of the recursive experiments: the tensor families' base class and, by name,
+their classes (the registry itself is :mod:`collapse_eval.family_registry`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from collapse_eval.families.base import MetricContext, NumericFamily, Params
+from collapse_eval.family_registry import (
+    DEFAULT_POLICIES,
+    FAMILIES,
+    NUMERIC_FAMILIES,
+    TENSOR_OPTIONS,
+    FamilyOption,
+    FamilySpec,
+    family_spec,
+    register_family,
+    register_numeric_family,
+)
 from provenance.errors import ConfigError
-
-NUMERIC_FAMILIES = ("gaussian", "gmm", "vae")
 
 
 def family_class(name: str) -> type[NumericFamily]:
     """The class of a numeric family (imported lazily: the GMM pulls in its EM code)."""
-    if name == "gaussian":
-        from collapse_eval.families.gaussian import GaussianFamily
-
-        return GaussianFamily
-    if name == "gmm":
-        from collapse_eval.families.gmm import GMMFamily
-
-        return GMMFamily
-    if name == "vae":
-        from collapse_eval.families.vae import VAEFamily
-
-        return VAEFamily
-    raise ConfigError(f"unknown family {name!r}; numeric families: {', '.join(NUMERIC_FAMILIES)}")
+    spec = family_spec(name)
+    if spec.family_path is None:
+        raise ConfigError(f"unknown numeric family {name!r}; numeric families: "
+                          f"{', '.join(NUMERIC_FAMILIES)}")
+    return spec.numeric_class()
 
 
 def make_family(name: str, **options: Any) -> NumericFamily:
@@ -39,5 +41,7 @@ def make_family(name: str, **options: Any) -> NumericFamily:
 
 
 __all__ = [
-    "NUMERIC_FAMILIES", "MetricContext", "NumericFamily", "Params", "family_class", "make_family",
+    "DEFAULT_POLICIES", "FAMILIES", "NUMERIC_FAMILIES", "TENSOR_OPTIONS", "FamilyOption",
+    "FamilySpec", "MetricContext", "NumericFamily", "Params", "family_class", "family_spec",
+    "make_family", "register_family", "register_numeric_family",
 ]

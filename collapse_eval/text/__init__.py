@@ -14,8 +14,9 @@ default reproduces the setting at a size that runs on a laptop CPU:
 * :mod:`collapse_eval.text.sampling` -- a KV-cache sampler that continues prompts, with logits
   processors (transformers' watermark among them), and a beam-search wrapper;
 * :mod:`collapse_eval.text.text_metrics` -- n-gram baselines and the tail metrics on token ids;
-* :mod:`collapse_eval.text.loop` -- the recursion itself (with :mod:`~collapse_eval.text.config`,
-  :mod:`~collapse_eval.text.chain`, :mod:`~collapse_eval.text.workers`,
+* :mod:`collapse_eval.text.world` -- the recursion itself, as the engine
+  (:mod:`collapse_eval.engine`) runs it (with :mod:`~collapse_eval.text.config`,
+  :mod:`~collapse_eval.text.options`, :mod:`~collapse_eval.text.chain`,
   :mod:`~collapse_eval.text.progress` and :mod:`~collapse_eval.text.results`);
 * :mod:`collapse_eval.text.report_table` -- the report's numbers by policy and generation.
 """

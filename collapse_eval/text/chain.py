@@ -3,7 +3,7 @@
 A :class:`RunSetup` holds what every chain of a run reads (corpus, tokenizer, human documents,
 held-out blocks); a :class:`Chain` is one (seed, policy) lineage and knows how to build, train,
 measure and publish one generation of it. Both are rebuilt identically in worker processes
-(:mod:`collapse_eval.text.workers`) from the run folder.
+(:mod:`collapse_eval.engine`'s workers) from the run folder.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import math
 import shutil
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from collapse_eval.text.documents import (
 from collapse_eval.text.evidence import TRUTH, write_parquet
 from collapse_eval.text.generation_metrics import HumanReference, generation_metrics
 from mixers.build import build_mixture
+from mixers.manifest import mixture_frame
 from mixers.spec import MixtureSpec, Source
 from provenance.atomic import atomic_path
 from provenance.errors import TailguardWarning
@@ -181,7 +181,7 @@ class Chain:
         self._detector: Any = None
         self._watermark_scorer: Any = None
         tagger = None if policy is None else policy.tagger
-        # The lineage's ledger (see the module notes of collapse_eval.text.loop): only a policy
+        # The lineage's ledger (see the module notes of collapse_eval.text.world): only a policy
         # that tags with the ledger has one.
         self.lineage_path = (self.folder / "ledger.sqlite"
                              if tagger is not None and tagger.kind == "ledger" else None)
@@ -373,7 +373,7 @@ class Chain:
         self.rates = None
         sources = self.sources(generation, folder)
         manifest = build_mixture(self.spec(generation, sources), folder / "mixture")
-        mixture = pl.read_parquet(sorted((folder / "mixture").glob("part-*.parquet")))
+        mixture = mixture_frame(folder / "mixture")  # the shards the manifest lists, checked
         timing["tag_and_mix_seconds"] = time.perf_counter() - started
         pieces = encode_documents(setup.tokenizer, mixture.get_column("text").to_list())
         blocks = token_stream_blocks(pieces, setup.recipe.block)
@@ -467,27 +467,6 @@ class Chain:
                                     temperature=config.temperature, top_k=config.top_k,
                                     logits_processors=[processor], seed=seed, batch_size=batch,
                                     device=setup.device)
-
-
-def first_model(shared: Chain, bar: Any, *, load: bool = True,
-                log: Callable[[int, str | None, int], None] | None = None) -> Any:
-    """Generation 0 of a seed: trained (or reloaded) once and shared by every policy.
-
-    ``load=False`` (the workers load it themselves): train it if needed, return nothing.
-    ``log(seed, None, 0)`` is called when it has been trained here."""
-    from collapse_eval.text.model import load_model
-
-    if shared.completed(0):
-        bar.update(1)
-        return (load_model(shared.generation_dir(0) / "model", device=shared.setup.device)
-                if load else None)
-    bar.set_description(f"lm generation 0 seed {shared.seed}")
-    model = shared.step(0, None)
-    bar.update(1)
-    if log is not None:
-        log(shared.seed, None, 0)
-    warn_if_no_better_than_bigram(shared)
-    return model if load else None
 
 
 def warn_if_no_better_than_bigram(shared: Chain) -> None:

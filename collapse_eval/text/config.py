@@ -7,22 +7,18 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from collapse_eval.policies import parse_policies
 from collapse_eval.text import evidence
 from collapse_eval.text.model import MODEL_SHAPE_FIELDS, LMRecipe
+from collapse_eval.text.options import DEFAULT_LM_POLICIES, DETECTOR_SOURCES
 from provenance.errors import ConfigError
 
-DEFAULT_LM_POLICIES = ("replace", "retain:0.1", "accumulate", "scrape", "filter:oracle",
-                       "filter:watermark", "filter:ledger", "filter:detector", "reweight")
 DECODINGS = ("sample", "beam")
-#: Where the ``detector`` tagger's detector comes from (see :mod:`collapse_eval.text.evidence`).
-DETECTOR_SOURCES = ("trained", "shipped", "zero-shot")
 #: Recipe defaults when ``model`` fine-tunes a pretrained LM (as the paper fine-tunes OPT-125m):
 #: the from-scratch learning rate would wreck pretrained weights.
 FINE_TUNE_DEFAULTS = {"lr": 5e-5, "epochs": 5, "weight_decay": 0.0}
-
 
 
 @dataclass(frozen=True)
@@ -44,6 +40,9 @@ class LMCollapseConfig:
     ``detector_model``), ``shipped`` (tailguard's pretrained detector, threshold recalibrated)
     or ``zero-shot`` (Fast-DetectGPT scored by ``detector_model``, kept for comparison).
     """
+
+    #: the family's name (not a field: it is not a setting; config.json records it)
+    family: ClassVar[str] = "lm"
 
     policies: tuple[str, ...] = DEFAULT_LM_POLICIES
     generations: int = 10
@@ -123,7 +122,7 @@ class LMCollapseConfig:
         return recipe
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {"family": self.family, **asdict(self)}
         data["policies"], data["seeds"] = list(self.policies), list(self.seeds)
         return data
 
@@ -135,5 +134,6 @@ def load_lm_config(out_dir: str | os.PathLike) -> LMCollapseConfig:
 
 
 def config_from_dict(data: dict[str, Any]) -> LMCollapseConfig:
+    """The config :meth:`LMCollapseConfig.as_dict` saved (``config.json``, a worker's task)."""
     return LMCollapseConfig(**{k: tuple(v) if isinstance(v, list) and k != "recipe" else v
-                               for k, v in data.items()})
+                               for k, v in data.items() if k != "family"})

@@ -47,17 +47,18 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from collapse_eval.policies import EVIDENCE_TAGGERS, TEXT_TAGGERS
 from provenance.atomic import atomic_path
+from provenance.registry import tagger_options
 from provenance.schema import Label
 
-__all__ = ["TRUTH", "fixed_tagger", "oracle_tagged", "rates_against_truth", "untagged",
-           "watermark_key", "zero_shot_detector", "trained_detector", "shipped_detector",
-           "discriminator_detector"]
+__all__ = ["TEXT_TAGGERS", "TRUTH", "fixed_tagger", "oracle_tagged", "rates_against_truth",
+           "untagged", "watermark_key", "zero_shot_detector", "trained_detector",
+           "shipped_detector", "discriminator_detector"]
 
 #: The column that says where a document really came from (for measurement only: no tagger
 #: reads it, and the declared-metadata rules do not know it).
 TRUTH = "true_origin"
-TEXT_TAGGERS = ("oracle", "ledger", "watermark", "detector", "discriminator")
 
 
 def watermark_key(tokenizer_name: str, vocab_size: int, tokenizer_size: int, *, seed: int,
@@ -156,17 +157,16 @@ def discriminator_detector(human_texts: Sequence[str], machine_texts: Sequence[s
 
 def fixed_tagger(kind: str, *, ledger: Any = None, watermark: Any = None,
                  detector: Any = None) -> dict[str, Any]:
-    """The ``tag_corpus`` evidence arguments of one tagger (and nothing else)."""
-    options: dict[str, Any] = {"declared": None, "near_threshold": None}
-    if kind == "ledger":
-        options.update(ledger=ledger, near_threshold=0.8)
-    elif kind == "watermark":
-        options["watermark"] = watermark
-    elif kind in ("detector", "discriminator"):
-        options["detector"] = detector
-    else:
+    """The ``tag_corpus`` evidence arguments of one tagger (and nothing else), from the library's
+    registry (:func:`provenance.registry.tagger_options`); the discriminator is a detector.
+
+    >>> fixed_tagger("discriminator", detector="D", ledger="L")["detector"]
+    'D'
+    """
+    evidence_kind = "detector" if kind == "discriminator" else kind
+    if evidence_kind not in EVIDENCE_TAGGERS:
         raise ValueError(f"no tag_corpus evidence for tagger {kind!r}")
-    return options
+    return tagger_options(evidence_kind, ledger=ledger, watermark=watermark, detector=detector)
 
 
 def tag_part(part: Path, out: Path, kind: str, **evidence: Any) -> pl.DataFrame:

@@ -271,7 +271,7 @@ def export_lm_progress(out_dir: str | os.PathLike, dest: str | os.PathLike) -> l
     the rest. Only ``dest`` is written, so this is safe beside the running run; ``dest`` may
     not lie inside the run folder, whose own ``results.parquet`` and ``plots/`` the run
     writes when it finishes."""
-    from collapse_eval.loop import plot_results
+    from collapse_eval.engine import plot_results
     from collapse_eval.text.results import collect_lm_results, plot_data_perplexity
 
     out, dest = Path(out_dir), Path(dest)
@@ -306,7 +306,7 @@ def _run_info_so_far(out: Path, config: Any, progress: LMRunProgress) -> dict[st
     run records)."""
     import polars as pl
 
-    from collapse_eval.loop import config_hash
+    from collapse_eval.engine import config_hash
 
     seed = config.seeds[0]
     first = generation_dir(out, seed, None, 0)

@@ -1,7 +1,7 @@
 """What an LM run folder's finished generations add up to: long-format results and the paper's
 perplexity histograms, read from each generation's files.
 
-The run writes them when it ends (:mod:`collapse_eval.text.loop`); an export of a run still
+The run writes them when it ends (:mod:`collapse_eval.engine`); an export of a run still
 going writes the part finished so far (:func:`collapse_eval.text.progress.export_lm_progress`).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from collapse_eval.loop import RESULT_COLUMNS, config_hash
+from collapse_eval.engine import RESULT_COLUMNS, config_hash
 from collapse_eval.text.chain import generation_dir
 from collapse_eval.text.config import LMCollapseConfig
 

@@ -24,7 +24,9 @@ from provenance.corpus.formats import (
 )
 from provenance.corpus.reader import (
     Corpus,
+    CorpusIds,
     CorpusReader,
+    already_read,
     content_id,
     iter_corpus,
     progress_bar,
@@ -45,11 +47,13 @@ __all__ = [
     "PARQUET_SUFFIXES",
     "Corpus",
     "CorpusCounts",
+    "CorpusIds",
     "CorpusReader",
     "CorpusWriter",
     "Reject",
     "RejectReason",
     "RejectsWriter",
+    "already_read",
     "content_id",
     "iter_corpus",
     "output_format",

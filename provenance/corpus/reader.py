@@ -35,6 +35,62 @@ def content_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def already_read(doc_id: str) -> str:
+    """The message of a ``duplicate_id`` reject."""
+    return f"id {doc_id!r} was already read"
+
+
+class CorpusIds:
+    """The ids a corpus has read so far, and the ids it derived from content.
+
+    This is the one part of reading that depends on every earlier row of the corpus: a document
+    without id gets its content id (:func:`content_id`), numbered ``-2``, ``-3`` ... where the
+    content repeats, and a row whose id was already read is a duplicate. :class:`CorpusReader`
+    keeps one; the Ray tagger's driver keeps the corpus-wide one and passes its workers' shards
+    through it in corpus order, so both engines number and reject ids with this code.
+
+    Examples
+    --------
+    >>> ids = CorpusIds()
+    >>> ids.derive("hello") == content_id("hello"), ids.derive("hello")[-2:]
+    (True, '-2')
+    >>> ids.claim_all(["a", "b", "a"]), ids.claim("b")
+    ([True, True, False], False)
+    """
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self._derived: Counter = Counter()
+
+    def number(self, base: str) -> str:
+        """The id of the next document whose content id is ``base``."""
+        self._derived[base] += 1
+        n = self._derived[base]
+        return base if n == 1 else f"{base}-{n}"
+
+    def derive(self, text: str) -> str:
+        """The id of the next document without one whose text is ``text``."""
+        return self.number(content_id(text))
+
+    def claim(self, doc_id: str) -> bool:
+        """Whether ``doc_id`` is new (it is recorded); ``False`` for an id already read."""
+        if doc_id in self.seen:
+            return False
+        self.seen.add(doc_id)
+        return True
+
+    def claim_all(self, ids: Iterable[str]) -> list[bool]:
+        """:meth:`claim` for each id in order: the first copy of an id is the one kept."""
+        seen, new = self.seen, []
+        for doc_id in ids:
+            if doc_id in seen:
+                new.append(False)
+            else:
+                seen.add(doc_id)
+                new.append(True)
+        return new
+
+
 class CorpusReader:
     """Stream a corpus as validated polars batches; count and route every bad row.
 
@@ -85,8 +141,7 @@ class CorpusReader:
         self.counts = CorpusCounts()
         self.rejects: list[Reject] = []
         self._on_reject = on_reject or self.rejects.append
-        self._seen_ids: set[str] = set()
-        self._derived: Counter = Counter()
+        self.ids = CorpusIds()
         self._inputs = self._resolve()
 
     # -- public -------------------------------------------------------------------------------
@@ -222,12 +277,11 @@ class CorpusReader:
                 f"{type(doc_id).__name__}", line=line, field=self.id_field, raw=record,
             )
         doc_id = str(doc_id)
-        if doc_id in self._seen_ids:
+        if not self.ids.claim(doc_id):
             return self._reject(
-                name, RejectReason.DUPLICATE_ID, f"id {doc_id!r} was already read",
+                name, RejectReason.DUPLICATE_ID, already_read(doc_id),
                 line=line, field=self.id_field, raw=record,
             )
-        self._seen_ids.add(doc_id)
         record[self.id_field] = doc_id
         self.counts.accepted += 1
         return True
@@ -304,16 +358,11 @@ class CorpusReader:
             ]
             frame = frame.with_columns(pl.Series(id_col, ids, dtype=pl.String))
         # Duplicates within the batch and against earlier batches: only the first copy stays.
-        ids = frame.get_column(id_col)
-        seen = self._seen_ids
-        seen_before = pl.Series([i in seen for i in ids.to_list()], dtype=pl.Boolean)
-        dup = (~ids.is_first_distinct()) | seen_before
-        frame = self._reject_rows(
-            name, frame, dup, RejectReason.DUPLICATE_ID, "id was already read", id_col,
-            describe=lambda rec: f"id {rec[id_col]!r} was already read",
+        new = self.ids.claim_all(frame.get_column(id_col).to_list())
+        return self._reject_rows(
+            name, frame, ~pl.Series(new, dtype=pl.Boolean), RejectReason.DUPLICATE_ID,
+            "id was already read", id_col, describe=lambda rec: already_read(rec[id_col]),
         )
-        self._seen_ids.update(frame.get_column(id_col).to_list())
-        return frame
 
     def _decode_binary_text(self, name: str, frame: pl.DataFrame) -> pl.DataFrame:
         col = self.text_field
@@ -373,11 +422,8 @@ class CorpusReader:
         return False
 
     def _derive_id(self, text: str) -> str:
-        base = content_id(text)
-        self._derived[base] += 1
         self.counts.ids_derived += 1
-        n = self._derived[base]
-        return base if n == 1 else f"{base}-{n}"
+        return self.ids.derive(text)
 
     def _order_columns(self, frame: pl.DataFrame) -> pl.DataFrame:
         first = [self.id_field, self.text_field]

@@ -35,7 +35,7 @@ from collapse_eval.bench import (
 )
 from collapse_eval.loop import CollapseConfig
 from collapse_eval.run_lock import run_holder
-from collapse_eval.text.loop import LMCollapseConfig
+from collapse_eval.text.config import LMCollapseConfig
 from provenance.errors import BenchFamilyError, ConfigError
 from provenance.processes import process_alive
 

@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from collapse_eval.loop import CollapseConfig, collect_results, run_collapse
+from collapse_eval.engine import run_collapse
+from collapse_eval.loop import CollapseConfig, collect_results
 from collapse_eval.metrics import METRICS
 from collapse_eval.run_lock import RUNNING_FILE, claim_run_dir
 from provenance.errors import ConfigError, OutputError
@@ -160,14 +161,14 @@ def test_a_resume_may_continue_a_run_for_more_generations(tmp_path: Path) -> Non
 
 def test_a_run_folder_that_cannot_be_written_is_one_line_before_any_work(
         tmp_path: Path, readonly_dir: Path) -> None:
-    from collapse_eval.text.loop import LMCollapseConfig, run_lm_collapse
+    from collapse_eval.text.config import LMCollapseConfig
 
     config = CollapseConfig("gaussian", ("replace",), generations=1, samples=10)
     with pytest.raises(OutputError, match="the output path is empty"):
         run_collapse(config, "", progress=False, plots=False)
     lm = LMCollapseConfig(policies=("replace",), generations=1, seeds=(0,))
     with pytest.raises(OutputError, match="read-only file system"):
-        run_lm_collapse(lm, readonly_dir / "lm", progress=False, plots=False)
+        run_collapse(lm, readonly_dir / "lm", progress=False, plots=False)
     data = tmp_path / "digits"
     data.mkdir()
     vae = CollapseConfig("vae", ("replace",), generations=1, samples=10,

@@ -141,17 +141,40 @@ def test_the_report_covers_the_vae_and_the_language_model(neural_bench_dir: Path
     assert "`rare_ngram_recall`" in md and "tail loss: 1 - rare_ngram_recall" in md
     assert "report_files/lm-data_perplexity_histograms.png" in md
     assert "report_files/lm-test_perplexity.png" in md and "report_files/vae-recall.png" in md
-    # the LM's numbers by generation: generation 0 once, then each policy's generation 1
+    # the LM's numbers by generation: generation 0 once, then each policy's generation 1,
+    # read by column name, so that a reordered column cannot pass or fail unnoticed
     lm = pl.read_parquet(neural_bench_dir / "lm" / "results.parquet")
-    table = [line.split(" | ") for line in md.split("By generation")[1].split("\n\n")[1]
-             .splitlines()[2:]]
-    assert [(r[0], r[1]) for r in table] == [("| all (shared)", "0")] + [
-        (f"| {p}", "1") for p in ("replace", "retain:0.1", "scrape", "filter:oracle",
-                                  "filter:watermark", "filter:ledger")]
-    replace = lm.filter((pl.col("policy") == "replace") & (pl.col("generation") == 1))
-    recall = replace.filter(pl.col("metric") == "rare_ngram_recall")["value"][0]
-    assert table[1][3] == f"{recall:.3f}" and table[1][8] == "1.00"  # all synthetic
-    assert table[5][9] != "" and table[1][9] == ""  # a filter's TPR; replace has none
+    table = _md_table_rows(md.split("By generation")[1].split("\n\n")[1])
+    assert [(r["policy"], r["generation"]) for r in table] == [("all (shared)", "0")] + [
+        (p, "1") for p in ("replace", "retain:0.1", "scrape", "filter:oracle",
+                           "filter:watermark", "filter:ledger")]
+    row = {r["policy"]: r for r in table}
+
+    def value(policy: str, metric: str) -> float:
+        at = lm.filter((pl.col("policy") == policy) & (pl.col("generation") == 1)
+                       & (pl.col("metric") == metric))
+        assert at.height == 1, (policy, metric)  # one seed
+        return at["value"][0]
+
+    assert row["replace"]["rare-bigram recall"] == f"{value('replace', 'rare_ngram_recall'):.3f}"
+    assert row["replace"]["synthetic share"] == "1.00"  # all synthetic
+    tpr = value("filter:watermark", "tagger_tpr")
+    assert row["filter:watermark"]["filter TPR"] == f"{tpr:.3f}"  # what its tagger achieved
+    assert row["replace"]["filter TPR"] == ""  # no filter, no TPR
+
+
+def _md_table_rows(block: str) -> list[dict[str, str]]:
+    """The rows of a markdown table (header, separator, rows) as {column name: cell}."""
+    lines = block.strip().splitlines()
+
+    def cells(line: str) -> list[str]:
+        assert line.startswith("|") and line.endswith("|"), line
+        return [c.strip() for c in line[1:-1].split("|")]
+
+    header = cells(lines[0])
+    assert len(set(header)) == len(header), header
+    assert set(lines[1]) <= set("|-: ") and lines[1].count("|") == len(header) + 1, lines[1]
+    return [dict(zip(header, cells(line), strict=True)) for line in lines[2:]]
 
 
 def test_rerunning_the_neural_benchmark_resumes(neural_bench_dir: Path) -> None:

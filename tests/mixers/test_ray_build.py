@@ -13,14 +13,10 @@ import pytest
 pytest.importorskip("ray", reason='needs Ray: pip install "tailguard[ray]"')
 
 from mixers.build import build_mixture  # noqa: E402
-from mixers.engines import build_mixture_with  # noqa: E402
 from mixers.spec import MixtureSpec, Source  # noqa: E402
 from provenance.engines import RayEngine  # noqa: E402
 from provenance.errors import InputError  # noqa: E402
-from tests.mixers import test_build as local_tests  # noqa: E402
-
-words, awkward_spec = local_tests.words, local_tests.awkward_spec
-awkward = local_tests.awkward  # the fixture: sources whose files disagree
+from tests.mixers.mixture_inputs import awkward_spec, words  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +86,7 @@ def test_ray_writes_exactly_the_shards_of_the_local_build(
 ) -> None:
     spec = MixtureSpec(sources=sources, seed=3, shard_rows=250, **CASES[case])
     local = build_mixture(spec, tmp_path / "local")
-    on_ray = build_mixture_with(spec, tmp_path / "ray", engine="ray")
+    on_ray = build_mixture(spec, tmp_path / "ray", engine="ray")
     expected, expected_sha = sorted_sha256(tmp_path / "local")
     got, got_sha = sorted_sha256(tmp_path / "ray")
     assert got_sha == expected_sha
@@ -135,7 +131,7 @@ def test_awkward_and_in_memory_sources_give_the_same_bytes(
     spec = awkward_spec(awkward, sources=(*base.sources, Source(memory, "human", name="memory")),
                         shard_rows=700, **overrides)
     local = build_mixture(spec, tmp_path / "local")
-    on_ray = build_mixture_with(spec, tmp_path / "ray", engine=RayEngine(workers=1))
+    on_ray = build_mixture(spec, tmp_path / "ray", engine=RayEngine(workers=1))
     assert len(local.shards) > 1 and on_ray.shards == local.shards
     assert on_ray.achieved == local.achieved and on_ray.plan == local.plan
     assert on_ray.achieved["documents_by_source"]["memory"] > 0
@@ -146,7 +142,7 @@ def test_dry_run_and_errors_are_those_of_the_local_build(
     sources: tuple[Source, ...], tmp_path: Path, ray_local
 ) -> None:
     spec = MixtureSpec(sources=sources, target_docs=100, synthetic_ratio=0.5)
-    plan = build_mixture_with(spec, tmp_path / "dry", dry_run=True, engine="ray").plan
+    plan = build_mixture(spec, tmp_path / "dry", dry_run=True, engine="ray").plan
     assert plan == build_mixture(spec, dry_run=True).plan
     assert not (tmp_path / "dry").exists()
     pl.DataFrame({"id": ["a", "a", "b"], "text": ["x", "y", "z"]}).write_parquet(
@@ -154,5 +150,5 @@ def test_dry_run_and_errors_are_those_of_the_local_build(
     duplicated = MixtureSpec(sources=(Source(str(tmp_path / "dup.parquet"), "human"),),
                              target_docs=1)
     with pytest.raises(InputError, match=r"duplicate ids within a source \(dup.parquet: 2 rows"):
-        build_mixture_with(duplicated, tmp_path / "out", engine="ray")
+        build_mixture(duplicated, tmp_path / "out", engine="ray")
     assert not (tmp_path / "out").exists()

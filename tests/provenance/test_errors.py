@@ -32,7 +32,7 @@ def test_every_error_class_lives_in_errors_and_is_a_tailguard_error() -> None:
     assert not elsewhere, "error classes outside provenance/errors.py: " + ", ".join(elsewhere)
     defined = [c for _, c in inspect.getmembers(errors, inspect.isclass)
                if c.__module__ == errors.__name__ and issubclass(c, BaseException)]
-    assert {c.__name__ for c in defined} >= {"DiskSpaceError", "GMMInputError", "LMWorkerError",
+    assert {c.__name__ for c in defined} >= {"DiskSpaceError", "GMMInputError", "ChainWorkerError",
                                              "SketchMismatchError"}
     assert all(issubclass(c, (errors.TailguardError, TailguardWarning)) for c in defined)
 
@@ -60,7 +60,7 @@ def test_errors_cross_processes_with_their_attributes() -> None:
     required keyword arguments cannot be rebuilt from its message alone."""
     import pickle
 
-    sent = [errors.LMWorkerError("chain failed", policy="replace", seed=3),
+    sent = [errors.ChainWorkerError("chain failed", policy="replace", seed=3),
             errors.BenchFamilyError("bench family lm: chain failed", family="lm"),
             errors.InputError("bad row", file="a.jsonl", line=4)]
     for error in sent:

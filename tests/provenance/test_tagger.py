@@ -23,7 +23,7 @@ from provenance.errors import (
     OutputError,
     TailguardWarning,
 )
-from provenance.fusion import Tagger, build_signals, tagged_schema
+from provenance.fusion import Tagger, TagOptions, build_signals, tagged_schema
 from provenance.ledger import Ledger
 from provenance.schema import TAG_COLUMNS, Evidence, Label, Tag
 from provenance.signals import Signal
@@ -202,6 +202,25 @@ def test_tag_corpus_is_deterministic(world: dict, tmp_path: Path) -> None:
     tag_corpus(crawl, tmp_path / "a.parquet", ledger=world["ledger"])
     tag_corpus(crawl, tmp_path / "b.parquet", ledger=world["ledger"])
     assert pl.read_parquet(tmp_path / "a.parquet").equals(pl.read_parquet(tmp_path / "b.parquet"))
+
+
+def test_one_set_of_checked_options_serves_every_call(world: dict, tmp_path: Path) -> None:
+    crawl = tmp_path / "crawl.jsonl"
+    write_dirty_crawl(crawl, world["rows"])
+    options = TagOptions.create(ledger=world["ledger"], near_threshold=None, batch_size=7)
+    by_keywords = tag_corpus(crawl, tmp_path / "a.parquet", ledger=world["ledger"],
+                             near_threshold=None, batch_size=7)
+    by_options = tag_corpus(crawl, tmp_path / "b.parquet", options=options)
+    assert pl.read_parquet(tmp_path / "a.parquet").equals(pl.read_parquet(tmp_path / "b.parquet"))
+    assert by_options.by_evidence == by_keywords.by_evidence
+    assert "ledger_near" not in by_options.signals and by_options.by_evidence["none"] == 15
+    with pytest.raises(ConfigError, match=r"give options= or keywords \(strict\), not both"):
+        tag_corpus(crawl, tmp_path / "c.parquet", options=options, strict=True)
+    with pytest.raises(ConfigError, match="unknown tagging option 'near'"):
+        tag(pl.DataFrame(world["rows"]), near=0.5)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        tag_corpus(crawl, tmp_path / "d.parquet", batch_size=0)
+    assert not (tmp_path / "c.parquet").exists() and not (tmp_path / "d.parquet").exists()
 
 
 def test_strict_run_fails_without_leaving_partial_files(world: dict, tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 from scipy.special import digamma, gammaln, polygamma
 
-from collapse_eval.loop import CollapseConfig, run_collapse
+from collapse_eval.engine import run_collapse
+from collapse_eval.loop import CollapseConfig
 
 M = 100
 CHAINS = 1000

@@ -8,7 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from collapse_eval.loop import CollapseConfig, run_collapse
+from collapse_eval.engine import run_collapse
+from collapse_eval.loop import CollapseConfig
 from collapse_eval.metrics import METRICS
 
 

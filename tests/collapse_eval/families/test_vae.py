@@ -19,10 +19,11 @@ import pytest
 import torch
 from polars.testing import assert_frame_equal
 
+from collapse_eval.engine import run_collapse
 from collapse_eval.families import family_class, make_family
 from collapse_eval.families.base import MetricContext
 from collapse_eval.families.vae import ConvVAE, VAEFamily, sample_grid, train_vae
-from collapse_eval.loop import CollapseConfig, run_collapse
+from collapse_eval.loop import CollapseConfig
 from collapse_eval.metrics import METRICS
 from collapse_eval.rng import ChainRandom
 from provenance.errors import ConfigError

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from test_text_loop import SMALL_RECIPE, small_config
 
 from cli import main
-from collapse_eval.text.loop import LMCollapseRun, run_lm_collapse
-from provenance.errors import LMWorkerError
+from collapse_eval.engine import CollapseRun, run_collapse
+from provenance.errors import ChainWorkerError
 
 POLICIES = ("replace", "retain:0.1", "filter:ledger")
 SLUGS = ("replace", "retain_0.1", "filter_ledger")
@@ -41,9 +41,9 @@ def _records(path: Path) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory: pytest.TempPathFactory) -> LMCollapseRun:
+def one_process(tmp_path_factory: pytest.TempPathFactory) -> CollapseRun:
     out = tmp_path_factory.mktemp("lm-jobs") / "one"
-    return run_lm_collapse(_config(), out, progress=False, threads=1, device="cpu", plots=False)
+    return run_collapse(_config(), out, progress=False, threads=1, device="cpu", plots=False)
 
 
 def test_two_workers_give_the_results_of_one_process(one_process, tmp_path: Path):
@@ -88,7 +88,7 @@ def test_a_resume_with_other_jobs_gives_the_same_results(one_process, tmp_path: 
     # killed mid-run: retain:0.1 in its last generation, filter:ledger in its first
     (copy / "seed-0" / "retain_0.1" / "generation-000002" / "metrics.json").unlink()
     (copy / "seed-0" / "filter_ledger" / "generation-000001" / "metrics.json").unlink()
-    resumed = run_lm_collapse(_config(), copy, resume=True, progress=True, threads=1,
+    resumed = run_collapse(_config(), copy, resume=True, progress=True, threads=1,
                               device="cpu", plots=False, jobs=2)
     assert resumed.resumed_generations == 1 + 2 + 1 + 0
     assert _results(resumed.results).equals(_results(one_process.results))
@@ -100,7 +100,7 @@ def test_a_resume_with_other_jobs_gives_the_same_results(one_process, tmp_path: 
     lineage = Path("seed-0", "filter_ledger", "ledger.sqlite")  # re-registered, not duplicated
     assert _records(copy / lineage) == _records(one_process.out_dir / lineage)
     # a resume of a complete run does nothing, whatever the jobs
-    again = run_lm_collapse(_config(), copy, resume=True, progress=False, threads=1,
+    again = run_collapse(_config(), copy, resume=True, progress=False, threads=1,
                             device="cpu", plots=False, jobs=3)
     assert again.resumed_generations == 1 + len(POLICIES) * GENERATIONS
 
@@ -117,10 +117,10 @@ def test_a_failing_chain_is_named_and_stops_the_others(tmp_path: Path):
     _prepared(out, config)
     (out / "seed-0").mkdir()
     (out / "seed-0" / "filter_ledger").write_text("a file where the chain's folder goes\n")
-    with pytest.raises(LMWorkerError, match=r"^lm policy filter:ledger \(seed 0\) failed in its "
+    with pytest.raises(ChainWorkerError, match=r"^lm policy filter:ledger \(seed 0\) failed in its "
                        r"worker process: NotADirectoryError") as info:
-        run_lm_collapse(config, out, resume=True, progress=False, threads=1, device="cpu",
-                        plots=False, jobs=2)
+        run_collapse(config, out, resume=True, progress=False, threads=1, device="cpu",
+                     plots=False, jobs=2)
     assert (info.value.policy, info.value.seed) == ("filter:ledger", 0)
     message = str(info.value)
     assert "continue with --resume" in message.splitlines()[0]
@@ -129,8 +129,8 @@ def test_a_failing_chain_is_named_and_stops_the_others(tmp_path: Path):
     assert (out / "seed-0" / "generation-000000" / "metrics.json").exists()  # kept
     # with the cause gone, --resume continues from what was finished
     (out / "seed-0" / "filter_ledger").unlink()
-    run = run_lm_collapse(config, out, resume=True, progress=False, threads=1, device="cpu",
-                          plots=False, jobs=2)
+    run = run_collapse(config, out, resume=True, progress=False, threads=1, device="cpu",
+                       plots=False, jobs=2)
     assert run.resumed_generations >= 1
     assert set(run.results.filter(pl.col("generation") == 1)["policy"]) == {"replace",
                                                                            "filter:ledger"}
@@ -142,7 +142,7 @@ def test_one_process_logs_the_generations_it_finishes(one_process, tmp_path: Pat
     shutil.copytree(one_process.out_dir, copy)
     chain = copy / "seed-0" / "filter_ledger"
     (chain / "generation-000002" / "metrics.json").unlink()
-    run = run_lm_collapse(_config(), copy, resume=True, progress=True, threads=1,
+    run = run_collapse(_config(), copy, resume=True, progress=True, threads=1,
                           device="cpu", plots=False)
     assert (chain / "generation-000002" / "metrics.json").exists()
     logged = re.findall(r"lm seed 0 (\S+) generation (\d)/2 done", capfd.readouterr().err)
@@ -154,14 +154,17 @@ def test_one_process_logs_the_generations_it_finishes(one_process, tmp_path: Pat
 def test_the_growing_chain_is_handed_out_first():
     from collapse_eval.policies import parse_policies
     from collapse_eval.text.config import LMCollapseConfig
-    from collapse_eval.text.workers import longest_first
+    from collapse_eval.text.world import chain_cost
 
     policies = parse_policies(LMCollapseConfig().policies)  # the nine defaults
     names = [p.name for p in policies]
-    order = longest_first([(p, 0) for p in policies], generations=10)
-    assert [names[i] for i in order] == ["accumulate"] + [n for n in names if n != "accumulate"]
+
+    def order(done: dict[str, int]) -> list[str]:  # as the engine hands chains out
+        costs = {p.name: chain_cost(p, done.get(p.name, 10), 10) for p in policies}
+        return sorted((n for n in names if costs[n] > 0), key=lambda n: -costs[n])
+
+    assert order(dict.fromkeys(names, 0)) == ["accumulate"] + [n for n in names
+                                                               if n != "accumulate"]
     # one generation left of a growing chain (generation 10: 11 corpora) still outweighs ten
     # fixed-size ones; finished chains are not handed out at all
-    done = {"accumulate": 9, "replace": 0, "scrape": 10}
-    order = longest_first([(p, done.get(p.name, 10)) for p in policies], generations=10)
-    assert [names[i] for i in order] == ["accumulate", "replace"]
+    assert order({"accumulate": 9, "replace": 0, "scrape": 10}) == ["accumulate", "replace"]

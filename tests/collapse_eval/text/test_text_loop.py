@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 import cli as cli_module
 from cli import main
-from collapse_eval.text.loop import LMCollapseConfig, LMCollapseRun, run_lm_collapse
+from collapse_eval.engine import CollapseRun, run_collapse
+from collapse_eval.text.config import LMCollapseConfig
 from provenance.errors import ConfigError, TailguardWarning
 
 #: Small enough for a CPU test, large enough for generation 0 to beat the bigram baseline.
@@ -36,9 +37,9 @@ def small_config(policies: tuple[str, ...], generations: int, docs: int,
 
 
 @pytest.fixture(scope="module")
-def ordering_run(tmp_path_factory: pytest.TempPathFactory) -> LMCollapseRun:
+def ordering_run(tmp_path_factory: pytest.TempPathFactory) -> CollapseRun:
     out = tmp_path_factory.mktemp("lm") / "run"
-    return run_lm_collapse(small_config(ORDERING_POLICIES, 2, DOCS), out, progress=False,
+    return run_collapse(small_config(ORDERING_POLICIES, 2, DOCS), out, progress=False,
                            threads=1, device="cpu")
 
 
@@ -117,7 +118,7 @@ def test_a_resumed_run_gives_the_uninterrupted_results(ordering_run, tmp_path: P
     shutil.copytree(ordering_run.out_dir, copy)
     last = copy / "seed-0" / "retain_0.1" / "generation-000002"
     (last / "metrics.json").unlink()  # killed before the generation was complete
-    resumed = run_lm_collapse(small_config(ORDERING_POLICIES, 2, DOCS), copy, resume=True,
+    resumed = run_collapse(small_config(ORDERING_POLICIES, 2, DOCS), copy, resume=True,
                               progress=False, threads=1, device="cpu")
     assert resumed.resumed_generations == 1 + 2 + 2 + 1
     # run.json's seconds are this invocation's; generation_seconds the whole run's, resumed
@@ -263,7 +264,7 @@ def whole_recall_at(results: pl.DataFrame, generation: int) -> dict[str, float]:
 def test_every_policy_and_tagger_runs(tmp_path: Path):
     policies = ("accumulate", "scrape", "filter:oracle", "filter:ledger", "filter:detector",
                 "filter:discriminator", "reweight")
-    run = run_lm_collapse(small_config(policies, 1, 600, articles=8), tmp_path / "all",
+    run = run_collapse(small_config(policies, 1, 600, articles=8), tmp_path / "all",
                           progress=False, threads=1, device="cpu", plots=False)
     tpr, fpr = _final(run.results, "tagger_tpr", 1), _final(run.results, "tagger_fpr", 1)
     assert tpr["filter:oracle"] == 1.0 and fpr["filter:oracle"] == 0.0
@@ -383,10 +384,11 @@ def test_cli_runs_the_lm_family_and_rejects_numeric_options(
     runner = CliRunner()
     bad = runner.invoke(main, ["collapse", "run", "lm", "--samples", "10", "-o",
                                str(tmp_path / "x")])
-    assert bad.exit_code == 2 and "--samples do not apply to the lm family" in bad.output
+    assert bad.exit_code == 1 and ("samples applies to the gaussian, gmm and vae families only"
+                                   in bad.output)
     bad = runner.invoke(main, ["collapse", "run", "gaussian", "--max-train-docs", "10", "-o",
                                str(tmp_path / "y")])
-    assert bad.exit_code == 2 and "apply to the lm family only" in bad.output
+    assert bad.exit_code == 1 and "max_train_docs applies to the lm family only" in bad.output
     args = ["collapse", "run", "lm", "--policy", "replace", "--generations", "1",
             "--max-articles", "6", "--max-train-docs", "300", "--threads", "1",
             "--device", "cpu", "--no-plots", "--json", "-o", str(tmp_path / "cli")]
@@ -405,8 +407,9 @@ def test_cli_runs_the_lm_family_and_rejects_numeric_options(
         result = runner.invoke(main, [*args, "--resume"])  # 300 documents: too few to learn
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["final"]["replace"]["synthetic_share"] == 1.0
-    assert report["baselines"]["test_bigram_ppl"] > 1
+    final = {(row["policy"], row["metric"]): row["mean"] for row in report["final"]}
+    assert report["family"] == "lm" and final["replace", "synthetic_share"] == 1.0
+    assert report["baselines"]["bigram_ppl"] > 1
 
 
 def test_a_running_run_holds_its_folder_and_a_killed_one_is_told_apart(tmp_path: Path):
