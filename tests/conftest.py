@@ -13,8 +13,10 @@ Heavy imports (torch, transformers) happen inside the fixtures: collecting the s
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,3 +172,32 @@ def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> TinyGPT2:
 
     path = build_once(_shared_root(tmp_path_factory), "tiny-gpt2", build)
     return TinyGPT2(path, PreTrainedTokenizerFast.from_pretrained(path), train_texts, held_out)
+
+
+# ---- a real browser, for the HTML report and the docs site ----------------------------------
+
+
+def find_browser() -> str | None:
+    """A Chromium-family browser on PATH, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def headless(browser: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the browser headless (no sandbox: tests may run as root) and return its output."""
+    return subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-extensions", "--hide-scrollbars", "--no-first-run", *args],
+        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``browser(*args)`` runs headless Chromium with those arguments; skips where there is none."""
+    path = find_browser()
+    if path is None:
+        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium package)")
+    return functools.partial(headless, path)

@@ -9,6 +9,7 @@ import math
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -195,14 +196,6 @@ def test_a_single_lm_run_folder_reports_too(neural_bench_dir: Path, tmp_path: Pa
     assert "## lm" in written.markdown.read_text() and len(written.images) >= 7
 
 
-def _browser() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 #: injected at the top of <head>: counts console errors, script errors and resources that fail to
 #: load (error events do not bubble, so they are caught on the capture phase)
 _WATCH = ("<script>window.__errors=[];const e=console.error.bind(console);"
@@ -215,12 +208,6 @@ _PROBE = ("<script>window.addEventListener('load',()=>{const imgs=[...document.i
           "document.body.setAttribute('data-errors',window.__errors.length);});</script>")
 
 
-def _headless(browser: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--hide-scrollbars", *args], capture_output=True, text=True, timeout=120)
-
-
 def _colours(png: Path) -> int:
     """How many distinct colours a screenshot has (1: a blank page)."""
     from PIL import Image
@@ -231,16 +218,14 @@ def _colours(png: Path) -> int:
 
 @pytest.mark.parametrize("folder", ["bench_dir", "neural_bench_dir"])
 def test_report_html_renders_in_a_headless_browser_with_every_image(
-        folder: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+        folder: str, request: pytest.FixtureRequest, tmp_path: Path,
+        browser: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     bench_dir: Path = request.getfixturevalue(folder)
-    browser = _browser()
-    if browser is None:
-        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium package)")
     page = (bench_dir / "report.html").read_text()
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("<head>", "<head>" + _WATCH, 1)
                      .replace("</body>", _PROBE + "</body>"))
-    proc = _headless(browser, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri())
+    proc = browser("--virtual-time-budget=5000", "--dump-dom", probe.as_uri(), timeout=120)
     match = re.search(r'data-images="(\d+)/(\d+)"', proc.stdout)
     assert match, proc.stderr[-2000:]
     loaded, total = int(match.group(1)), int(match.group(2))
@@ -249,7 +234,7 @@ def test_report_html_renders_in_a_headless_browser_with_every_image(
     assert 'data-errors="0"' in proc.stdout, proc.stderr[-2000:]
     # the first screen: title, the generated paragraph and the contents, drawn (not blank)
     shot = tmp_path / "first-screen.png"
-    _headless(browser, f"--screenshot={shot}", "--window-size=1280,900",
-              (bench_dir / "report.html").as_uri())
+    browser(f"--screenshot={shot}", "--window-size=1280,900", (bench_dir / "report.html").as_uri(),
+            timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _colours(shot) > 16

@@ -4,7 +4,7 @@
 skips where the docs extra is not installed. ``served_site`` serves it over HTTP on localhost
 (the theme's search runs in a web worker, which a ``file://`` page may not start) and injects a
 watcher at the top of every page's ``<head>`` that counts console errors, script errors and
-resources that fail to load. ``browser`` runs headless Chromium; skips where there is none.
+resources that fail to load. The ``browser`` fixture (tests/conftest.py) runs headless Chromium.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import functools
 import http.server
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,32 +40,6 @@ PROBE = ("<script>window.addEventListener('load',()=>setTimeout(()=>{"
          "document.body.setAttribute('data-errors',window.__errors.length);"
          "document.body.setAttribute('data-error-text',window.__errors.join(' | '));"
          "},500));</script>")
-
-
-def find_browser() -> str | None:
-    """A Chromium-family browser on PATH, or None."""
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def headless(browser: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run the browser headless (no sandbox: tests may run as root) and return its output."""
-    return subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-extensions", "--hide-scrollbars", "--no-first-run", *args],
-        capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="session")
-def browser() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``browser(*args)`` runs headless Chromium with those arguments; skips where there is none."""
-    path = find_browser()
-    if path is None:
-        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium package)")
-    return functools.partial(headless, path)
 
 
 @pytest.fixture(scope="session")
