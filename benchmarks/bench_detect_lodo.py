@@ -8,13 +8,16 @@ and domains unseen), for every file: AUROC and TPR at 1% FPR of
 * the **n-gram classifier** (hashed character n-grams + logistic regression) trained on the
   three other files;
 * the **supervised detector** (:func:`provenance.detectors.train`'s recipe) trained on the
-  three other files, alone and as the **cascade** (char n-gram first stage, band chosen on the
-  training files' out-of-fold scores).
+  three other files, alone and as the **cascade** (char n-gram first stage, band chosen on
+  scores of each training file held out in turn, as ``train`` chooses it);
+* two ablations of it on the same inputs: a **logistic regression** head instead of the
+  network, and the **char classifier's score as a head feature** (it is the first stage only).
 
 and the FPR of the worst domain at a threshold set for 1% on the training files' out-of-fold
-human scores. Then speed on 2 CPU cores (or a GPU): docs/s of the full detector (every document
-read by the LM) against the cascade on the same documents, and int8 dynamic quantisation of the
-scorer's linear layers (kept only if AUROC holds within 0.005).
+human scores (each from a fit on the other folds, as ``tailguard detect-train`` sets it). Then
+speed on 2 CPU cores (or a GPU): docs/s of the full detector (every document read by the LM)
+against the cascade on the same documents, and int8 dynamic quantisation of the scorer's
+linear layers (kept only if AUROC holds within 0.005).
 
 Per-token statistics come from the token store (``~/.cache/tailguard/token-terms.sqlite``):
 the first run scores all 3,953 documents (about an hour on 2 CPU cores), later runs read them.
@@ -33,15 +36,19 @@ from typing import Any
 
 import numpy as np
 from _common import ROOT, machine, write_result  # noqa: E402  (also puts ROOT on sys.path)
+from sklearn.linear_model import LogisticRegression
 
 from provenance.detectors import NgramClassifier, TokenStatistics  # noqa: E402
 from provenance.detectors.lm_statistics import fast_detectgpt_criterion  # noqa: E402
 from provenance.detectors.ngram import NgramParams  # noqa: E402
+from provenance.detectors.supervised import MLPHead  # noqa: E402
 from provenance.detectors.token_store import TokenStore  # noqa: E402
 from provenance.detectors.training import (  # noqa: E402
     Trainer,
     build_table,
     choose_band,
+    fold_ids,
+    held_out_dataset_scores,
     read_labelled,
 )
 from provenance.errors import TailguardWarning  # noqa: E402
@@ -69,15 +76,23 @@ def held_out_file(name: str, data: Any, table: Any, trainer: Trainer, y: np.ndar
                   scored: np.ndarray) -> dict[str, Any]:
     test = np.flatnonzero((data.groups["dataset"] == name) & scored)
     train = np.flatnonzero((data.groups["dataset"] != name) & scored)
+    trainer.alpha = None  # chosen on the three training files, then kept for their OOF fits
     ngrams, char, head, inner = trainer.fit(train)
+    trainer.alpha = trainer.last_alpha
     applied = trainer.apply(ngrams, char, test)
     supervised = head.log_odds(applied.x)
-    # The cascade: stage 1's Platt map and band from the training files' out-of-fold scores.
+    # The threshold and the cascade's band from the training files' out-of-fold scores, as
+    # train() sets them (in-sample scores of a network are too confident to calibrate on).
     from provenance.detectors.calibration import fit_platt
 
-    inner_head = head.log_odds(inner.x)
+    inner_head = out_of_fold(trainer, train, y)
     a1, b1 = fit_platt(inner.char_raw[y[train] == 0], inner.char_raw[y[train] == 1])
-    band = choose_band(a1 * inner.char_raw + b1, inner_head, y[train], 0.005)
+    # The band as train() chooses it: on scores of each training file held out in turn.
+    head_all, char_all = np.zeros(len(y)), np.zeros(len(y))
+    head_all[train], char_all[train] = inner_head, inner.char_raw
+    head_all, char_all = held_out_dataset_scores(trainer, train, data.groups["dataset"],
+                                                 head_all, char_all)
+    band = choose_band(a1 * char_all[train] + b1, head_all[train], y[train], 0.005)
     stage1 = a1 * applied.char_raw + b1
     cascade, settled_share = supervised, 0.0
     if band is not None:
@@ -95,6 +110,15 @@ def held_out_file(name: str, data: Any, table: Any, trainer: Trainer, y: np.ndar
                zero_shot_all(table, scored).items()}
     methods["ngram_classifier"] = quality(y[test], applied.char_raw)
     methods["supervised"] = quality(y[test], supervised)
+    # Two ablations on the same stacked inputs: a logistic regression instead of the network,
+    # and the character classifier's out-of-fold score as one more head feature.
+    logistic = LogisticRegression(C=0.01, max_iter=5000, class_weight="balanced").fit(
+        np.clip((inner.x - head.mean) / head.scale, -20, 20), y[train])
+    methods["ablation_logistic_head"] = quality(y[test], logistic.decision_function(
+        np.clip((applied.x - head.mean) / head.scale, -20, 20)))
+    with_char = MLPHead.fit(np.c_[inner.x, inner.char_raw], y[train], alpha=trainer.alpha)
+    methods["ablation_char_score_in_head"] = quality(
+        y[test], with_char.log_odds(np.c_[applied.x, applied.char_raw]))
     methods["supervised_cascade"] = {**quality(y[test], cascade),
                                      "settled_by_first_stage": round(settled_share, 4)}
     return {"n_human": int(humans.sum()), "n_machine": int((~humans).sum()),
@@ -102,6 +126,16 @@ def held_out_file(name: str, data: Any, table: Any, trainer: Trainer, y: np.ndar
                 np.mean(supervised[humans] >= threshold)), 4),
             "worst_domain_fpr": {"domain": worst[0], "fpr": worst[1]},
             "fpr_by_domain": fpr_by_domain}
+
+
+def out_of_fold(trainer: Trainer, rows: np.ndarray, y: np.ndarray, folds: int = 5
+                ) -> np.ndarray:
+    """Head log-odds of ``rows``, each from a fit on the other folds (as :func:`train`)."""
+    fold = fold_ids(y[rows], folds, 0)
+    scores = np.zeros(len(rows))
+    for f in range(folds):
+        scores[fold == f] = trainer.predict(rows[fold != f], rows[fold == f], with_char=False)[0]
+    return scores
 
 
 _ZS: dict[str, np.ndarray] = {}

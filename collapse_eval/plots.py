@@ -48,6 +48,9 @@ def saved_figure(path: str | os.PathLike, figsize: tuple[float, float] = (7, 4.2
         yield fig, (ax[0, 0] if panels == 1 else ax[0])
         if layout is None:
             fig.tight_layout()
+            # tight_layout leaves a placeholder layout engine behind, for which savefig draws
+            # the whole figure once more before drawing it for real; the layout is done
+            fig.set_layout_engine(None)
         with atomic_path(Path(path)) as tmp:
             fig.savefig(tmp, format="png")
     finally:

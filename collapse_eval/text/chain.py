@@ -44,6 +44,9 @@ from provenance.atomic import atomic_path
 from provenance.errors import TailguardWarning
 from provenance.schema import Label
 
+#: Most known-synthetic documents the ``detector`` tagger is fitted or calibrated on.
+MAX_DETECTOR_DOCS = 2000
+
 # ------------------------------------------------------------------------------------------------
 # the shared setup of a run
 
@@ -179,6 +182,8 @@ class Chain:
         self.folder = chain_dir(setup.out, seed, None if policy is None else policy.name)
         self.name = "shared" if policy is None else policy_slug(policy.name)
         self._detector: Any = None
+        self._detector_known: tuple[int, ...] | None = None
+        self._detector_lm: Any = None
         self._watermark_scorer: Any = None
         tagger = None if policy is None else policy.tagger
         # The lineage's ledger (see the module notes of collapse_eval.text.world): only a policy
@@ -288,7 +293,7 @@ class Chain:
         out.parent.mkdir(parents=True, exist_ok=True)
         detector = self._detector
         if kind == "detector":
-            detector = self._fixed_detector()
+            detector = self._detector_at(generation)
         return evidence.tag_part(path, out, kind,
                                  ledger=self.lookup_ledger() if kind == "ledger" else None,
                                  watermark=self._scorer() if kind == "watermark" else None,
@@ -302,44 +307,70 @@ class Chain:
                                                      device=self.setup.device)
         return self._watermark_scorer
 
-    def _fixed_detector(self) -> Any:
-        """The ``detector`` tagger's detector (``detector_source``), made when first needed and
-        kept: documents the lab knows are synthetic (generation 1's, in the ledger) against the
-        held-out human documents, which no model of the run trained on (never the web's)."""
-        if self._detector is None:
-            setup = self.setup
-            config = setup.config
-            machine = pl.read_parquet(self.published_path(1)).get_column("text").head(2000)
-            if config.detector_source == "shipped":
-                self._detector = evidence.shipped_detector(
-                    setup.valid_docs, machine.to_list(), target_fpr=config.detector_fpr,
-                    device=setup.device)
-            elif config.detector_source == "zero-shot":
-                self._detector = evidence.zero_shot_detector(
-                    self._detector_scorer(), setup.valid_docs, machine.to_list(),
-                    target_fpr=config.detector_fpr, device=setup.device)
-            else:
-                folder = self.folder / "detector"
-                self._detector, report = evidence.trained_detector(
-                    self._detector_scorer(), setup.valid_docs, machine.to_list(),
-                    store=folder / "token-terms.sqlite", target_fpr=config.detector_fpr,
-                    device=setup.device, seed=_seed(self.seed, "detector"))
-                with atomic_path(folder / "training_report.json") as tmp:
-                    tmp.write_text(json.dumps(report, indent=2, default=float) + "\n",
-                                   encoding="utf-8")
+    def _detector_at(self, generation: int) -> Any:
+        """The ``detector`` tagger's detector at ``generation`` (``detector_source``).
+
+        ``trained`` (the default) is fitted anew each generation on what the lab knows it
+        generated, against the held-out human documents, which no model of the run trained on
+        (never the web's): generation 1's documents at generation 1, then the documents
+        published *before* the newest part (up to 2,000, evenly from each earlier generation),
+        so from generation 2 on the newest documents are always tagged by a detector that never
+        saw them. Each part of the web is tagged once, when it is first scraped, by the detector
+        of that generation; the per-token statistics are cached in the chain's
+        ``detector/token-terms.sqlite``, so a refit scores only the new documents (generation 2,
+        which knows no more than generation 1, keeps its detector). ``shipped`` and
+        ``zero-shot`` are calibrated once, on generation 1's documents.
+        """
+        setup = self.setup
+        config = setup.config
+        known = tuple(range(1, max(2, generation))) if config.detector_source == "trained" \
+            else (1,)
+        if self._detector is not None and self._detector_known == known:
+            return self._detector
+        each = MAX_DETECTOR_DOCS // len(known)
+        machine = [text for k in known for text in pl.read_parquet(self.published_path(k))
+                   .get_column("text").head(each).to_list()]
+        if config.detector_source == "shipped":
+            self._detector = evidence.shipped_detector(
+                setup.valid_docs, machine, target_fpr=config.detector_fpr, device=setup.device)
+        elif config.detector_source == "zero-shot":
+            self._detector = evidence.zero_shot_detector(
+                self._detector_scorer(), setup.valid_docs, machine,
+                target_fpr=config.detector_fpr, device=setup.device)
+        else:
+            folder = self.folder / "detector"
+            self._detector, report = evidence.trained_detector(
+                self._detector_scorer(), setup.valid_docs, machine,
+                store=folder / "token-terms.sqlite", target_fpr=config.detector_fpr,
+                device=setup.device, seed=_seed(self.seed, "detector"))
+            report["fitted_on"] = {"generation": generation,
+                                   "synthetic_from_generations": list(known),
+                                   "synthetic_documents": len(machine),
+                                   "human_documents": len(setup.valid_docs)}
+            path = folder / f"generation-{generation:06d}" / "training_report.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(report, indent=2, default=float) + "\n",
+                               encoding="utf-8")
+        self._detector_known = known
         return self._detector
 
     def _detector_scorer(self) -> Any:
-        """The scoring model ``detector_model`` names (generation-0: the run's first model)."""
+        """The scoring model ``detector_model`` names (``generation-0``: the run's first model,
+        which trained on the web's human documents), loaded once per chain."""
         from collapse_eval.text.model import load_model
         from provenance.models import LoadedModel, load_causal_lm
 
-        setup = self.setup
-        if setup.config.detector_model == "generation-0":
-            return LoadedModel("generation-0", load_model(
-                self.generation_dir(0) / "model", device=setup.device), setup.tokenizer,
-                setup.device)
-        return load_causal_lm(setup.config.detector_model, device=setup.device, dtype="float32")
+        if self._detector_lm is None:
+            setup = self.setup
+            if setup.config.detector_model == "generation-0":
+                self._detector_lm = LoadedModel("generation-0", load_model(
+                    self.generation_dir(0) / "model", device=setup.device), setup.tokenizer,
+                    setup.device)
+            else:
+                self._detector_lm = load_causal_lm(setup.config.detector_model,
+                                                   device=setup.device, dtype="float32")
+        return self._detector_lm
 
     def _discriminator(self, generation: int) -> Any:
         newest = pl.read_parquet(self.published_path(generation)).get_column("text").to_list()

@@ -62,7 +62,7 @@ class LMCollapseConfig:
     repetition_penalty: float | None = None
     watermark_bias: float = 2.0
     detector_fpr: float = 0.05
-    detector_model: str = "generation-0"
+    detector_model: str = "smollm2-135m"
     detector_source: str = "trained"
 
     def __post_init__(self) -> None:

@@ -16,15 +16,16 @@ tagger             evidence
 ``watermark``      the green-list watermark (z >= 4, exact binomial test)
 ``detector``       a detector of machine text, threshold for ``detector_fpr`` on held-out human
                    text, by ``detector_source``: ``trained`` (default) the supervised detector
-                   (:func:`provenance.detectors.training.fit_detector`) fitted on the first
-                   generation's published documents (the lab knows it generated them) against
-                   the held-out human documents, which no model of the run trained on, with
-                   per-token statistics of ``detector_model`` (the generation-0 model by
-                   default, or any causal LM, e.g. ``smollm2-135m``); ``shipped`` tailguard's
-                   pretrained detector; ``zero-shot`` Fast-DetectGPT scored by
-                   ``detector_model``, P(synthetic) by a Platt map on the first generation's
-                   output (it assumes which way machine text leans, and a scorer that trained
-                   on the web's human documents finds them machine-like)
+                   (:func:`provenance.detectors.training.fit_detector`) refitted each
+                   generation on the documents the lab knows it generated before the newest
+                   ones (generation 1's at first) against the held-out human documents, which
+                   no model of the run trained on, with per-token statistics of
+                   ``detector_model`` (default SmolLM2-135M, which never read the run's
+                   articles; ``generation-0``, the run's first model, memorised the web's human
+                   documents and flags them); ``shipped`` tailguard's pretrained detector;
+                   ``zero-shot`` Fast-DetectGPT scored by ``detector_model``, P(synthetic) by
+                   a Platt map on the first generation's output (it assumes which way machine
+                   text leans)
 ``discriminator``  a supervised n-gram classifier retrained every generation on human training
                    documents vs the newest generation (the text form of the numeric families'
                    discriminator)

@@ -50,12 +50,13 @@ _DECLARED: tuple[tuple[Any, ...], ...] = (
     ('detector_fpr', 'float',
      'lm: false-positive rate the detectors are calibrated for [0.05].', 0, True),
     ('detector_model', 'str',
-     "lm: scoring model of filter:detector: generation-0 (the run's own first model) or a "
-     'causal LM id/path, e.g. smollm2-135m [generation-0].'),
+     'lm: scoring model of filter:detector: a causal LM id/path that never read the run\'s '
+     "articles, or generation-0 (the run's own first model, which memorised the web's human "
+     'documents) [smollm2-135m].'),
     ('detector_source', 'choice',
-     "lm: the detector of filter:detector: trained on generation 1's documents vs held-out"
-     " human text with --detector-model's token statistics, the shipped pretrained one, or"
-     ' zero-shot Fast-DetectGPT [trained].', DETECTOR_SOURCES),
+     "lm: the detector of filter:detector: refitted each generation on the lab's earlier"
+     " generations vs held-out human text with --detector-model's token statistics, the"
+     ' shipped pretrained one, or zero-shot Fast-DetectGPT [trained].', DETECTOR_SOURCES),
 )
 
 

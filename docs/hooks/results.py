@@ -156,6 +156,8 @@ _METHODS = {
     "ngram_classifier": "n-gram classifier",
     "supervised": "supervised",
     "supervised_cascade": "supervised + cascade",
+    "ablation_logistic_head": "ablation: logistic head",
+    "ablation_char_score_in_head": "ablation: + char score in head",
 }
 
 

@@ -1,12 +1,12 @@
-"""The supervised detector: a linear model over language-model and n-gram features.
+"""The supervised detector: a small network over language-model and n-gram features.
 
 Zero-shot criteria assume which way machine text leans (Fast-DetectGPT: closer to the scoring
 model's expectations). That assumption fails on text from models much larger than the scorer,
 and fails outright where the scorer memorised the human text (the LM loop's generation-0
 model). Following Ghostbuster (Verma et al., NAACL 2024) with an offline scorer, this detector
-keeps the scorer's per-token statistics, adds token n-gram models of human text and the hashed
-character n-gram classifier's score (stacked out-of-fold at training time), summarises them into
-one vector per document (:mod:`.document_features`) and lets a logistic regression learn the
+keeps the scorer's per-token statistics, adds token n-gram models of human text (stacked
+out-of-fold at training time), summarises them into one vector per document
+(:mod:`.document_features`) and lets a one-hidden-layer network (:class:`MLPHead`) learn the
 direction and weight of each from labelled data.
 
 It is also a two-stage cascade: the character n-gram classifier (thousands of documents a
@@ -38,32 +38,79 @@ from provenance.detectors.token_ngrams import TokenNgramModel
 from provenance.errors import ConfigError, InputError
 
 WEIGHTS = "supervised.safetensors"
+#: Hidden units of the head (:class:`MLPHead`).
+HIDDEN = 32
 
 
 @dataclass
-class LinearHead:
-    """Standardise, then a logistic regression: ``coef . (x - mean) / scale + intercept``."""
+class MLPHead:
+    """Standardise, then a one-hidden-layer perceptron: the log-odds of P(synthetic).
+
+    ``relu(z @ w1 + b1) @ w2 + b2`` with ``z = clip((x - mean) / scale, -20, 20)``; evaluated
+    with numpy, so scoring needs no torch and the weights are four plain arrays.
+
+    Why not a logistic regression: measured leave-one-dataset-out on the four labelled files
+    (train on three, test on the fourth, same inputs; ``benchmarks/bench_detect_lodo.py``), the
+    network's mean held-out AUROC was 0.733 against 0.718: higher on OUTFOX and SeqXGPT, lower
+    on PubMed and L2R. A narrow win; the benchmark keeps the logistic head as an ablation.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 3)); y = (x[:, 0] * x[:, 1] > 0).astype(int)
+    >>> head = MLPHead.fit(x, y, alpha=0.01)
+    >>> bool(np.mean((head.log_odds(x) > 0) == y) > 0.8)       # a sign no linear model has
+    True
+    """
 
     mean: np.ndarray
     scale: np.ndarray
-    coef: np.ndarray
-    intercept: float
+    w1: np.ndarray  # (features, hidden)
+    b1: np.ndarray  # (hidden,)
+    w2: np.ndarray  # (hidden,)
+    b2: float
 
     def log_odds(self, x: np.ndarray) -> np.ndarray:
-        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
-        return np.clip(z, -20, 20) @ self.coef + self.intercept
+        z = np.clip((np.asarray(x, dtype=np.float64) - self.mean) / self.scale, -20, 20)
+        return np.maximum(z @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
+
+    @property
+    def n_features(self) -> int:
+        return len(self.mean)
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, c: float = 0.05) -> LinearHead:
-        """A balanced, L2-regularised logistic regression on standardised columns."""
-        from sklearn.linear_model import LogisticRegression
+    def fit(cls, x: np.ndarray, y: np.ndarray, alpha: float = 1.0, *, hidden: int = HIDDEN,
+            seed: int = 0) -> MLPHead:
+        """Fit on standardised columns, classes weighted equally, L2 penalty ``alpha``."""
+        import warnings
 
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y)
         mean = x.mean(0)
         scale = x.std(0)
         scale[scale < 1e-9] = 1.0
         z = np.clip((x - mean) / scale, -20, 20)
-        model = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(z, y)
-        return cls(mean, scale, model.coef_.ravel(), float(model.intercept_[0]))
+        counts = np.bincount(y, minlength=2).astype(np.float64)
+        weight = (len(y) / (2 * counts))[y]
+        with warnings.catch_warnings():  # max_iter bounds the time; the fit is still used
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            # L-BFGS on the whole set: deterministic, and seconds for thousands of documents
+            model = MLPClassifier((hidden,), alpha=alpha, solver="lbfgs", max_iter=300,
+                                  random_state=seed).fit(z, y, sample_weight=weight)
+        return cls(mean, scale, model.coefs_[0], model.intercepts_[0],
+                   model.coefs_[1].ravel(), float(model.intercepts_[1][0]))
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {"head.mean": self.mean, "head.scale": self.scale, "head.w1": self.w1,
+                "head.b1": self.b1, "head.w2": self.w2, "head.b2": np.array([self.b2])}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, np.ndarray]) -> MLPHead:
+        return cls(t["head.mean"], t["head.scale"], t["head.w1"], t["head.b1"], t["head.w2"],
+                   float(t["head.b2"][0]))
 
 
 @dataclass
@@ -81,6 +128,19 @@ class Stage1:
     def settles(self, log_odds: np.ndarray) -> np.ndarray:
         p = 1.0 / (1.0 + np.exp(-log_odds))
         return (p < self.low) | (p > self.high)
+
+
+def collapse_whitespace(text: Any) -> Any:
+    """One space for every run of whitespace, for training and scoring alike.
+
+    Some corpora lost their newlines upstream (L2R's human texts) while others keep them, so a
+    detector that saw raw whitespace would learn "has newlines" as "is machine text"; the
+    detector is trained on collapsed text and therefore must score collapsed text too.
+
+    >>> collapse_whitespace("a\\n\\n b\\t c")
+    'a b c'
+    """
+    return " ".join(text.split()) if isinstance(text, str) else text
 
 
 def language_problem(text: str) -> str | None:
@@ -113,7 +173,7 @@ def language_problem(text: str) -> str | None:
 
 
 class SupervisedDetector(Detector):
-    """LM + n-gram features and a logistic regression, behind a char n-gram first stage.
+    """LM + n-gram features and a small network, behind a char n-gram first stage.
 
     Build it with :func:`provenance.detectors.train`; load it with
     :func:`provenance.detectors.load_detector`. ``scorer`` is a
@@ -131,7 +191,7 @@ class SupervisedDetector(Detector):
         scorer_digest: str,
         ngrams: TokenNgramModel,
         char: NgramClassifier,
-        head: LinearHead,
+        head: MLPHead,
         stage1: Stage1 | None,
         meta: dict[str, Any] | None = None,
         scorer: Any = None,
@@ -149,9 +209,9 @@ class SupervisedDetector(Detector):
         self._scorer = scorer
         self._device = device
         self._dtype = dtype
-        if len(head.coef) != len(feature_names()) + 1:
-            raise InputError(f"the linear head has {len(head.coef)} weights; this version "
-                             f"computes {len(feature_names()) + 1} features")
+        if head.n_features != len(feature_names()):
+            raise InputError(f"the head takes {head.n_features} features; this version "
+                             f"computes {len(feature_names())}")
 
     @property
     def scorer(self) -> Any:
@@ -170,7 +230,7 @@ class SupervisedDetector(Detector):
 
     def score_stages(self, texts: Sequence[str]) -> tuple[Scores, np.ndarray]:
         """The scores and, per text, the stage that decided (0 = not scored, 1, 2)."""
-        texts = as_texts(texts)
+        texts = [collapse_whitespace(t) for t in as_texts(texts)]
         scores = Scores.empty(len(texts))
         stage = np.zeros(len(texts), dtype=np.int8)
         for i, text in enumerate(texts):
@@ -179,19 +239,18 @@ class SupervisedDetector(Detector):
         good = [i for i, r in enumerate(scores.reasons) if r is None]
         if not good:
             return scores, stage
-        char_raw = self.char.features([texts[i] for i in good]) @ self.char.coef \
-            + self.char.intercept
         rest = good
         if self.stage1 is not None:
+            char_raw = self.char.features([texts[i] for i in good]) @ self.char.coef \
+                + self.char.intercept
             first = self.stage1.log_odds(char_raw)
             sure = self.stage1.settles(first)
             for k in np.flatnonzero(sure):
                 scores.values[good[k]] = first[k]
                 stage[good[k]] = 1
             rest = [i for i, s in zip(good, sure, strict=True) if not s]
-            char_raw = char_raw[~sure]
         if rest:
-            self._second_stage(texts, rest, char_raw, scores)
+            self._second_stage(texts, rest, scores)
             stage[[i for i in rest if scores.reasons[i] is None]] = 2
         return scores, stage
 
@@ -219,8 +278,7 @@ class SupervisedDetector(Detector):
             if len(ids) < self.min_tokens:
                 scores.reasons[i] = f"too few tokens: {len(ids)} < {self.min_tokens}"
 
-    def _second_stage(self, texts: list, rest: list[int], char_raw: np.ndarray,
-                      scores: Scores) -> None:
+    def _second_stage(self, texts: list, rest: list[int], scores: Scores) -> None:
         terms, lm_scores = self.scorer.token_terms([texts[i] for i in rest])
         ids, _ = self.scorer.encode([texts[i] for i in rest])
         rows, where = [], []
@@ -229,7 +287,7 @@ class SupervisedDetector(Detector):
             if terms[k] is None:
                 scores.reasons[i] = lm_scores.reasons[k]
                 continue
-            rows.append(head_features(self.ngrams, terms[k], ids[k], char_raw[k]))
+            rows.append(head_features(self.ngrams, terms[k], ids[k]))
             where.append(i)
         if rows:
             scores.values[where] = self.head.log_odds(np.stack(rows))
@@ -243,7 +301,8 @@ class SupervisedDetector(Detector):
             "scorer_digest": self.scorer_digest,
             "ngrams": self.ngrams.spec(),
             "char": self.char.params.as_dict(),
-            "features": [*feature_names(), "char_ngram_score"],
+            "features": feature_names(),
+            "head": {"kind": "mlp", "hidden": len(self.head.b1)},
             "stage1": None if self.stage1 is None else self.stage1.__dict__,
             **self.meta,
         }
@@ -257,8 +316,7 @@ class SupervisedDetector(Detector):
         tensors.update({
             "char.coef": self.char.coef.astype(np.float32),
             "char.intercept": np.array([self.char.intercept]),
-            "head.mean": self.head.mean, "head.scale": self.head.scale,
-            "head.coef": self.head.coef, "head.intercept": np.array([self.head.intercept]),
+            **self.head.tensors(),
         })
         with atomic_path(folder / WEIGHTS) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "tailguard-detector",
@@ -280,12 +338,11 @@ class SupervisedDetector(Detector):
             setattr(ngrams, name, t[f"ngrams.{name}"].astype(np.int32))
         char = NgramClassifier(NgramParams.from_dict(spec["char"]))
         char.coef, char.intercept = t["char.coef"].astype(np.float64), float(t["char.intercept"][0])
-        head = LinearHead(t["head.mean"], t["head.scale"], t["head.coef"],
-                          float(t["head.intercept"][0]))
-        if spec.get("features") != [*feature_names(), "char_ngram_score"]:
+        if spec.get("features") != feature_names() or "head.w1" not in t:
             raise InputError("detector was trained with other features than this tailguard "
                              "version computes; retrain it with tailguard detect-train",
                              file=str(weights))
+        head = MLPHead.from_tensors(t)
         stage1 = Stage1(**spec["stage1"]) if spec.get("stage1") else None
         check_scorer(spec["scorer"], spec["scorer_digest"])
         meta = {k: v for k, v in spec.items() if k in ("training", "sha256_training_data")}
@@ -294,13 +351,17 @@ class SupervisedDetector(Detector):
                    device=device, dtype=dtype)
 
 
-def head_features(ngrams: TokenNgramModel, lm_terms: np.ndarray, ids: Sequence[int],
-                  char_score: float) -> np.ndarray:
-    """The head's input for one document: its feature vector and the char n-gram score.
+def head_features(ngrams: TokenNgramModel, lm_terms: np.ndarray, ids: Sequence[int]
+                  ) -> np.ndarray:
+    """The head's input for one document: the LM's and the token n-grams' summaries.
 
     One function for training and scoring, so the two can never compute different columns.
+    The character n-gram classifier's score is *not* an input (it is the first stage only):
+    measured leave-one-dataset-out, adding it to the head lowered the mean held-out AUROC from
+    0.733 to 0.674, on three of the four labelled files (it learns each file's vocabulary,
+    which does not transfer).
     """
-    return np.append(document_vector(lm_terms, ngrams.log_probs(ids)), char_score)
+    return document_vector(lm_terms, ngrams.log_probs(ids))
 
 
 def check_scorer(spec: dict[str, Any], digest: str) -> None:

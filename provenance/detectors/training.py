@@ -1,10 +1,11 @@
 """Train the supervised detector: ``tailguard detect-train`` and :func:`train`.
 
 The recipe (Ghostbuster, Verma et al. NAACL 2024, with an offline scorer): per-token statistics
-of a causal LM (cached in a :class:`~.token_store.TokenStore`), token n-gram models of the
-training set's human text and the hashed character n-gram classifier's score, both *stacked
-out-of-fold* (a document's n-gram features never come from a model that counted it), summarised
-per document and fed to a logistic regression that learns the direction of every feature.
+of a causal LM (cached in a :class:`~.token_store.TokenStore`) and token n-gram models of the
+training set's human text, *stacked out-of-fold* (a document's n-gram features never come from
+a model that counted it), summarised per document and fed to a small network
+(:class:`~.supervised.MLPHead`) that learns the direction of every feature. The hashed
+character n-gram classifier is fitted too, as the cascade's cheap first stage.
 
 What makes the result trustworthy is how it is checked, not how it is fitted:
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,17 +39,18 @@ import numpy as np
 
 from provenance.detectors.ngram import NgramClassifier, NgramParams, _labels_to_int
 from provenance.detectors.supervised import (
-    LinearHead,
+    MLPHead,
     Stage1,
     SupervisedDetector,
+    collapse_whitespace,
     head_features,
 )
 from provenance.detectors.token_ngrams import TokenNgramModel
 from provenance.errors import ConfigError, InputError
 
 GROUPINGS = ("generator", "domain", "dataset")
-#: Candidate inverse regularisations of the head (see :meth:`Trainer.choose_c`).
-HEAD_CS = (0.001, 0.01, 0.1, 1.0)
+#: Candidate L2 penalties of the head (see :meth:`Trainer.choose_alpha`).
+HEAD_ALPHAS = (0.3, 3.0)
 
 
 @dataclass
@@ -58,15 +61,6 @@ class LabelledTexts:
     y: np.ndarray
     groups: dict[str, np.ndarray]  # generator, domain, dataset (input file) per document
     files: list[dict[str, Any]]  # path, sha256, rows used, rows refused
-
-
-def collapse_whitespace(text: Any) -> Any:
-    """One space for every run of whitespace (some corpora lost their newlines upstream).
-
-    >>> collapse_whitespace("a\\n\\n b\\t c")
-    'a b c'
-    """
-    return " ".join(text.split()) if isinstance(text, str) else text
 
 
 def read_labelled(
@@ -165,14 +159,17 @@ class Trainer:
 
     def __init__(self, table: FeatureTable, y: np.ndarray, char_params: NgramParams,
                  *, inner_folds: int = 3, seed: int = 0,
-                 head_cs: Sequence[float] = HEAD_CS, groups: np.ndarray | None = None,
-                 ngram_buckets: int = 2**19) -> None:
+                 head_alphas: Sequence[float] = HEAD_ALPHAS, groups: np.ndarray | None = None,
+                 ngram_buckets: int = 2**19, alpha: float | None = None) -> None:
         self.table, self.y = table, y
         self.groups = groups
         self.char_params = char_params
         self.inner_folds = inner_folds
         self.seed = seed
-        self.head_cs = tuple(head_cs)
+        self.head_alphas = tuple(head_alphas)
+        #: a fixed L2 penalty for every fit (None: each fit chooses among ``head_alphas``)
+        self.alpha = alpha
+        self.last_alpha: float | None = None  # the penalty of the latest fit
         self.ngram_buckets = ngram_buckets
 
     def ngram_model(self, rows: np.ndarray) -> TokenNgramModel:
@@ -183,35 +180,46 @@ class Trainer:
         return NgramClassifier(self.char_params).fit_matrix(self.table.char_matrix[rows],
                                                              self.y[rows])
 
-    def apply(self, ngrams: TokenNgramModel, char: NgramClassifier, rows: np.ndarray) -> Stacked:
-        """Head inputs for ``rows`` (all scored) from fitted n-gram and char models."""
-        raw = self.table.char_matrix[rows] @ char.coef + char.intercept
-        x = np.stack([head_features(ngrams, self.table.lm_terms[i], self.table.ids[i], raw[k])
-                      for k, i in enumerate(rows)]) if len(rows) else np.zeros((0, 1))
+    def apply(self, ngrams: TokenNgramModel, char: NgramClassifier | None, rows: np.ndarray
+              ) -> Stacked:
+        """Head inputs for ``rows`` (all scored) from the fitted n-gram models, and the char
+        model's raw score (the first stage's input) of each (NaN without a char model)."""
+        raw = (self.table.char_matrix[rows] @ char.coef + char.intercept if char is not None
+               else np.full(len(rows), np.nan))
+        x = np.stack([head_features(ngrams, self.table.lm_terms[i], self.table.ids[i])
+                      for i in rows]) if len(rows) else np.zeros((0, 1))
         return Stacked(x, np.asarray(raw))
 
-    def stacked_train(self, rows: np.ndarray) -> Stacked:
+    def stacked_train(self, rows: np.ndarray, *, with_char: bool = True) -> Stacked:
         """Out-of-fold head inputs for the training rows (no row sees a model that counted it)."""
         folds = fold_ids(self.y[rows], self.inner_folds, self.seed)
         x = None
         raw = np.zeros(len(rows))
         for f in range(self.inner_folds):
             inside, outside = rows[folds != f], rows[folds == f]
-            part = self.apply(self.ngram_model(inside), self.char_model(inside), outside)
+            char = self.char_model(inside) if with_char else None
+            part = self.apply(self.ngram_model(inside), char, outside)
             if x is None:
                 x = np.zeros((len(rows), part.x.shape[1]))
             x[folds == f], raw[folds == f] = part.x, part.char_raw
         return Stacked(x, raw)
 
-    def fit(self, rows: np.ndarray) -> tuple[TokenNgramModel, NgramClassifier, LinearHead,
-                                              Stacked]:
-        """Everything fitted on ``rows``, and those rows' out-of-fold head inputs."""
-        inner = self.stacked_train(rows)
-        c = self.choose_c(inner.x, rows)
-        head = LinearHead.fit(inner.x, self.y[rows], c=c)
-        return self.ngram_model(rows), self.char_model(rows), head, inner
+    def fit(self, rows: np.ndarray, *, with_char: bool = True
+            ) -> tuple[TokenNgramModel, NgramClassifier | None, MLPHead, Stacked]:
+        """Everything fitted on ``rows``, and those rows' out-of-fold head inputs.
 
-    def choose_c(self, x: np.ndarray, rows: np.ndarray) -> float:
+        The head's L2 penalty is :attr:`alpha` when set, else chosen on ``rows``
+        (:meth:`choose_alpha`). ``with_char=False`` skips the character classifier (the
+        first stage), which a cross-validation split that only measures the head never reads.
+        """
+        inner = self.stacked_train(rows, with_char=with_char)
+        alpha = self.alpha if self.alpha is not None else self.choose_alpha(inner.x, rows)
+        self.last_alpha = alpha
+        head = MLPHead.fit(inner.x, self.y[rows], alpha=alpha, seed=self.seed)
+        char = self.char_model(rows) if with_char else None
+        return self.ngram_model(rows), char, head, inner
+
+    def choose_alpha(self, x: np.ndarray, rows: np.ndarray) -> float:
         """The head's regularisation, chosen for generalising across groups, not fitting them.
 
         Each candidate is scored by the mean AUROC over leave-one-group-out splits of the
@@ -220,8 +228,8 @@ class Trainer:
         """
         from provenance.evaluate import roc_auc
 
-        if len(self.head_cs) == 1:
-            return self.head_cs[0]
+        if len(self.head_alphas) == 1:
+            return self.head_alphas[0]
         y = self.y[rows]
         groups = None if self.groups is None else self.groups[rows]
         if groups is None or len(set(groups.tolist())) < 2:
@@ -230,22 +238,39 @@ class Trainer:
                 if len(set(y[groups == g].tolist())) == 2
                 and len(set(y[groups != g].tolist())) == 2]
         if not held:
-            return self.head_cs[len(self.head_cs) // 2]
-        best, best_score = self.head_cs[0], -1.0
-        for c in self.head_cs:
+            return self.head_alphas[len(self.head_alphas) // 2]
+        best, best_score = self.head_alphas[0], -1.0
+        for alpha in self.head_alphas:
             score = float(np.mean([
-                roc_auc(y[groups == g], LinearHead.fit(x[groups != g], y[groups != g], c=c)
-                        .log_odds(x[groups == g])) for g in held]))
+                roc_auc(y[groups == g], MLPHead.fit(x[groups != g], y[groups != g], alpha=alpha,
+                                                    seed=self.seed).log_odds(x[groups == g]))
+                for g in held]))
             if score > best_score + 1e-9:
-                best, best_score = c, score
+                best, best_score = alpha, score
         return best
 
-    def predict(self, train_rows: np.ndarray, test_rows: np.ndarray
+    def predict(self, train_rows: np.ndarray, test_rows: np.ndarray, *, with_char: bool = True
                 ) -> tuple[np.ndarray, np.ndarray]:
         """(head log-odds, char raw score) of ``test_rows`` from a fit on ``train_rows``."""
-        ngrams, char, head, _ = self.fit(train_rows)
+        ngrams, char, head, _ = self.fit(train_rows, with_char=with_char)
         applied = self.apply(ngrams, char, test_rows)
         return head.log_odds(applied.x), applied.char_raw
+
+
+def held_out_dataset_scores(trainer: Trainer, rows: np.ndarray, datasets: np.ndarray,
+                            head: np.ndarray, char: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(head log-odds, char raw score) of every row from a fit on the *other* datasets.
+
+    Rows of a dataset that cannot be held out (its complement lacks a class) keep ``head`` and
+    ``char`` (their out-of-fold scores).
+    """
+    head, char = head.copy(), char.copy()
+    y = trainer.y
+    for name in sorted(set(datasets[rows].tolist())):
+        test, train = rows[datasets[rows] == name], rows[datasets[rows] != name]
+        if len(set(y[train].tolist())) == 2:
+            head[test], char[test] = trainer.predict(train, test)
+    return head, char
 
 
 def fold_ids(y: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -379,6 +404,10 @@ def fit_detector(
                          f"{counts[1]} machine) for {outer_folds}-fold training")
     trainer = Trainer(table, y, char_params, inner_folds=inner_folds, seed=seed,
                       groups=data.groups["dataset"])
+    # One L2 penalty for every fit below, chosen once by leave-one-dataset-out AUROC on all
+    # rows: choosing it again inside each of the dozens of splits would multiply the training
+    # time by the number of candidates times datasets, for one scalar.
+    trainer.alpha = trainer.choose_alpha(trainer.stacked_train(rows, with_char=False).x, rows)
 
     # Out-of-fold scores of every scorable document: calibration and the cascade band.
     head_oof, char_oof = np.zeros(len(y)), np.zeros(len(y))
@@ -388,7 +417,15 @@ def fit_detector(
             rows[folds != f], rows[folds == f])
     a1, b1 = fit_platt(char_oof[rows][y[rows] == 0], char_oof[rows][y[rows] == 1])
     stage1_oof = a1 * char_oof + b1
-    band = choose_band(stage1_oof[rows], head_oof[rows], y[rows], max_auroc_loss)
+    # The first stage settles documents of a crawl unlike the training files, so its band is
+    # chosen on scores of held-out *datasets* where there are several: in distribution the
+    # character classifier knows each file's vocabulary and looks better than it transfers.
+    band_head, band_stage1, band_basis = head_oof, stage1_oof, "out-of-fold"
+    if math.isfinite(max_auroc_loss) and len(set(data.groups["dataset"][rows].tolist())) > 1:
+        band_head, band_char = held_out_dataset_scores(trainer, rows, data.groups["dataset"],
+                                                       head_oof, char_oof)
+        band_stage1, band_basis = a1 * band_char + b1, "leave-one-dataset-out"
+    band = choose_band(band_stage1[rows], band_head[rows], y[rows], max_auroc_loss)
     stage1 = None if band is None else Stage1(a1, b1, band[0], band[1])
     criterion = head_oof.copy()
     if stage1 is not None:
@@ -416,12 +453,13 @@ def fit_detector(
                                                          np.linspace(0, 1, 1001))],
         "measured_on": f"out-of-fold scores ({outer_folds} folds) of the training documents",
         "calibrated_by": calibrate_by,
+        "head_alpha": trainer.alpha,
         "undecided_below": (None if undecided_below is None or undecided_below >= threshold
                             else float(undecided_below)),
         "human_below": human_below,
         "cascade": None if band is None else {
             "low": band[0], "high": band[1], "settled_share": round(band[2], 4),
-            "auroc_loss": round(band[3], 4)},
+            "auroc_loss": round(band[3], 4), "chosen_on": band_basis},
     }
     cv_report = {}
     for grouping in cv:
@@ -522,7 +560,7 @@ def labelled_texts(human: Sequence[str], machine: Sequence[str]) -> LabelledText
 
 def _split_quality(trainer: Trainer, train_rows: np.ndarray, test_rows: np.ndarray,
                    y: np.ndarray, target_fpr: float) -> dict[str, Any]:
-    scores, _ = trainer.predict(train_rows, test_rows)
+    scores, _ = trainer.predict(train_rows, test_rows, with_char=False)
     return quality(y[test_rows], scores, target_fpr)
 
 
@@ -568,7 +606,11 @@ def data_card(data: LabelledTexts, report: dict[str, Any]) -> str:
     if cal.get("cascade"):
         c = cal["cascade"]
         lines.append(f"Cascade: the character n-gram stage settles {c['settled_share']:.0%} of "
-                     f"documents (P < {c['low']} or > {c['high']}), AUROC loss {c['auroc_loss']}.")
+                     f"documents (P < {c['low']} or > {c['high']}), AUROC loss {c['auroc_loss']} "
+                     f"on {c.get('chosen_on', 'out-of-fold')} scores.")
+    else:
+        lines.append("Cascade: off (no band of the character n-gram stage kept the AUROC "
+                     "within budget).")
     lines += ["", "## Grouped cross-validation (AUROC)", ""]
     for grouping, result in report["cross_validation"].items():
         lines.append(f"- leave one {grouping} out: worst {result['worst_auroc']}, mean "

