@@ -267,7 +267,7 @@ def test_every_policy_and_tagger_runs(tmp_path: Path, tiny_gpt2):
     # The trained detector learns the direction from generation 1 vs held-out humans, so it
     # catches the synthetic documents. Its FPR here is high (0.71 measured): the held-out
     # human documents are one article of 8 and the web's are the others, so the human text it
-    # learned from is one topic (the slow detector test and the README give larger runs).
+    # learned from is one topic (evidence.trained_detector's docstring gives a 100-article run).
     assert tpr["filter:detector"] >= 0.9
     assert tpr["filter:discriminator"] > fpr["filter:discriminator"]
     share = _final(run.results, "synthetic_share", 1)
