@@ -46,9 +46,8 @@ from provenance.detectors.token_store import TokenStore  # noqa: E402
 from provenance.detectors.training import (  # noqa: E402
     Trainer,
     build_table,
-    choose_band,
+    first_stage,
     fold_ids,
-    held_out_dataset_scores,
     read_labelled,
 )
 from provenance.errors import TailguardWarning  # noqa: E402
@@ -76,29 +75,21 @@ def held_out_file(name: str, data: Any, table: Any, trainer: Trainer, y: np.ndar
                   scored: np.ndarray) -> dict[str, Any]:
     test = np.flatnonzero((data.groups["dataset"] == name) & scored)
     train = np.flatnonzero((data.groups["dataset"] != name) & scored)
-    trainer.alpha = None  # chosen on the three training files, then kept for their OOF fits
+    trainer.fix_alpha(train)  # on the three training files, as train() does
     ngrams, char, head, inner = trainer.fit(train)
-    trainer.alpha = trainer.last_alpha
     applied = trainer.apply(ngrams, char, test)
     supervised = head.log_odds(applied.x)
-    # The threshold and the cascade's band from the training files' out-of-fold scores, as
-    # train() sets them (in-sample scores of a network are too confident to calibrate on).
-    from provenance.detectors.calibration import fit_platt
-
-    inner_head = out_of_fold(trainer, train, y)
-    a1, b1 = fit_platt(inner.char_raw[y[train] == 0], inner.char_raw[y[train] == 1])
-    # The band as train() chooses it: on scores of each training file held out in turn.
-    head_all, char_all = np.zeros(len(y)), np.zeros(len(y))
-    head_all[train], char_all[train] = inner_head, inner.char_raw
-    head_all, char_all = held_out_dataset_scores(trainer, train, data.groups["dataset"],
-                                                 head_all, char_all)
-    band = choose_band(a1 * char_all[train] + b1, head_all[train], y[train], 0.005)
-    stage1 = a1 * applied.char_raw + b1
+    # The threshold and the cascade's first stage from the training files' out-of-fold scores,
+    # as train() sets them (in-sample scores of a network are too confident to calibrate on).
+    head_all, char_all = out_of_fold(trainer, train, y)
+    stage1, _, _ = first_stage(trainer, train, data.groups["dataset"], head_all, char_all,
+                               0.005)
+    inner_head = head_all[train]
     cascade, settled_share = supervised, 0.0
-    if band is not None:
-        p = 1 / (1 + np.exp(-stage1))
-        settled = (p < band[0]) | (p > band[1])
-        cascade = np.where(settled, stage1, supervised)
+    if stage1 is not None:
+        first = stage1.log_odds(applied.char_raw)
+        settled = stage1.settles(first)
+        cascade = np.where(settled, first, supervised)
         settled_share = float(settled.mean())
     threshold = calibrate_threshold(inner_head[y[train] == 0], TARGET_FPR)
     domains = data.groups["domain"][test]
@@ -129,13 +120,15 @@ def held_out_file(name: str, data: Any, table: Any, trainer: Trainer, y: np.ndar
 
 
 def out_of_fold(trainer: Trainer, rows: np.ndarray, y: np.ndarray, folds: int = 5
-                ) -> np.ndarray:
-    """Head log-odds of ``rows``, each from a fit on the other folds (as :func:`train`)."""
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(head log-odds, char raw score) of ``rows``, each from a fit on the other folds (as
+    :func:`train`), in arrays over every document (zero elsewhere)."""
     fold = fold_ids(y[rows], folds, 0)
-    scores = np.zeros(len(rows))
+    head, char = np.zeros(len(y)), np.zeros(len(y))
     for f in range(folds):
-        scores[fold == f] = trainer.predict(rows[fold != f], rows[fold == f], with_char=False)[0]
-    return scores
+        part = rows[fold == f]
+        head[part], char[part] = trainer.predict(rows[fold != f], part)
+    return head, char
 
 
 _ZS: dict[str, np.ndarray] = {}

@@ -160,7 +160,7 @@ class Trainer:
     def __init__(self, table: FeatureTable, y: np.ndarray, char_params: NgramParams,
                  *, inner_folds: int = 3, seed: int = 0,
                  head_alphas: Sequence[float] = HEAD_ALPHAS, groups: np.ndarray | None = None,
-                 ngram_buckets: int = 2**19, alpha: float | None = None) -> None:
+                 ngram_buckets: int = 2**19) -> None:
         self.table, self.y = table, y
         self.groups = groups
         self.char_params = char_params
@@ -168,8 +168,7 @@ class Trainer:
         self.seed = seed
         self.head_alphas = tuple(head_alphas)
         #: a fixed L2 penalty for every fit (None: each fit chooses among ``head_alphas``)
-        self.alpha = alpha
-        self.last_alpha: float | None = None  # the penalty of the latest fit
+        self.alpha: float | None = None
         self.ngram_buckets = ngram_buckets
 
     def ngram_model(self, rows: np.ndarray) -> TokenNgramModel:
@@ -214,7 +213,6 @@ class Trainer:
         """
         inner = self.stacked_train(rows, with_char=with_char)
         alpha = self.alpha if self.alpha is not None else self.choose_alpha(inner.x, rows)
-        self.last_alpha = alpha
         head = MLPHead.fit(inner.x, self.y[rows], alpha=alpha, seed=self.seed)
         char = self.char_model(rows) if with_char else None
         return self.ngram_model(rows), char, head, inner
@@ -249,6 +247,16 @@ class Trainer:
                 best, best_score = alpha, score
         return best
 
+    def fix_alpha(self, rows: np.ndarray) -> float:
+        """Choose the head's penalty once on ``rows`` and keep it for every later fit.
+
+        Choosing it again inside each of the dozens of cross-validation splits would multiply
+        the training time by candidates times datasets, for one scalar.
+        """
+        self.alpha = None
+        self.alpha = self.choose_alpha(self.stacked_train(rows, with_char=False).x, rows)
+        return self.alpha
+
     def predict(self, train_rows: np.ndarray, test_rows: np.ndarray, *, with_char: bool = True
                 ) -> tuple[np.ndarray, np.ndarray]:
         """(head log-odds, char raw score) of ``test_rows`` from a fit on ``train_rows``."""
@@ -271,6 +279,29 @@ def held_out_dataset_scores(trainer: Trainer, rows: np.ndarray, datasets: np.nda
         if len(set(y[train].tolist())) == 2:
             head[test], char[test] = trainer.predict(train, test)
     return head, char
+
+
+def first_stage(trainer: Trainer, rows: np.ndarray, datasets: np.ndarray, head: np.ndarray,
+                char: np.ndarray, max_auroc_loss: float
+                ) -> tuple[Stage1 | None, tuple[float, float, float, float] | None, str]:
+    """The cascade's first stage from out-of-fold scores: (Stage1 or None, band, basis).
+
+    The char score's Platt map comes from the out-of-fold scores (``head``, ``char``: every
+    row's). The first stage settles documents of a crawl unlike the training files, so its band
+    is chosen on scores of held-out *datasets* where there are several (``basis``
+    ``leave-one-dataset-out``): in distribution the character classifier knows each file's
+    vocabulary and looks far better than it transfers.
+    """
+    from provenance.detectors.calibration import fit_platt
+
+    y = trainer.y
+    a, b = fit_platt(char[rows][y[rows] == 0], char[rows][y[rows] == 1])
+    basis = "out-of-fold"
+    if math.isfinite(max_auroc_loss) and len(set(datasets[rows].tolist())) > 1:
+        head, char = held_out_dataset_scores(trainer, rows, datasets, head, char)
+        basis = "leave-one-dataset-out"
+    band = choose_band(a * char[rows] + b, head[rows], y[rows], max_auroc_loss)
+    return (None if band is None else Stage1(a, b, band[0], band[1])), band, basis
 
 
 def fold_ids(y: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -404,10 +435,7 @@ def fit_detector(
                          f"{counts[1]} machine) for {outer_folds}-fold training")
     trainer = Trainer(table, y, char_params, inner_folds=inner_folds, seed=seed,
                       groups=data.groups["dataset"])
-    # One L2 penalty for every fit below, chosen once by leave-one-dataset-out AUROC on all
-    # rows: choosing it again inside each of the dozens of splits would multiply the training
-    # time by the number of candidates times datasets, for one scalar.
-    trainer.alpha = trainer.choose_alpha(trainer.stacked_train(rows, with_char=False).x, rows)
+    trainer.fix_alpha(rows)  # one penalty, by leave-one-dataset-out AUROC, for every fit below
 
     # Out-of-fold scores of every scorable document: calibration and the cascade band.
     head_oof, char_oof = np.zeros(len(y)), np.zeros(len(y))
@@ -415,20 +443,11 @@ def fit_detector(
     for f in tqdm(range(outer_folds), desc="out-of-fold scores", disable=not progress):
         head_oof[rows[folds == f]], char_oof[rows[folds == f]] = trainer.predict(
             rows[folds != f], rows[folds == f])
-    a1, b1 = fit_platt(char_oof[rows][y[rows] == 0], char_oof[rows][y[rows] == 1])
-    stage1_oof = a1 * char_oof + b1
-    # The first stage settles documents of a crawl unlike the training files, so its band is
-    # chosen on scores of held-out *datasets* where there are several: in distribution the
-    # character classifier knows each file's vocabulary and looks better than it transfers.
-    band_head, band_stage1, band_basis = head_oof, stage1_oof, "out-of-fold"
-    if math.isfinite(max_auroc_loss) and len(set(data.groups["dataset"][rows].tolist())) > 1:
-        band_head, band_char = held_out_dataset_scores(trainer, rows, data.groups["dataset"],
-                                                       head_oof, char_oof)
-        band_stage1, band_basis = a1 * band_char + b1, "leave-one-dataset-out"
-    band = choose_band(band_stage1[rows], band_head[rows], y[rows], max_auroc_loss)
-    stage1 = None if band is None else Stage1(a1, b1, band[0], band[1])
+    stage1, band, band_basis = first_stage(trainer, rows, data.groups["dataset"], head_oof,
+                                           char_oof, max_auroc_loss)
     criterion = head_oof.copy()
     if stage1 is not None:
+        stage1_oof = stage1.log_odds(char_oof)
         settled = stage1.settles(stage1_oof)
         criterion[settled] = stage1_oof[settled]
     human_rows, machine_rows = rows[y[rows] == 0], rows[y[rows] == 1]
