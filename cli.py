@@ -85,6 +85,12 @@ def device_option(func):
                         help="auto (cuda when there is one), cpu, cuda or cuda:N.")(func)
 
 
+def no_plots_option(func):
+    return click.option("--no-plots", is_flag=True,
+                        help="Skip each run's PNG plots (results are the same; a report still "
+                             "draws its own figures).")(func)
+
+
 def batch_option(func):
     return click.option(
         "--batch-size",
@@ -878,7 +884,7 @@ def collapse() -> None:
 @click.option("-o", "--output", "out_dir", required=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in the run folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
-@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@no_plots_option
 @output_options
 def collapse_run(family: str | None, config_file: str | None, policies: tuple[str, ...],
                  generations: int | None, seeds: int | None, first_seed: int | None,
@@ -974,10 +980,11 @@ def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None
                    "depend on it [--quick: the usable CPU cores, at most one per family; else 1].")
 @click.option("-o", "--output", "out_dir", default="runs/bench", show_default=True,
               help="Benchmark folder; rerunning into it resumes.")
+@no_plots_option
 @output_options
 def bench(quick: bool, families: str | None, policies: tuple[str, ...], seeds: int | None,
           generations: int | None, device: str, threads: int, jobs: int | None, out_dir: str,
-          quiet: bool, as_json: bool) -> None:
+          no_plots: bool, quiet: bool, as_json: bool) -> None:
     """Run the mitigation benchmark (families x policies x seeds) and write its report.
 
     Families: gaussian, gmm, vae (a VAE on MNIST digits) and lm (a small GPT-2 on Wikipedia),
@@ -996,7 +1003,7 @@ def bench(quick: bool, families: str | None, policies: tuple[str, ...], seeds: i
     result = run_bench(out_dir, quick=quick, families=chosen,
                        policies=policies or None, seeds=seeds,
                        generations=generations, device=device, threads=threads, jobs=jobs,
-                       progress=not (quiet or as_json))
+                       progress=not (quiet or as_json), plots=not no_plots)
     summary, lines = result.summary()
     _emit(summary, as_json, lines)
 

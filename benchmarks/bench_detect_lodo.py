@@ -107,7 +107,8 @@ def held_out_file(name: str, data: Any, table: Any, trainer: Trainer, y: np.ndar
         np.clip((inner.x - head.mean) / head.scale, -20, 20), y[train])
     methods["ablation_logistic_head"] = quality(y[test], logistic.decision_function(
         np.clip((applied.x - head.mean) / head.scale, -20, 20)))
-    with_char = MLPHead.fit(np.c_[inner.x, inner.char_raw], y[train], alpha=trainer.alpha)
+    inner_char = trainer.stacked_train(train, with_char=True).char_raw
+    with_char = MLPHead.fit(np.c_[inner.x, inner_char], y[train], alpha=trainer.alpha)
     methods["ablation_char_score_in_head"] = quality(
         y[test], with_char.log_odds(np.c_[applied.x, applied.char_raw]))
     methods["supervised_cascade"] = {**quality(y[test], cascade),

@@ -219,11 +219,11 @@ def usable_cores() -> int:
 
 
 def _run_family(part: BenchFamily, folder: Path, device: str, progress: bool,
-                threads: int | None, jobs: int = 1) -> None:
+                threads: int | None, jobs: int = 1, plots: bool = True) -> None:
     """One family's run (resumed where it stopped) into ``folder``, its chains ``jobs`` at
     a time."""
     run_collapse(part.config, folder, device=device, resume=True, progress=progress,
-                 threads=threads, jobs=jobs)
+                 threads=threads, jobs=jobs, plots=plots)
 
 
 def _plan_line(number: int, part: BenchFamily, parts: int) -> str:
@@ -255,7 +255,7 @@ def _family_error(family: str, error: BaseException, *, worker: bool) -> BenchFa
 
 
 def _run_here(plan: Sequence[BenchFamily], out: Path, device: str, threads: int | None,
-              jobs: int, progress: bool) -> dict[str, float]:
+              jobs: int, progress: bool, plots: bool) -> dict[str, float]:
     """The families one after another in this process (each with its own progress bar)."""
     seconds = {}
     for number, part in enumerate(plan, 1):
@@ -263,7 +263,7 @@ def _run_here(plan: Sequence[BenchFamily], out: Path, device: str, threads: int 
             print(_plan_line(number, part, len(plan)), file=sys.stderr, flush=True)
         started = time.perf_counter()
         try:
-            _run_family(part, out / part.folder, device, progress, threads, jobs)
+            _run_family(part, out / part.folder, device, progress, threads, jobs, plots)
         except Exception as error:
             raise _family_error(part.family, error, worker=False) from error
         seconds[part.family] = round(time.perf_counter() - started, 2)
@@ -277,12 +277,12 @@ def _family_worker(work: tuple[BenchFamily, dict[str, Any]]) -> float:
     started = time.perf_counter()
     with shown:
         _run_family(part, Path(task["out"]) / part.folder, task["device"], task["progress"],
-                    task["threads"], task["jobs"])
+                    task["threads"], task["jobs"], task["plots"])
     return round(time.perf_counter() - started, 2)
 
 
 def _run_in_workers(plan: Sequence[BenchFamily], out: Path, device: str, threads: int,
-                    jobs: int, progress: bool) -> dict[str, float]:
+                    jobs: int, progress: bool, plots: bool) -> dict[str, float]:
     """The families ``jobs`` at a time in spawned processes, the costliest first; one bar
     for all of them, moved by what their folders hold (on no terminal: a line as each ends,
     and the LM's line per generation)."""
@@ -294,7 +294,7 @@ def _run_in_workers(plan: Sequence[BenchFamily], out: Path, device: str, threads
         for number, part in enumerate(plan, 1):
             print(_plan_line(number, part, len(plan)), file=sys.stderr, flush=True)
     task = {"out": str(out), "device": device, "threads": threads, "jobs": jobs,
-            "progress": progress and not terminal,
+            "plots": plots, "progress": progress and not terminal,
             "one_line_warnings": one_line_warnings_active()}
     seconds: dict[str, float] = {}
     shown = [0] * len(plan)
@@ -340,7 +340,8 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False,
               families: Sequence[str] = FAMILIES, policies: Sequence[str] | None = None,
               seeds: int | None = None, generations: int | None = None, device: str = "auto",
               threads: int | None = 1, jobs: int | None = None, progress: bool = True,
-              report: bool = True, plan: Sequence[BenchFamily] | None = None) -> BenchResult:
+              report: bool = True, plots: bool = True,
+              plan: Sequence[BenchFamily] | None = None) -> BenchResult:
     """Run (or resume) the benchmark into ``out_dir`` and write the combined results and report.
 
     Each family runs in ``out_dir/<family>`` with resume on, so rerunning after an interruption
@@ -363,6 +364,10 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False,
     are written only when every family has ended, and what the families finished stays for
     the rerun. Workers are spawned, so a script must call this under
     ``if __name__ == "__main__":``.
+
+    ``plots=False`` skips each family's own PNGs (``<family>/plots``), about half of a small
+    run's time; the results do not change, and the report still draws its figures from them
+    (it only lacks the run plots it would have copied, such as the LM's perplexity histograms).
     """
     from provenance.devices import resolve_device
 
@@ -383,9 +388,9 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     with claim_run_dir(out, jobs=jobs, threads=threads, device=device):
         if parallel:
-            seconds = _run_in_workers(plan, out, device, threads, jobs, progress)
+            seconds = _run_in_workers(plan, out, device, threads, jobs, progress, plots)
         else:
-            seconds = _run_here(plan, out, device, threads, jobs, progress)
+            seconds = _run_here(plan, out, device, threads, jobs, progress, plots)
         # each family's results as it wrote them, in the plan's order, however they were run
         results = pl.concat([pl.read_parquet(out / part.folder / "results.parquet")
                              for part in plan])

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from collapse_eval.engine import RESULT_COLUMNS, World, config_hash
 from collapse_eval.families import (
@@ -55,9 +55,9 @@ from collapse_eval.tensor_mix import (
     execute,
     uids_for,
 )
-from provenance.atomic import atomic_path
 from provenance.errors import ConfigError
 from provenance.outputs import writing
+from provenance.tensor_files import save_torch
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -129,8 +129,8 @@ def _save_generation(folder: Path, generation: int, params: Params,
         [metrics[n].detach().double().cpu() for n in names], dim=1).contiguous()
     meta = {"generation": str(generation), "metrics": json.dumps(names)}
     path = _checkpoint_path(folder, generation)
-    with writing(path), atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    with writing(path):
+        save_torch(tensors, path, meta)
 
 
 def _load_generation(path: Path, device: str) -> tuple[Params, list[str], torch.Tensor]:

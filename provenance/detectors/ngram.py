@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from provenance.atomic import atomic_path
 from provenance.detectors.base import Detector, Scores, as_texts, check_positive_int, text_problem
 from provenance.detectors.files import (
     FORMAT,
@@ -192,12 +191,11 @@ class NgramClassifier(Detector):
         return {"kind": self.kind, "params": self.params.as_dict(), "weights": NGRAM_WEIGHTS}
 
     def save_weights(self, folder: Path) -> None:
-        from safetensors.numpy import save_file
+        from provenance.tensor_files import save_numpy
 
         coef = self._check_fitted()
         tensors = {"coef": coef, "intercept": np.array([self.intercept], dtype=np.float64)}
-        with atomic_path(folder / NGRAM_WEIGHTS) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT, "kind": self.kind})
+        save_numpy(tensors, folder / NGRAM_WEIGHTS, {"format": FORMAT, "kind": self.kind})
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``ngram.safetensors`` and ``ngram.json`` into ``folder`` (no pickle)."""

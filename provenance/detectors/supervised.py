@@ -308,9 +308,7 @@ class SupervisedDetector(Detector):
         }
 
     def save_weights(self, folder: Path) -> None:
-        from safetensors.numpy import save_file
-
-        from provenance.atomic import atomic_path
+        from provenance.tensor_files import save_numpy
 
         tensors = {f"ngrams.{k}": v for k, v in self.ngrams.tensors().items()}
         tensors.update({
@@ -318,9 +316,7 @@ class SupervisedDetector(Detector):
             "char.intercept": np.array([self.char.intercept]),
             **self.head.tensors(),
         })
-        with atomic_path(folder / WEIGHTS) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "tailguard-detector",
-                                                   "kind": self.kind})
+        save_numpy(tensors, folder / WEIGHTS, {"format": "tailguard-detector", "kind": self.kind})
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], folder: Path, *, device: str = "auto",

@@ -189,8 +189,12 @@ class Trainer:
                       for i in rows]) if len(rows) else np.zeros((0, 1))
         return Stacked(x, np.asarray(raw))
 
-    def stacked_train(self, rows: np.ndarray, *, with_char: bool = True) -> Stacked:
-        """Out-of-fold head inputs for the training rows (no row sees a model that counted it)."""
+    def stacked_train(self, rows: np.ndarray, *, with_char: bool = False) -> Stacked:
+        """Out-of-fold head inputs for the training rows (no row sees a model that counted it).
+
+        ``with_char`` adds each row's out-of-fold char score (NaN without): the head does not
+        read it, so only an experiment that puts it back into the head needs the extra fits.
+        """
         folds = fold_ids(self.y[rows], self.inner_folds, self.seed)
         x = None
         raw = np.zeros(len(rows))
@@ -211,7 +215,7 @@ class Trainer:
         (:meth:`choose_alpha`). ``with_char=False`` skips the character classifier (the
         first stage), which a cross-validation split that only measures the head never reads.
         """
-        inner = self.stacked_train(rows, with_char=with_char)
+        inner = self.stacked_train(rows)
         alpha = self.alpha if self.alpha is not None else self.choose_alpha(inner.x, rows)
         head = MLPHead.fit(inner.x, self.y[rows], alpha=alpha, seed=self.seed)
         char = self.char_model(rows) if with_char else None
@@ -254,7 +258,7 @@ class Trainer:
         the training time by candidates times datasets, for one scalar.
         """
         self.alpha = None
-        self.alpha = self.choose_alpha(self.stacked_train(rows, with_char=False).x, rows)
+        self.alpha = self.choose_alpha(self.stacked_train(rows).x, rows)
         return self.alpha
 
     def predict(self, train_rows: np.ndarray, test_rows: np.ndarray, *, with_char: bool = True
@@ -437,14 +441,17 @@ def fit_detector(
                       groups=data.groups["dataset"])
     trainer.fix_alpha(rows)  # one penalty, by leave-one-dataset-out AUROC, for every fit below
 
-    # Out-of-fold scores of every scorable document: calibration and the cascade band.
+    # Out-of-fold scores of every scorable document: calibration and the cascade band (the
+    # char scores only where a band may be had: -inf allows none, as in the LM loop).
+    cascade = max_auroc_loss != -math.inf
     head_oof, char_oof = np.zeros(len(y)), np.zeros(len(y))
     folds = fold_ids(y[rows], outer_folds, seed)
     for f in tqdm(range(outer_folds), desc="out-of-fold scores", disable=not progress):
         head_oof[rows[folds == f]], char_oof[rows[folds == f]] = trainer.predict(
-            rows[folds != f], rows[folds == f])
-    stage1, band, band_basis = first_stage(trainer, rows, data.groups["dataset"], head_oof,
-                                           char_oof, max_auroc_loss)
+            rows[folds != f], rows[folds == f], with_char=cascade)
+    stage1, band, band_basis = (first_stage(trainer, rows, data.groups["dataset"], head_oof,
+                                            char_oof, max_auroc_loss) if cascade
+                                else (None, None, "none"))
     criterion = head_oof.copy()
     if stage1 is not None:
         stage1_oof = stage1.log_odds(char_oof)

@@ -19,7 +19,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from test_report import LM_TINY
 
 import cli as cli_module
 from cli import main
@@ -38,6 +37,7 @@ from collapse_eval.run_lock import run_holder
 from collapse_eval.text.config import LMCollapseConfig
 from provenance.errors import BenchFamilyError, ConfigError
 from provenance.processes import process_alive
+from tests.collapse_eval.text.lm_settings import LM_TINY
 
 ANCHORS = {"replace", "retain:0.1", "scrape", "filter:oracle"}
 
@@ -134,14 +134,14 @@ def _bench_info(out: Path) -> dict:
 def one_process(tmp_path_factory: pytest.TempPathFactory) -> BenchResult:
     out = tmp_path_factory.mktemp("bench-jobs") / "one"
     return run_bench(out, plan=_toy_plan(("gaussian", "gmm", "lm")), jobs=1, progress=False,
-                     report=False)
+                     report=False, plots=False)
 
 
 def test_two_workers_give_the_results_of_one_process(one_process: BenchResult, tmp_path: Path,
                                                      capfd: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "two"
     two = run_bench(out, plan=_toy_plan(("gaussian", "gmm", "lm")), jobs=2, progress=True,
-                    report=False)
+                    report=False, plots=False)
     assert two.jobs == 2 and one_process.jobs == 1
     assert list(two.seconds) == list(one_process.seconds) == ["gaussian", "gmm", "lm"]
     # the same rows in the same order, every value to the bit
@@ -180,14 +180,14 @@ def test_a_failing_family_is_one_line_naming_it_and_a_rerun_resumes(
     with pytest.raises(BenchFamilyError, match=rf"^bench family gaussian failed{where}: "
                        r"FileExistsError: .*replace'; finished generations are kept: run the "
                        r"same command again to resume$") as info:
-        run_bench(out, plan=plan, jobs=jobs, progress=False)
+        run_bench(out, plan=plan, jobs=jobs, progress=False, plots=False)
     assert info.value.family == "gaussian" and "\n" not in str(info.value)
     # the other family was stopped (or had finished), and nothing reads as the bench's data
     assert not multiprocessing.active_children()
     assert not list(out.rglob(".running.json"))
     assert not {"results.parquet", "bench.json", "report.md"} & {p.name for p in out.iterdir()}
     blocker.unlink()
-    again = run_bench(out, plan=plan, jobs=jobs, progress=False, report=False)
+    again = run_bench(out, plan=plan, jobs=jobs, progress=False, report=False, plots=False)
     expected = _results(one_process.out_dir).filter(pl.col("family").is_in(["gaussian", "gmm"]))
     assert _results(out).equals(expected) and again.results.height == expected.height
 
@@ -199,7 +199,7 @@ def test_a_family_error_of_tailguard_keeps_its_own_message(tmp_path: Path) -> No
     (gmm / "config.json").write_text(json.dumps({**plan[0].config.as_dict(), "samples": 7}))
     with pytest.raises(BenchFamilyError, match=r"^bench family gmm: .*gmm holds a run with "
                        r"different settings \(samples\); use another -o"):
-        run_bench(tmp_path, plan=plan, jobs=2, progress=False)
+        run_bench(tmp_path, plan=plan, jobs=2, progress=False, plots=False)
 
 
 def test_bench_jobs_must_be_a_positive_integer(tmp_path: Path) -> None:
@@ -214,9 +214,11 @@ def test_the_command_runs_families_at_once_by_default_with_quick(tmp_path: Path)
     bad = runner.invoke(main, ["bench", "--jobs", "0", "-o", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "Invalid value for '--jobs'" in bad.output
     args = ["bench", "--quick", "--families", "gaussian,gmm", "--policy", "replace", "--seeds",
-            "2", "--generations", "1", "--json", "-o", str(tmp_path / "b")]
+            "2", "--generations", "1", "--no-plots", "--json", "-o", str(tmp_path / "b")]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
+    assert not list((tmp_path / "b").glob("*/plots"))  # --no-plots: no family drew its PNGs
+    assert (tmp_path / "b" / "report.md").exists()  # the report still draws its own
     summary = json.loads(result.output)
     assert summary["jobs"] == min(len(os.sched_getaffinity(0)), 2) == usable_cores() and (
         summary["wall_seconds"] > 0 and list(summary["seconds"]) == ["gaussian", "gmm"])

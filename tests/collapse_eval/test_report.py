@@ -18,15 +18,11 @@ import pytest
 
 from collapse_eval.bench import BenchFamily, bench_plan, run_bench
 from collapse_eval.report import mean_interval, prevented_shares, sweep_points, write_report
+from tests.collapse_eval.text.lm_settings import LM_TINY
 
 #: toy sizes: a width-8 VAE trained for 20 steps on 200 digits; a 1-layer GPT-2 with 32-token
 #: blocks on 300 documents of 16 tokens for one epoch (seconds per generation on one thread)
 VAE_TINY = {"width": 8, "steps": 20, "classifier_epochs": 1}
-LM_TINY = {"max_articles": 10, "max_train_docs": 300,
-           "recipe": {"vocab_size": 512, "n_positions": 32, "n_embd": 32, "n_layer": 1,
-                      "n_head": 2, "block": 32, "batch_size": 16, "epochs": 1, "lr": 1e-2}}
-
-
 def _losses(means: dict[str, float], seeds: int = 40, noise: float = 0.05) -> pl.DataFrame:
     rng = np.random.default_rng(0)
     rows = [{"policy": p, "seed": s, "loss": m + noise * rng.standard_normal()}
@@ -72,7 +68,7 @@ def test_one_seed_gives_point_estimates_without_intervals() -> None:
 def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     run_bench(out, quick=True, families=["gaussian"], seeds=4, generations=4,
-              policies=("replace", "retain:0.1"), progress=False)
+              policies=("replace", "retain:0.1"), progress=False, plots=False)
     return out
 
 
@@ -94,7 +90,8 @@ def test_a_benchmark_writes_results_and_a_self_contained_report(bench_dir: Path)
 def test_rerunning_the_benchmark_resumes(bench_dir: Path) -> None:
     before = pl.read_parquet(bench_dir / "results.parquet")
     result = run_bench(bench_dir, quick=True, families=["gaussian"], seeds=4, generations=4,
-                       policies=("replace", "retain:0.1"), progress=False, report=False)
+                       policies=("replace", "retain:0.1"), progress=False, report=False,
+                       plots=False)
     assert result.results.equals(before)
 
 

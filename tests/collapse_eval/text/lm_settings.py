@@ -13,6 +13,13 @@ SMALL_RECIPE = {"vocab_size": 512, "n_positions": 64, "n_embd": 64, "n_layer": 1
                 "block": 64, "batch_size": 16, "epochs": 3, "lr": 1e-2}
 
 
+#: The smallest LM run that still goes end to end (the model learns little: for the bench and
+#: report tests, which check plumbing and tables, not collapse).
+LM_TINY = {"max_articles": 10, "max_train_docs": 300,
+           "recipe": {"vocab_size": 512, "n_positions": 32, "n_embd": 32, "n_layer": 1,
+                      "n_head": 2, "block": 32, "batch_size": 16, "epochs": 1, "lr": 1e-2}}
+
+
 def small_config(policies: tuple[str, ...], generations: int, docs: int,
                  articles: int = 20, **settings) -> LMCollapseConfig:
     """``policies`` for ``generations`` on the first ``docs`` documents of ``articles``."""

@@ -111,7 +111,7 @@ def test_a_resumed_run_gives_the_uninterrupted_results(ordering_run, tmp_path: P
     last = copy / "seed-0" / "retain_0.1" / "generation-000002"
     (last / "metrics.json").unlink()  # killed before the generation was complete
     resumed = run_collapse(small_config(ORDERING_POLICIES, 2, DOCS), copy, resume=True,
-                              progress=False, threads=1, device="cpu")
+                           progress=False, threads=1, device="cpu", plots=False)
     assert resumed.resumed_generations == 1 + 2 + 2 + 1
     # run.json's seconds are this invocation's; generation_seconds the whole run's, resumed
     info = json.loads((copy / "run.json").read_text())

@@ -43,7 +43,13 @@ def test_default_by_name_scores_english_and_refuses_the_rest() -> None:
     result = detector.detect([prose, "", "short one", "Это длинный текст на русском языке, "
                               "который детектор не должен оценивать вовсе, потому что он "
                               "обучен на английском."])
-    assert np.isfinite(result.criterion[0]) and 0.0 <= result.proba[0] <= 1.0
+    # the prose gets a score, its probability through the saved Platt map and a verdict at the
+    # saved threshold; the three refused texts get neither a score nor a probability
+    assert np.isfinite(result.criterion[0])
+    assert result.proba[0] == pytest.approx(detector.proba_from_criterion(result.criterion[:1])[0])
+    assert bool(result.flagged[0]) == bool(result.criterion[0] >= detector.threshold)
+    assert np.isnan(result.criterion[1:]).all() and np.isnan(result.proba[1:]).all()
+    assert not result.flagged[1:].any()
     assert result.reasons[1] == "empty text"
     assert result.reasons[2].startswith("too few tokens")
     assert result.reasons[3].startswith("not English")

@@ -40,6 +40,8 @@ def test_calibrated_lm_detector_reloads_from_its_folder(tiny, fdg, tmp_path: Pat
         calibrated.predict_proba(tiny.samples[:2])
     p_values = calibrated.detect(tiny.samples[:5] + tiny.held_out[100:105]).p_value
     assert ((p_values > 0) & (p_values <= 1)).all()
+    # samples of the scoring model sit further into the human tail than human text does
+    assert np.median(p_values[:5]) < np.median(p_values[5:])
     folder = calibrated.save(tmp_path / "det")
     assert [p.name for p in folder.iterdir()] == ["detector.json"]
     saved = json.loads((folder / "detector.json").read_text())

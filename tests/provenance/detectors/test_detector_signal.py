@@ -29,6 +29,7 @@ def test_detector_signal_in_the_tagger(tiny, fdg) -> None:
     assert labels[:10].count("synthetic") > labels[10:16].count("synthetic")
     scores = tagged.get_column("prov_score").to_list()
     assert scores[-1] is None and all(0 <= s <= 1 for s in scores[:-1])
+    assert sum(scores[:10]) / 10 > sum(scores[10:16]) / 6  # P(synthetic) higher for samples
     with pytest.raises(ConfigError, match="calibrate"):
         DetectorSignal(fdg)
 
