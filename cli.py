@@ -924,31 +924,32 @@ def collapse_run(family: str | None, config_file: str | None, policies: tuple[st
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the progress as JSON.")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Also write results.parquet, plots/ and a config for `tailguard report` "
-                   "of the generations every seed has finished to DIR (outside the run "
-                   "folder).")
+              help="LM runs: also write results.parquet, plots/ and a config for `tailguard "
+                   "report` of the generations every seed has finished to DIR (outside the "
+                   "run folder).")
 def collapse_status(run_dir: str, as_json: bool, export_dir: str | None) -> None:
-    """Show how far an LM run has got, from its folder (safe while it runs).
+    """Show how far a collapse run has got, from its folder (safe while it runs).
 
-    Counts each policy's finished generations, shows the newest one's metrics, the epochs
-    the generation in training has saved (a resume goes on from there), the process working
-    on each chain (with --jobs, its worker: the pid to renice, pin or profile), whether a
-    process still runs the run, the time left from the generations so far and whether the
-    disk has the room the next generation needs (TAILGUARD_MIN_FREE_GB overrides it). Never
-    writes into the run folder; resume the run with `collapse run lm --resume` and the same
-    options. With --export, the curves so far are plotted as the finished run would plot
-    them, and `tailguard report` on the export compares the policies at the last generation
-    every started one has reached.
+    Every family: each chain's finished generations (a tensor family's chain is a policy,
+    its seeds batched; the LM's a seed and policy), and whether a process still runs the run
+    (if none does, how to resume it). An LM run also shows the newest generation's metrics,
+    the epochs the generation in training has saved (a resume goes on from there), the
+    process working on each chain (with --jobs, its worker: the pid to renice, pin or
+    profile), the time left from the generations so far and whether the disk has the room
+    the next generation needs (TAILGUARD_MIN_FREE_GB overrides it). Never writes into the run
+    folder. With --export (LM runs), the curves so far are plotted as the finished run would
+    plot them, and `tailguard report` on the export compares the policies at the last
+    generation every started one has reached.
 
     \b
     Example:
-      tailguard collapse status runs/lm
+      tailguard collapse status runs/gmm
       tailguard collapse status runs/lm --export runs/lm-so-far
       tailguard report runs/lm-so-far
     """
-    from collapse_eval.text.status import lm_status
+    from collapse_eval.status import run_status
 
-    status = lm_status(run_dir, export_dir)
+    status = run_status(run_dir, export_dir)
     _emit(status.summary, as_json, status.lines)
 
 

@@ -157,6 +157,13 @@ class World(ABC):
     def close(self) -> None:  # noqa: B027 -- a world holding nothing open has nothing to do
         """Release what the world holds open (ledgers, models)."""
 
+    @classmethod
+    def status(cls, run_dir: Path, config: Any, export_dir: str | os.PathLike | None) -> Any:
+        """The family's own ``collapse status`` report (a
+        :class:`~collapse_eval.status.RunStatus`), or None for the engine's (each chain's
+        finished generations and the process holding the run)."""
+        return None
+
 
 def world_for(config: Any, out: Path, device: str, *, write: bool = True) -> World:
     """The world of ``config``'s family (see :mod:`collapse_eval.family_registry`)."""

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
-from typing import Any
 
-from collapse_eval.run_lock import RunHolder, run_holder
+from collapse_eval.run_lock import run_holder
+from collapse_eval.status import RunStatus, running_line
 from collapse_eval.text.progress import (
     LMRunProgress,
     disk_room,
@@ -21,34 +20,14 @@ from collapse_eval.text.progress import (
     lm_run_progress,
 )
 
-__all__ = ["LMStatus", "lm_status", "running_line"]
+__all__ = ["lm_status"]
 
 #: The metrics each chain's row shows (the newest generation's).
 SHOWN = ("test_perplexity", "rare_ngram_recall", "distinct_2", "synthetic_share")
 
 
-@dataclass(frozen=True)
-class LMStatus:
-    """The report on a run: ``lines`` to print, ``summary`` for ``--json``."""
-
-    lines: list[str]
-    summary: dict[str, Any]
-
-
-def running_line(run_dir: str | os.PathLike, holder: RunHolder | None) -> str:
-    """Whether a process still works on an unfinished run, and how to go on if none does."""
-    again = f"continue with `tailguard collapse run lm -o {run_dir} --resume` and its options"
-    if holder is None:
-        return f"no process is recorded as running it: {again}"
-    if holder.alive is None:
-        return f"started by {holder.describe()}: cannot tell from this host whether it runs"
-    if not holder.alive:
-        return f"not running: {holder.describe()} stopped before the end; {again}"
-    return f"running: {holder.describe()}, --jobs {holder.options.get('jobs', 1)}"
-
-
 def lm_status(run_dir: str | os.PathLike, export_dir: str | os.PathLike | None = None
-              ) -> LMStatus:
+              ) -> RunStatus:
     """Read the LM run in ``run_dir`` (safe while it runs) and, with ``export_dir``, export what
     it has finished (see :func:`collapse_eval.text.progress.export_lm_progress`)."""
     progress = lm_run_progress(run_dir)
@@ -61,7 +40,7 @@ def lm_status(run_dir: str | os.PathLike, export_dir: str | os.PathLike | None =
     wall = None if jobs is None else progress.wall_seconds_left(jobs)
     free, needed = disk_room(run_dir)
     if not progress.finished:
-        lines.append(running_line(run_dir, holder))
+        lines.append(running_line(run_dir, holder, "lm"))
         lines += _time_left_lines(progress.seconds_left(), wall, jobs)
         lines.append(f"disk: {free / 1024**3:.1f} GiB free, a generation needs "
                      f"{needed / 1024**3:.1f} GiB to start"
@@ -79,7 +58,7 @@ def lm_status(run_dir: str | os.PathLike, export_dir: str | os.PathLike | None =
         lines.append(f"exported to {export_dir}: results.parquet and {plots} plots, through "
                      "generation " + ", ".join(f"{g} ({p})" for p, g in through.items())
                      + f"; `tailguard report {export_dir}` compares them")
-    return LMStatus(lines, summary)
+    return RunStatus(lines, summary)
 
 
 def _chain_lines(progress: LMRunProgress) -> list[str]:

@@ -102,6 +102,13 @@ class DocumentWorld(World):
     def total_steps(config: LMCollapseConfig) -> int:
         return len(config.seeds) * (1 + len(config.policies) * config.generations)
 
+    @classmethod
+    def status(cls, run_dir: Path, config: Any, export_dir: Any) -> Any:
+        """The LM's report: epochs saved, newest metrics, workers, time left, disk, export."""
+        from collapse_eval.text.status import lm_status
+
+        return lm_status(run_dir, export_dir)
+
     @staticmethod
     def detail_lines(run: Any) -> list[str]:
         first = run.results.filter((pl.col("generation") == 0)

@@ -207,7 +207,7 @@ def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: P
     whole = CliRunner().invoke(main, ["collapse", "status", str(ordering_run.out_dir), "--json"])
     assert json.loads(whole.output)["finished"] is True
     not_lm = CliRunner().invoke(main, ["collapse", "status", str(tmp_path)])
-    assert not_lm.exit_code != 0 and "not an LM run folder" in not_lm.output
+    assert not_lm.exit_code != 0 and "not a collapse run folder" in not_lm.output
 
 
 def test_status_names_the_process_working_on_each_chain(ordering_run, tmp_path: Path):
