@@ -197,6 +197,21 @@ def speed(detector_folder: Path | None, texts: list[str], y: np.ndarray, device:
     return out
 
 
+def labelled_table(data_dir: Path, max_tokens: int, device: str
+                   ) -> tuple[list[Path], Any, Any, Trainer]:
+    """The labelled files of ``data_dir``, their documents, feature table (per-token statistics
+    from the token store) and a trainer over it, grouped by file."""
+    files = sorted(data_dir.glob("*.jsonl"))
+    if not files:
+        raise SystemExit(f"no *.jsonl files in {data_dir}")
+    data = read_labelled(files)
+    scorer = TokenStatistics(max_tokens=max_tokens, min_tokens=16, device=device)
+    params = NgramParams(min_tokens=1)
+    table = build_table(data, scorer, TokenStore(cache_dir() / "token-terms.sqlite"),
+                        NgramClassifier(params))
+    return files, data, table, Trainer(table, data.y, params, groups=data.groups["dataset"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -209,17 +224,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path,
                         default=ROOT / "benchmarks" / "results" / "bench_detect_lodo.json")
     args = parser.parse_args()
-    files = sorted(args.data.glob("*.jsonl"))
-    if not files:
-        raise SystemExit(f"no *.jsonl files in {args.data}")
     start = time.perf_counter()
-    data = read_labelled(files)
-    scorer = TokenStatistics(max_tokens=args.max_tokens, min_tokens=16, device=args.device)
-    store = TokenStore(cache_dir() / "token-terms.sqlite")
-    params = NgramParams(min_tokens=1)
-    table = build_table(data, scorer, store, NgramClassifier(params))
+    files, data, table, trainer = labelled_table(args.data, args.max_tokens, args.device)
     scored, y = table.scored, data.y
-    trainer = Trainer(table, y, params, groups=data.groups["dataset"])
     per_file = {}
     for path in files:
         t0 = time.perf_counter()
