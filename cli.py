@@ -85,6 +85,18 @@ def device_option(func):
                         help="auto (cuda when there is one), cpu, cuda or cuda:N.")(func)
 
 
+def _rate(per_s: float | None) -> str:
+    """A throughput as people read it: whole numbers from 10 up, two digits below (a detector
+    on a CPU tags well under one document a second, which ``.0f`` shows as 0).
+
+    >>> _rate(6326.4), _rate(0.2), _rate(None)
+    ('6,326', '0.2', 'n/a')
+    """
+    if per_s is None:
+        return "n/a"
+    return f"{per_s:,.0f}" if per_s >= 10 else f"{per_s:.2g}"
+
+
 def no_plots_option(func):
     return click.option("--no-plots", is_flag=True,
                         help="Skip each run's PNG plots (results are the same; a report still "
@@ -284,7 +296,7 @@ def tag(
     lines += _table("deciding evidence", summary["by_evidence"], kept)
     lines.append(
         f"wrote {kept:,} tagged rows to {output} in {summary['seconds']:.2f} s "
-        f"({summary['docs_per_s']:,.0f} docs/s)"
+        f"({_rate(summary['docs_per_s'])} docs/s)"
         + (f" on Ray with {summary['workers']} worker(s)" if engine == "ray" else "")
     )
     for failed in summary.get("failed_shards", []):
