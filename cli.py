@@ -464,6 +464,71 @@ def detect_eval(labelled: str, detector: str, model: str, label_field: str,
     _emit(report, as_json, lines)
 
 
+@main.command("detect-calibrate")
+@click.argument("human", nargs=-1, required=True)
+@click.option("-o", "--output", "out_dir", required=True,
+              help="New detector folder to write (never the input detector's).")
+@click.option("--detector", default="default", show_default=True,
+              help="The saved detector to recalibrate: a folder, or default (the shipped one).")
+@click.option("--calibrate-by", "group_field", metavar="FIELD",
+              help="Hold --target-fpr in every group of this field of HUMAN (e.g. site or "
+                   "domain): the worst group's FPR, not the average.")
+@click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="FPR the new threshold holds (default: the detector's own).")
+@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5,
+              show_default=True,
+              help="Share of each group's human texts kept out of the fit, where the FPR is "
+                   "measured (0: in-sample, optimistic).")
+@click.option("--machine", multiple=True, metavar="CORPUS",
+              help="Known machine text from the same crawl (repeatable): the TPR at the new "
+                   "threshold, which --estimate-prevalence needs.")
+@click.option("--label-field", metavar="FIELD",
+              help="Use each HUMAN row as this field labels it (machine rows join --machine); "
+                   "without it a corpus whose label column says machine is refused.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the held-out draw.")
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--text-field", default="text", show_default=True)
+def detect_calibrate(human: tuple[str, ...], out_dir: str, detector: str,
+                     group_field: str | None, target_fpr: float | None, holdout: float,
+                     machine: tuple[str, ...], label_field: str | None, seed: int,
+                     device: str, as_json: bool, quiet: bool, text_field: str) -> None:
+    """Re-set a detector's threshold on HUMAN text from the crawl you tag; save it as new.
+
+    A threshold holds its FPR only on human text like the text it was set on. Every HUMAN
+    corpus (any format tailguard reads) is taken as human: pages from before 2020 of the
+    sites you crawl, your own editors' writing. The features, network and probability map
+    stay as trained; the threshold, p-values and abstention band move. The FPR before and
+    after is measured on a held-out share.
+
+    \b
+    Example:
+      tailguard detect-calibrate pre2020-pages.parquet --calibrate-by site -o my-default
+      tailguard tag crawl.parquet --detector my-default -o tagged.parquet
+    """
+    from provenance.detectors.recalibration import outcome_lines, recalibrate_files
+
+    report = recalibrate_files(list(human), out_dir, detector=detector, machine=machine,
+                               group_field=group_field, label_field=label_field,
+                               target_fpr=target_fpr, holdout=holdout, seed=seed,
+                               text_field=text_field,
+                               device=device, progress=not (quiet or as_json))
+    h = report["human"]
+    lines = [f"{h['scored']:,} of {h['texts']:,} human texts scored ({h['fit']:,} set the "
+             f"threshold, {h['held_out']:,} held out)"
+             + (f"; unscored: {', '.join(f'{k} {v}' for k, v in h['unscored'].items())}"
+                if h["unscored"] else ""),
+             f"threshold {report['threshold_before']:.4g} -> {report['threshold']:.4g} for FPR "
+             f"{report['target_fpr']:g}" + (f" in every {group_field} group" if group_field
+                                             else "")]
+    lines += outcome_lines(report)
+    lines += [f"{w}" for w in report["warnings"]]
+    lines.append(f"wrote {out_dir} (tag with --detector {out_dir})")
+    _emit(report, as_json, lines)
+
+
 @main.group()
 def ledger() -> None:
     """Keep a ledger (SQLite) of the content your models generated.

@@ -365,7 +365,7 @@ def prevalence_calibration(calibration: Mapping[str, Any]) -> Mapping[str, Any]:
     if "tpr" not in calibration:
         raise ConfigError(
             "estimate_prevalence needs the detector's true-positive rate: calibrate it "
-            "with machine_texts as well as human texts"
+            "with machine_texts as well as human texts (tailguard detect-calibrate --machine)"
         )
     return calibration
 

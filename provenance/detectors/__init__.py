@@ -9,10 +9,11 @@ Everything else needs a detector that looks at the text itself. Three kinds are 
 * :class:`Binoculars` (Hans et al., 2024), zero-shot with two related models: the perplexity of
   the text relative to how surprised one model expects to be by the other's predictions.
 * :class:`SupervisedDetector` (trained with :func:`train`, ``tailguard detect-train``): the
-  language model's per-token statistics, token n-gram models of human text and the n-gram
-  classifier's score, with a linear model that learns their direction from labelled data, behind
-  a cheap first stage. The one tailguard ships (``DEFAULT_DETECTOR``, ``--detector default``)
-  was trained on four public human/machine sets (its ``DATA_CARD.md`` says which and how well).
+  language model's per-token statistics and token n-gram models of human text, summarised per
+  document, with a small network that learns their direction from labelled data, behind the
+  n-gram classifier as a cheap first stage. The one tailguard ships (``DEFAULT_DETECTOR``,
+  ``--detector default``) was trained on four public human/machine sets (its ``DATA_CARD.md``
+  says which and how well).
 * :class:`NgramClassifier`, supervised: hashed character n-grams and a logistic regression, for
   when labelled examples of the generators you care about exist. Nothing is fitted except the
   linear weights, which are saved as safetensors (never pickle).
@@ -22,11 +23,15 @@ text cannot be scored). The raw number means nothing until it is calibrated on t
 human: :func:`calibrate` sets the threshold for a target false-positive rate and, given machine
 text too, a Platt map to P(synthetic) and the measured TPR/FPR that prevalence correction needs.
 A :class:`CalibratedDetector` saves to a folder (JSON, plus safetensors for the classifier) that
-:func:`load_detector` reads back, and :class:`DetectorSignal` puts it into the tagger.
+:func:`load_detector` reads back, and :class:`DetectorSignal` puts it into the tagger. A
+threshold holds only on human text like its calibration set: :func:`recalibrate` (``tailguard
+detect-calibrate``) re-sets a saved detector's on human text from the crawl it will tag.
 
 One module per part: ``base`` (the interface), ``lm_statistics`` (the formulas), ``zero_shot``,
-``ngram``, ``calibration``, ``calibrated`` (save/load), ``files`` (the on-disk format) and
-``signal``. Import from here.
+``ngram``, ``calibration``, ``recalibration``, ``calibrated`` (save/load), ``files`` (the
+on-disk format), ``signal`` and the supervised detector's ``training``, ``supervised``,
+``document_features``, ``token_statistics``, ``token_ngrams``, ``token_store``. Import from
+here.
 """
 
 from provenance.detectors.base import Detector, Scores
@@ -45,6 +50,7 @@ from provenance.detectors.lm_statistics import (
     sampling_discrepancy_terms,
 )
 from provenance.detectors.ngram import NgramClassifier, NgramParams
+from provenance.detectors.recalibration import recalibrate
 from provenance.detectors.signal import DetectorSignal
 from provenance.detectors.supervised import SupervisedDetector
 from provenance.detectors.token_statistics import TokenStatistics
@@ -78,6 +84,7 @@ __all__ = [
     "fast_detectgpt_criterion",
     "fit_platt",
     "load_detector",
+    "recalibrate",
     "sampling_discrepancy_terms",
     "train",
 ]
