@@ -370,9 +370,19 @@ def steps_done(out_dir: str | os.PathLike, config: Any) -> int:
     except (TailguardError, OSError, ValueError):  # being written
         return 0
     try:
-        return world.shared_done() + sum(world.steps_done(c) for c in world.chains())
+        shared, chains = progress_counts(world)
     finally:
         world.close()
+    return shared["done"] + sum(c["done"] for c in chains)
+
+
+def progress_counts(world: World) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """(shared work's ``done``/``total``, each chain's ``chain`` label, ``done``, ``total``),
+    read through ``world`` as the progress bar counts them: what ``collapse status`` prints
+    and :func:`steps_done` sums."""
+    chains = [{"chain": world.label(c), "done": world.steps_done(c), "total": world.steps(c)}
+              for c in world.chains()]
+    return {"done": world.shared_done(), "total": world.shared_steps()}, chains
 
 
 # ------------------------------------------------------------------------------------------------

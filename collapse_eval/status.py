@@ -76,16 +76,14 @@ def chain_status(run_dir: Path, config: Any, export_dir: str | os.PathLike | Non
                  ) -> RunStatus:
     """The engine's report: each chain's finished generations, read from the folder through
     the family's world (as ``run_collapse``'s progress bar counts them), and the run's holder."""
-    from collapse_eval.engine import world_for
+    from collapse_eval.engine import progress_counts, world_for
 
     if export_dir is not None:
         raise ConfigError(f"--export: a {config.family} run writes its results when it ends; "
                           "only the LM exports a run still going")
     world = world_for(config, run_dir, "cpu", write=False)
     try:
-        chains = [{"chain": world.label(c), "done": world.steps_done(c), "total": world.steps(c)}
-                  for c in world.chains()]
-        shared = {"done": world.shared_done(), "total": world.shared_steps()}
+        shared, chains = progress_counts(world)
     finally:
         world.close()
     done = shared["done"] + sum(c["done"] for c in chains)

@@ -414,8 +414,11 @@ def prevalence(calibration: Mapping[str, Any], pairs: Mapping[tuple[str, str], i
     result: dict[str, Any] = {"documents": total, "detector_scored": scored,
                               "detector_flagged": flagged, "unresolved": unresolved}
     if scored:
+        # the error rates' binomial uncertainty is that of the texts they were measured on
+        # (a held-out share when the calibration held one out)
         est = estimate_prevalence(flagged, scored, cal["tpr"], cal["fpr"],
-                                  cal["n_machine"], cal["n_human"])
+                                  cal.get("n_machine_measured", cal["n_machine"]),
+                                  cal.get("n_human_measured", cal["n_human"]))
         result["among_detector_scored"] = est.as_dict()
         result["corpus"] = {
             "estimate": (synthetic_elsewhere + est.estimate * scored) / total,

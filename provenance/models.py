@@ -9,8 +9,10 @@ a plain, fast, pickle-free ``from_pretrained``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,24 @@ class LoadedModel:
     device: str
 
 
+@contextlib.contextmanager
+def no_hf_progress_bars() -> Iterator[None]:
+    """Hide transformers' own progress bars while loading or saving a model.
+
+    Its "Loading weights" bar counts the tensors of one small file: noise beside tailguard's
+    own bars, and printed even under ``-q``.
+    """
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_causal_lm(
     name: str | os.PathLike = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto"
 ) -> LoadedModel:
@@ -115,9 +135,10 @@ def load_causal_lm(
     )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype, use_safetensors=True
-        )
+        with no_hf_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch_dtype, use_safetensors=True
+            )
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot load model: {first}", file=str(name)) from exc

@@ -109,7 +109,8 @@ class RunSetup:
         return load_tokenizer(folder), str(folder)
 
     def _load_pretrained(self) -> Any:
-        from collapse_eval.text.model import load_pretrained, no_hf_progress_bars
+        from collapse_eval.text.model import load_pretrained
+        from provenance.models import no_hf_progress_bars
 
         with no_hf_progress_bars():  # one load per generation: no bar each time
             return load_pretrained(self.config.model, gguf_file=self.config.gguf_file,

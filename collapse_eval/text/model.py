@@ -47,6 +47,7 @@ from collapse_eval.text import train_state
 from collapse_eval.text.tokenizer import EOT_ID
 from provenance.devices import resolve_device
 from provenance.errors import ConfigError, InputError
+from provenance.models import no_hf_progress_bars
 
 __all__ = [
     "MODEL_SHAPE_FIELDS",
@@ -531,20 +532,6 @@ def sequence_perplexities(
 
 
 # --------------------------------------------------------------------------- files
-
-
-@contextlib.contextmanager
-def no_hf_progress_bars() -> Iterator[None]:
-    """Hide transformers' per-shard progress bars (one-file checkpoints, written per generation)."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def save_model(

@@ -125,6 +125,7 @@ def calibrate(
         "n_human": int(len(human)),
         "n_human_unscored": int(len(raw_human) - np.count_nonzero(~np.isnan(raw_human))),
         "fpr": float(np.mean((human_out if holdout else human) >= threshold)),
+        "n_human_measured": int(len(human_out if holdout else human)),
         "human_quantiles": _human_quantiles(human),
         "measured_on": (f"held-out {holdout:g} of the calibration texts ({len(human_out)} "
                         "human)" if holdout else "calibration texts (in-sample)"),
@@ -179,6 +180,7 @@ def _machine_calibration(
         "n_machine": int(len(machine)),
         "n_machine_unscored": int(np.isnan(raw).sum()),
         "tpr": float(np.mean(measured_m >= threshold)),
+        "n_machine_measured": int(len(measured_m)),
         "auroc": auroc,
         "platt": [a, b],
         "prior": prior,

@@ -39,8 +39,8 @@ from provenance.errors import ConfigError, InputError, TailguardWarning
 
 REPORT_FILE = "calibration_report.json"
 #: Calibration entries that describe the training-time threshold; kept under ``previous``.
-_THRESHOLD_FACTS = ("fpr", "tpr", "n_human", "n_machine", "measured_on", "calibrated_by",
-                    "undecided_below")
+_THRESHOLD_FACTS = ("fpr", "tpr", "n_human", "n_machine", "n_human_measured",
+                    "n_machine_measured", "measured_on", "calibrated_by", "undecided_below")
 
 
 @dataclass
@@ -238,6 +238,7 @@ def recalibrate(
     calibration.update({
         "n_human": int(fit.sum()),
         "fpr": report["held_out"]["after"]["fpr"],
+        "n_human_measured": report["held_out"]["after"]["n"],
         "human_quantiles": [float(v) for v in np.quantile(scores[fit], np.linspace(0, 1, 1001))],
         "measured_on": report["measured_on"],
         "calibrated_by": "groups" if groups is not None else None,
@@ -252,7 +253,8 @@ def recalibrate(
                                  "tpr_before": round(float(np.mean(machine >= before)), 4),
                                  "tpr_after": round(float(np.mean(machine >= after)), 4)}
             calibration.update({"tpr": float(np.mean(machine >= after)),
-                                "n_machine": int(len(machine))})
+                                "n_machine": int(len(machine)),
+                                "n_machine_measured": int(len(machine))})
         else:
             report["warnings"].append(f"none of the {len(machine_texts)} machine texts could "
                                       "be scored: the TPR at the new threshold is unknown")

@@ -62,6 +62,9 @@ def test_held_out_calibration_measures_rates_on_texts_the_threshold_never_saw(
     assert info["n_human"] == in_sample.calibration["n_human"] // 2 + (
         in_sample.calibration["n_human"] % 2)
     assert info["n_machine"] == 20
+    # the rates' counts are the held-out texts they were measured on (prevalence uses them)
+    assert info["n_human_measured"] == 224 - info["n_human_unscored"] - info["n_human"]
+    assert info["n_machine_measured"] == 40 - info["n_machine_unscored"] - info["n_machine"]
     # the held-out FPR is an honest estimate: computed from the held-out scores directly
     scores = fdg.score(human)
     scores = scores[~np.isnan(scores)]

@@ -80,6 +80,7 @@ def test_the_threshold_holds_in_every_group_and_is_measured_on_held_out_text(
     assert new.detector is trained.detector and new.threshold > trained.threshold
     assert new.calibration["platt"] == trained.calibration["platt"]
     assert new.calibration["n_human"] == n - held.sum()
+    assert new.calibration["n_human_measured"] == held.sum()
     assert new.p_value_from_criterion(np.array([new.threshold]))[0] <= 0.05 + 1e-9
     previous = new.calibration["recalibration"]["previous"]
     assert previous["threshold"] == trained.threshold and previous["tpr"] > 0
@@ -194,3 +195,20 @@ def test_recalibrating_the_shipped_detector_keeps_its_weights(tmp_path: Path) ->
 def _jsonl(path: Path, texts: list[str]) -> Path:
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     return path
+
+
+def test_prevalence_uses_the_counts_the_rates_were_measured_on(world: dict) -> None:
+    from provenance.evaluate import estimate_prevalence
+    from provenance.fusion import prevalence
+
+    trained = load_detector(world["folder"])
+    cal = recalibrate(trained, world["hot"] + world["plain"], holdout=0.8,
+                      machine_texts=world["machine"]).detector.calibration
+    assert cal["n_human_measured"] > 3 * cal["n_human"]  # 80% held out, 20% fitted
+    pairs = {("detector", "synthetic"): 30, ("detector", "human"): 70}
+    got = prevalence(cal, pairs)["among_detector_scored"]
+    want = estimate_prevalence(30, 100, cal["tpr"], cal["fpr"], cal["n_machine_measured"],
+                               cal["n_human_measured"]).as_dict()
+    fit_counts = estimate_prevalence(30, 100, cal["tpr"], cal["fpr"], cal["n_machine"],
+                                     cal["n_human"]).as_dict()
+    assert got == want and got["high"] - got["low"] < fit_counts["high"] - fit_counts["low"]
