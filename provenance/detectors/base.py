@@ -65,6 +65,22 @@ class Detector(ABC):
         """Write any learned weights next to the spec (zero-shot detectors have none)."""
 
 
+def reason_counts(reasons: Sequence[str | None]) -> dict[str, int]:
+    """How many texts were refused for each kind of reason (the reason up to its first colon
+    or parenthesis, so "too few tokens: 3 < 16" and "... : 5 < 16" count together).
+
+    >>> reason_counts(["too few tokens: 3 < 16", None, "too few tokens: 5 < 16",
+    ...                "not English (0% of letters are Latin); ..."])
+    {'too few tokens': 2, 'not English': 1}
+    """
+    out: dict[str, int] = {}
+    for r in reasons:
+        if r is not None:
+            key = r.split(":")[0].split(" (")[0]
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
 def as_texts(texts: Sequence[str]) -> list[Any]:
     if isinstance(texts, (str, bytes)):
         raise InputError("expected a list of texts, got a single string; wrap it in a list")

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from provenance.detectors.base import reason_counts
 from provenance.detectors.calibrated import CalibratedDetector, load_detector
 from provenance.errors import ConfigError, InputError, TailguardWarning
 
@@ -206,7 +207,7 @@ def recalibrate(
     scored = ~np.isnan(criterion)
     if not scored.any():
         raise InputError("none of the human texts could be scored "
-                         f"({_reason_counts(reasons) or 'no texts'})")
+                         f"({reason_counts(reasons) or 'no texts'})")
     scores, keys = criterion[scored], keys_all[scored]
     threshold, held, caught = threshold_on(scores, None if groups is None else keys, fpr_target,
                                            holdout, seed)
@@ -219,7 +220,7 @@ def recalibrate(
         "threshold_before": before,
         "threshold": after,
         "human": {"texts": len(texts), "scored": int(scored.sum()), "fit": int(fit.sum()),
-                  "held_out": int(held.sum()), "unscored": _reason_counts(reasons)},
+                  "held_out": int(held.sum()), "unscored": reason_counts(reasons)},
         "measured_on": (f"held-out {holdout:g} of each group's scored human texts"
                         if holdout else "the fitted texts themselves (in-sample, optimistic)"),
         "held_out": {"before": _rates(scores[measured], before),
@@ -282,15 +283,6 @@ def _score(calibrated: CalibratedDetector, texts: list, desc: str, progress: boo
     return values, reasons
 
 
-def _reason_counts(reasons: Sequence[str | None]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in reasons:
-        if r is not None:
-            key = r.split(":")[0].split(" (")[0]
-            out[key] = out.get(key, 0) + 1
-    return out
-
-
 @dataclass
 class CorpusTexts:
     """Texts read for a recalibration: human (with group values), machine, and per file."""
@@ -331,10 +323,12 @@ def read_texts(paths: Sequence[str | os.PathLike], *, text_field: str = "text",
                              "human/synthetic or 0/1", file=str(path), row=exc.row,
                              field=column) from exc
         if label_field is None and column is not None and (labels != int(machine)).any():
-            other = "machine" if not machine else "human"
-            raise InputError(f"{int((labels != int(machine)).sum())} rows are labelled {other}; "
-                             f"pass --label-field {column} to use each row as labelled",
-                             file=str(path), field=column)
+            other = int((labels != int(machine)).sum())
+            hint = (f"pass --label-field {column} to use each row as labelled" if not machine
+                    else f"a --machine corpus holds machine text only (give a labelled one as "
+                         f"HUMAN with --label-field {column})")
+            raise InputError(f"{other} rows are labelled {'human' if machine else 'machine'}; "
+                             f"{hint}", file=str(path), field=column)
         texts = [collapse_whitespace(t) for t in frame.get_column(text_field).to_list()]
         out.human.extend(t for t, lab in zip(texts, labels, strict=True) if lab == 0)
         out.machine.extend(t for t, lab in zip(texts, labels, strict=True) if lab == 1)

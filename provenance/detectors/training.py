@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from provenance.detectors.base import reason_counts
 from provenance.detectors.ngram import NgramClassifier, NgramParams, _labels_to_int
 from provenance.detectors.supervised import (
     MLPHead,
@@ -514,7 +515,7 @@ def fit_detector(
     report = {"calibration": {k: v for k, v in calibration.items() if k != "human_quantiles"},
               "threshold": float(threshold), "cross_validation": cv_report,
               "documents": {"total": len(y), "scored": int(scored.sum()),
-                            "unscored_reasons": _reason_counts(table.reasons)},
+                            "unscored_reasons": reason_counts(table.reasons)},
               "files": data.files}
     return CalibratedDetector(detector, float(threshold), target_fpr, calibration), report
 
@@ -604,15 +605,6 @@ def _run_splits(trainer: Trainer, splits: list, y: np.ndarray, target_fpr: float
 
     calls = (delayed(_split_quality)(trainer, tr, te, y, target_fpr) for _, tr, te in splits)
     return list(Parallel(n_jobs=jobs, verbose=0)(calls))
-
-
-def _reason_counts(reasons: list[str | None]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in reasons:
-        if r is not None:
-            key = r.split(":")[0]
-            out[key] = out.get(key, 0) + 1
-    return out
 
 
 def data_card(data: LabelledTexts, report: dict[str, Any]) -> str:

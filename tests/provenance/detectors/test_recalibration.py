@@ -169,6 +169,11 @@ def test_the_command_refuses_what_would_harm_an_input_or_mislabel_text(
     assert result.exit_code == 1 and "10 rows are labelled machine" in result.output
     assert "--label-field label" in result.output
 
+    result = run(str(crawl), "--detector", trained, "--machine", str(labelled),
+                 "-o", str(tmp_path / "y"))
+    assert result.exit_code == 1 and "rows are labelled human" in result.output
+    assert "a --machine corpus holds machine text only" in result.output
+
     result = run(str(labelled), "--detector", trained, "--label-field", "label",
                  "-o", str(tmp_path / "y"), "--json")
     assert result.exit_code == 0, result.output
