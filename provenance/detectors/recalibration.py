@@ -206,8 +206,9 @@ def recalibrate(
     criterion, reasons = _score(calibrated, texts, "scoring human texts", progress, tqdm)
     scored = ~np.isnan(criterion)
     if not scored.any():
-        raise InputError("none of the human texts could be scored "
-                         f"({reason_counts(reasons) or 'no texts'})")
+        why = ", ".join(f"{k}: {v}" for k, v in reason_counts(reasons).items())
+        raise InputError(f"none of the {len(texts)} human texts could be scored ({why})" if texts
+                         else "no human texts to calibrate on (the input is empty)")
     scores, keys = criterion[scored], keys_all[scored]
     threshold, held, caught = threshold_on(scores, None if groups is None else keys, fpr_target,
                                            holdout, seed)
@@ -339,7 +340,9 @@ def read_texts(paths: Sequence[str | os.PathLike], *, text_field: str = "text",
                   else None)
         out.files.append({"path": str(path), "sha256": digest, "rows": frame.height,
                           "human": int((labels == 0).sum()), "machine": int((labels == 1).sum()),
-                          "rejected": corpus.counts.rejected})
+                          "rejected": corpus.counts.rejected,
+                          "first_reject": None if not corpus.rejects else
+                          f"line {corpus.rejects[0].line}: {corpus.rejects[0].reason.value}"})
     return out
 
 
@@ -383,6 +386,11 @@ def recalibrate_files(
     calibrated = load_detector(source, device=device)
     read = read_texts(human, text_field=text_field, group_field=group_field,
                       label_field=label_field)
+    rejected = sum(f["rejected"] for f in read.files)
+    if not read.human and rejected:
+        first = next(f for f in read.files if f["first_reject"])
+        raise InputError(f"no human text to calibrate on: the reader refused all {rejected} "
+                         f"rows (first: {first['first_reject']})", file=first["path"])
     extra = read_texts(machine, text_field=text_field, machine=True)
     machine_texts = read.machine + extra.machine
     result = recalibrate(calibrated, read.human, groups=read.groups, target_fpr=target_fpr,

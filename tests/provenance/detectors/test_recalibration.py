@@ -109,8 +109,10 @@ def test_unscorable_texts_are_counted_and_nothing_scorable_is_an_error(world: di
     assert human["texts"] == human["scored"] + sum(human["unscored"].values()) \
         == len(world["plain"]) + 3
     assert out.report["measured_on"].startswith("the fitted texts")
-    with pytest.raises(InputError, match="none of the human texts"):
+    with pytest.raises(InputError, match=r"none of the 2 human texts could be scored \(empty"):
         recalibrate(trained, ["", None])
+    with pytest.raises(InputError, match="no human texts to calibrate on"):
+        recalibrate(trained, [])
     with pytest.raises(ConfigError, match="holdout"):
         recalibrate(trained, world["plain"], holdout=1.0)
 
@@ -168,6 +170,12 @@ def test_the_command_refuses_what_would_harm_an_input_or_mislabel_text(
     result = run(str(labelled), "--detector", trained, "-o", str(tmp_path / "y"))
     assert result.exit_code == 1 and "10 rows are labelled machine" in result.output
     assert "--label-field label" in result.output
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "unterminated\n')
+    result = run(str(broken), "--detector", trained, "-o", str(tmp_path / "z"))
+    assert result.exit_code == 1 and "broken.jsonl" in result.output
+    assert "refused all 1 rows (first: line 1: malformed_json)" in result.output
 
     result = run(str(crawl), "--detector", trained, "--machine", str(labelled),
                  "-o", str(tmp_path / "y"))
