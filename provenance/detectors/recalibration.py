@@ -145,9 +145,16 @@ def worst_text(worst: dict[str, Any]) -> str:
     return f"{worst['group']} {worst['fpr']}" if worst["fpr"] else "no group above 0"
 
 
-def _undecided_below(calibration: dict[str, Any], threshold: float) -> float | None:
-    """The abstention band's lower edge for the new threshold (from the Platt map's
-    ``human_below`` probability, as training sets it), or None where it would reach it."""
+def undecided_below(calibration: dict[str, Any], threshold: float) -> float | None:
+    """The abstention band's lower edge: the criterion where the Platt map gives
+    ``human_below``, or None where that reaches the threshold (no band). Training sets it this
+    way, and a recalibration recomputes it for its new threshold.
+
+    >>> undecided_below({"platt": [1.0, 0.0], "human_below": 0.1}, 2.0) < 0
+    True
+    >>> undecided_below({"platt": [1.0, 0.0], "human_below": 0.1}, -3.0) is None
+    True
+    """
     platt, human_below = calibration.get("platt"), calibration.get("human_below")
     if platt and human_below:
         a, b = platt
@@ -244,7 +251,7 @@ def recalibrate(
         "human_quantiles": [float(v) for v in np.quantile(scores[fit], np.linspace(0, 1, 1001))],
         "measured_on": report["measured_on"],
         "calibrated_by": "groups" if groups is not None else None,
-        "undecided_below": _undecided_below(old, after),
+        "undecided_below": undecided_below(old, after),
     })
     if machine_texts is not None:
         machine, _ = _score(calibrated, list(machine_texts), "scoring machine texts", progress,

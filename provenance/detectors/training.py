@@ -421,6 +421,7 @@ def fit_detector(
 
     from provenance.detectors.calibrated import CalibratedDetector
     from provenance.detectors.calibration import fit_platt
+    from provenance.detectors.recalibration import undecided_below
     from provenance.evaluate import calibrate_threshold, roc_auc, worst_group_threshold
 
     cv = tuple(cv)
@@ -467,7 +468,6 @@ def fit_detector(
     else:
         threshold = calibrate_threshold(criterion[human_rows], target_fpr)
     a, b = fit_platt(criterion[human_rows], criterion[machine_rows])
-    undecided_below = (np.log(human_below / (1 - human_below)) - b) / a if a > 0 else None
     calibration = {
         "n_human": int(len(human_rows)),
         "n_machine": int(len(machine_rows)),
@@ -483,8 +483,8 @@ def fit_detector(
         "measured_on": f"out-of-fold scores ({outer_folds} folds) of the training documents",
         "calibrated_by": calibrate_by,
         "head_alpha": trainer.alpha,
-        "undecided_below": (None if undecided_below is None or undecided_below >= threshold
-                            else float(undecided_below)),
+        "undecided_below": undecided_below({"platt": [a, b], "human_below": human_below},
+                                           threshold),
         "human_below": human_below,
         "cascade": None if band is None else {
             "low": band[0], "high": band[1], "settled_share": round(band[2], 4),
