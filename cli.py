@@ -80,6 +80,14 @@ def output_options(func):
     return func
 
 
+def min_group_option(func):
+    return click.option(
+        "--min-group-size", type=click.IntRange(min=1), metavar="N",
+        help="With --calibrate-by: groups with fewer human texts are held to --target-fpr "
+             "together, not each alone (default 1/target-fpr, the fewest that can show it; "
+             "1 holds every group alone).")(func)
+
+
 def device_option(func):
     return click.option("--device", default="auto", show_default=True,
                         help="auto (cuda when there is one), cpu, cuda or cuda:N.")(func)
@@ -146,6 +154,22 @@ def _table(title: str, counts: dict[str, int], total: int) -> list[str]:
         share = f"{100 * value / total:5.1f}%" if total else ""
         rows.append(f"  {key:<{width}}  {value:>10,}  {share}")
     return rows
+
+
+def _evidence_lines(summary: dict[str, Any]) -> list[str]:
+    """What decided the documents, and why the ``unknown`` ones stayed so, as two tables.
+
+    ``by_evidence`` counts every document under the evidence that looked at it last, so a
+    detector that abstained is counted there too; the first table leaves those out.
+    """
+    unknown = summary.get("unknown_by_evidence", {})
+    decided = {ev: n - sum(unknown.get(ev, {}).values())
+               for ev, n in summary["by_evidence"].items()}
+    lines = _table("deciding evidence", {ev: n for ev, n in decided.items() if n},
+                   summary["accepted"])
+    return lines + _table("unknown, because", {
+        (f"{ev}: {why}" if ev != "none" else why): n
+        for ev, reasons in unknown.items() for why, n in reasons.items()}, summary["accepted"])
 
 
 def _counts_lines(summary: dict[str, Any]) -> list[str]:
@@ -293,7 +317,7 @@ def tag(
     kept = summary["accepted"]
     lines = _counts_lines(summary)
     lines += _table("labels", summary["by_label"], kept)
-    lines += _table("deciding evidence", summary["by_evidence"], kept)
+    lines += _evidence_lines(summary)
     lines.append(
         f"wrote {kept:,} tagged rows to {output} in {summary['seconds']:.2f} s "
         f"({_rate(summary['docs_per_s'])} docs/s)"
@@ -324,6 +348,7 @@ def tag(
               help="False-positive rate the threshold holds on out-of-fold human documents.")
 @click.option("--calibrate-by", type=click.Choice(["generator", "domain", "dataset"]),
               help="Hold --target-fpr in every group of this field (the worst group's FPR).")
+@min_group_option
 @click.option("--cv", "cv", multiple=True, type=click.Choice(["generator", "domain", "dataset"]),
               help="Leave-one-group-out cross-validation to report (repeatable; default all "
                    "three; dataset = input file).")
@@ -340,7 +365,8 @@ def tag(
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.option("--text-field", default="text", show_default=True)
 def detect_train(labelled: tuple[str, ...], out_dir: str, model: str, label_field: str,
-                 target_fpr: float, calibrate_by: str | None, cv: tuple[str, ...], no_cv: bool,
+                 target_fpr: float, calibrate_by: str | None, min_group_size: int | None,
+                 cv: tuple[str, ...], no_cv: bool,
                  max_tokens: int, max_auroc_loss: float, seed: int, jobs: int, device: str,
                  as_json: bool, quiet: bool, text_field: str) -> None:
     """Train a supervised detector on labelled corpora (LM + n-gram features, calibrated).
@@ -358,7 +384,8 @@ def detect_train(labelled: tuple[str, ...], out_dir: str, model: str, label_fiel
     from provenance.detectors import train
 
     report = train(list(labelled), out_dir, model=model, target_fpr=target_fpr,
-                   calibrate_by=calibrate_by, cv=() if no_cv else (cv or None),
+                   calibrate_by=calibrate_by, min_group_size=min_group_size,
+                   cv=() if no_cv else (cv or None),
                    max_tokens=max_tokens, max_auroc_loss=max_auroc_loss, seed=seed, jobs=jobs,
                    device=device, progress=not (quiet or as_json), label_field=label_field,
                    text_field=text_field)
@@ -402,6 +429,7 @@ def detect_train(labelled: tuple[str, ...], out_dir: str, model: str, label_fiel
               help="Set the threshold so that every group of FIELD (e.g. domain) has FPR <= "
                    "--target-fpr on the calibration documents: the worst group's rate, not the "
                    "average. Re-sets a saved detector's threshold.")
+@min_group_option
 @click.option("--max-tokens", type=click.IntRange(min=16), default=512, show_default=True,
               help="Tokens scored per document.")
 @device_option
@@ -410,7 +438,8 @@ def detect_train(labelled: tuple[str, ...], out_dir: str, model: str, label_fiel
 @corpus_fields
 def detect_eval(labelled: str, detector: str, model: str, label_field: str,
                 group_fields: tuple[str, ...], target_fpr: float, calibration_share: float,
-                calibrate_by: str | None, max_tokens: int, device: str, output: str | None,
+                calibrate_by: str | None, min_group_size: int | None, max_tokens: int,
+                device: str, output: str | None,
                 as_json: bool, id_field: str, text_field: str) -> None:
     """Measure a detector on a labelled corpus: AUROC, TPR at 1% / 0.1% FPR, per group.
 
@@ -430,6 +459,7 @@ def detect_eval(labelled: str, detector: str, model: str, label_field: str,
         group_fields=group_fields, text_field=text_field, id_field=id_field,
         target_fpr=target_fpr, max_tokens=max_tokens, device=device, output=output,
         calibration_share=calibration_share, calibrate_by=calibrate_by,
+        min_group_size=min_group_size,
     ).report
     lines = [
         f"{report['documents']:,} documents ({report['n_synthetic']:,} synthetic, "
@@ -473,6 +503,7 @@ def detect_eval(labelled: str, detector: str, model: str, label_field: str,
 @click.option("--calibrate-by", "group_field", metavar="FIELD",
               help="Hold --target-fpr in every group of this field of HUMAN (e.g. site or "
                    "domain): the worst group's FPR, not the average.")
+@min_group_option
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="FPR the new threshold holds (default: the detector's own).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5,
@@ -492,7 +523,8 @@ def detect_eval(labelled: str, detector: str, model: str, label_field: str,
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.option("--text-field", default="text", show_default=True)
 def detect_calibrate(human: tuple[str, ...], out_dir: str, detector: str,
-                     group_field: str | None, target_fpr: float | None, holdout: float,
+                     group_field: str | None, min_group_size: int | None,
+                     target_fpr: float | None, holdout: float,
                      machine: tuple[str, ...], label_field: str | None, seed: int,
                      device: str, as_json: bool, quiet: bool, text_field: str) -> None:
     """Re-set a detector's threshold on HUMAN text from the crawl you tag; save it as new.
@@ -512,7 +544,8 @@ def detect_calibrate(human: tuple[str, ...], out_dir: str, detector: str,
 
     report = recalibrate_files(list(human), out_dir, detector=detector, machine=machine,
                                group_field=group_field, label_field=label_field,
-                               target_fpr=target_fpr, holdout=holdout, seed=seed,
+                               target_fpr=target_fpr, min_group_size=min_group_size,
+                               holdout=holdout, seed=seed,
                                text_field=text_field,
                                device=device, progress=not (quiet or as_json))
     h = report["human"]
@@ -859,7 +892,7 @@ def demo(out_dir: str, seed: int, docs_per_kind: int, detector: str, no_detector
     summary = result.as_dict()
     tag_summary = summary["tag"]
     lines = _counts_lines(tag_summary)
-    lines += _table("deciding evidence", tag_summary["by_evidence"], tag_summary["accepted"])
+    lines += _evidence_lines(tag_summary)
     labels = ["human", "synthetic", "unknown"]
     lines.append("true origin vs tag:" + "".join(f"{lb:>12}" for lb in labels))
     for origin, row in summary["confusion"].items():

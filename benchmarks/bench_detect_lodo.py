@@ -126,14 +126,17 @@ def held_out_file(name: str, data: Any, table: Any, trainer: Trainer, y: np.ndar
 def recalibrated(scores: np.ndarray, humans: np.ndarray, domains: np.ndarray,
                  trained_threshold: float) -> dict[str, Any]:
     """What ``tailguard detect-calibrate`` does to the held-out file: the threshold re-set on
-    half of its human documents (drawn per domain), pooled and by domain, and the FPR of its
-    worst domain measured on the other half, with the TPR each threshold leaves."""
+    half of its human documents (drawn per domain), pooled, by domain (small domains held
+    together, the default) and by domain with every domain alone (``--min-group-size 1``),
+    and the FPR of its worst domain measured on the other half, with the TPR each leaves."""
     from provenance.detectors.recalibration import threshold_on
 
     human_scores, human_domains = scores[humans], domains[humans]
     out: dict[str, Any] = {"trained_threshold": round(float(trained_threshold), 4)}
-    for name, groups in (("pooled", None), ("by_domain", human_domains)):
-        threshold, held, _ = threshold_on(human_scores, groups, TARGET_FPR, 0.5, seed=0)
+    for name, groups, smallest in (("pooled", None, None), ("by_domain", human_domains, None),
+                                   ("by_domain_each_alone", human_domains, 1)):
+        threshold, held, _ = threshold_on(human_scores, groups, TARGET_FPR, 0.5, seed=0,
+                                          min_group_size=smallest)
         thresholds = {"trained": trained_threshold, "recalibrated": threshold}
         rows = {}
         for label, t in thresholds.items():

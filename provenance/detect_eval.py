@@ -80,6 +80,7 @@ def evaluate_labelled(
     calibration_share: float = 0.0,
     seed: int = 0,
     calibrate_by: str | None = None,
+    min_group_size: int | None = None,
     n_boot: int = 1000,
 ) -> DetectEvalResult:
     """Score every document of a labelled corpus and evaluate the detector on it.
@@ -134,7 +135,8 @@ def evaluate_labelled(
                              file=os.fspath(corpus))
         if calibrate_by:
             by = np.asarray(frame.get_column(calibrate_by).to_list(), dtype=object)
-            threshold = worst_group_threshold(scores[calibration], by[calibration], target_fpr)
+            threshold = worst_group_threshold(scores[calibration], by[calibration], target_fpr,
+                                              min_group_size=min_group_size)
             threshold_source += f", the highest of the per-{calibrate_by} thresholds"
         else:
             threshold = calibrate_threshold(scores[calibration], target_fpr)
@@ -154,6 +156,7 @@ def evaluate_labelled(
         "threshold_source": threshold_source,
         "saved_threshold": saved_threshold,
         "calibrated_by": calibrate_by,
+        "min_group_size": min_group_size,
         "documents": frame.height,
         "unscored": int(np.isnan(scores).sum()),
         "evaluated": int(scored.sum()),

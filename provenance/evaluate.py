@@ -407,15 +407,26 @@ def group_report(
 
 
 def worst_group_threshold(
-    human_scores: Sequence[float], groups: Sequence[Any], target_fpr: float
+    human_scores: Sequence[float],
+    groups: Sequence[Any],
+    target_fpr: float,
+    *,
+    min_group_size: int | None = None,
 ) -> float:
     """The one threshold that flags at most ``target_fpr`` of the human scores of *every* group.
 
     It is the highest of the groups' :func:`calibrate_threshold` thresholds, so the promise
     "at most ``target_fpr`` of human texts flagged" holds for the worst group (on these
     scores), not only on average; the price is a lower TPR in the groups that needed less.
-    A group with fewer than ``1 / target_fpr`` human texts cannot resolve the target and puts
-    the threshold above all its scores; one :class:`TailguardWarning` names each such group.
+
+    A group with fewer than ``1 / target_fpr`` human texts cannot show the target alone: held
+    alone it would put the threshold above all its scores, and with many such groups (19
+    domains of 40 texts) the detector would flag almost nothing. So groups smaller than
+    ``min_group_size`` (default: the ``1 / target_fpr`` that resolves the target) are held
+    *together*, as one group, never merged into a large one (a small group of non-native
+    writers is not diluted by a large native one). ``min_group_size=1`` holds each alone.
+    A :class:`TailguardWarning` names the groups pooled, and one names any group (or pool)
+    still too small to resolve the target.
 
     Examples
     --------
@@ -434,15 +445,33 @@ def worst_group_threshold(
         raise InputError("worst_group_threshold needs at least one known-human score")
     if not (isinstance(target_fpr, int | float) and 0.0 < target_fpr < 1.0):
         raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr!r}")
+    resolving = math.ceil(round(1.0 / target_fpr, 9))
+    smallest = resolving if min_group_size is None else min_group_size
+    if not (isinstance(smallest, int) and smallest >= 1):
+        raise ConfigError(f"min_group_size must be a whole number >= 1, got {min_group_size!r}")
     keys = _group_keys("groups", groups, len(h))
+    sizes = {value: int(np.sum(keys == value)) for value in sorted(set(keys.tolist()))}
+    small = [value for value, n in sizes.items() if n < smallest]
+    held = {value: keys == value for value in sizes if value not in small}
+    if len(small) > 1:
+        pool = f"{len(small)} small groups pooled"
+        held[pool] = np.isin(keys, small)
+        warnings.warn(
+            f"group(s) {_named_sizes(small, sizes)} have fewer than {smallest:,} human texts: "
+            f"held to target_fpr {target_fpr:g} together ({int(held[pool].sum()):,} texts), "
+            "not each alone (min_group_size=1 holds each alone)",
+            TailguardWarning,
+            stacklevel=2,
+        )
+    elif small:
+        held[small[0]] = keys == small[0]
     thresholds, unresolved = [], []
-    for value in sorted(set(keys.tolist())):
-        member = h[keys == value]
+    for value, member in held.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TailguardWarning)  # said once below, per group
-            thresholds.append(calibrate_threshold(member, target_fpr))
-        if math.floor(round(target_fpr * len(member), 9)) == 0:
-            unresolved.append(f"{value!r} ({len(member)})")
+            thresholds.append(calibrate_threshold(h[member], target_fpr))
+        if int(member.sum()) < resolving:
+            unresolved.append(f"{value!r} ({int(member.sum())})" if value in sizes else value)
     if unresolved:
         warnings.warn(
             f"target_fpr {target_fpr:g} is below 1/n for the human texts of group(s) "
@@ -453,6 +482,16 @@ def worst_group_threshold(
             stacklevel=2,
         )
     return max(thresholds)
+
+
+def _named_sizes(values: list[str], sizes: dict[str, int], shown: int = 8) -> str:
+    """``'a' (40), 'b' (38)``, the first ``shown`` and how many more.
+
+    >>> _named_sizes(["a", "b", "c"], {"a": 4, "b": 3, "c": 2}, shown=2)
+    "'a' (4), 'b' (3) and 1 more"
+    """
+    named = ", ".join(f"{v!r} ({sizes[v]})" for v in values[:shown])
+    return named + (f" and {len(values) - shown} more" if len(values) > shown else "")
 
 
 def _check_threshold(threshold: Any) -> None:

@@ -51,6 +51,7 @@ from provenance.schema import (
     Tag,
     evidence_name,
     tags_frame,
+    why_unknown,
 )
 from provenance.signals import Signal
 
@@ -99,6 +100,7 @@ class Tagger:
         self.by_label: Counter = Counter()
         self.by_evidence: Counter = Counter()
         self.by_evidence_label: Counter = Counter()
+        self.unknown_why: Counter = Counter()
 
     def tag_batch(self, batch: pl.DataFrame, text_field: str = TEXT) -> pl.DataFrame:
         """``batch`` with the provenance columns set (existing ones are replaced)."""
@@ -120,6 +122,9 @@ class Tagger:
         evidence = [evidence_name(t.evidence) for t in final]
         self.by_evidence.update(evidence)
         self.by_evidence_label.update(zip(evidence, (t.label.value for t in final), strict=True))
+        self.unknown_why.update(why_unknown(ev, t.detail) for ev, t in zip(evidence, final,
+                                                                          strict=True)
+                                if t.label is Label.UNKNOWN)
         kept = batch.drop([c for c in TAG_COLUMNS if c in batch.columns])
         return kept.hstack(tags_frame(final))
 
@@ -305,6 +310,9 @@ class TagReport:
     signals: dict[str, dict[str, float]]
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Why documents ended ``unknown``: evidence -> kind of reason -> documents
+    #: (see :func:`~provenance.schema.why_unknown`); ``by_evidence`` counts them too.
+    unknown_by_evidence: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def docs_per_s(self) -> float:
@@ -318,6 +326,7 @@ class TagReport:
             **self.counts.as_dict(),
             "by_label": self.by_label,
             "by_evidence": self.by_evidence,
+            "unknown_by_evidence": self.unknown_by_evidence,
             "signals": self.signals,
             "seconds": round(self.seconds, 3),
             "docs_per_s": round(self.docs_per_s, 1),
@@ -378,6 +387,18 @@ def prevalence_detector(tagger: Tagger) -> Any:
             prevalence_calibration(signal.detector.calibration)
             return signal
     raise ConfigError(NO_PREVALENCE_DETECTOR)
+
+
+def nested_counts(pairs: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """``{(a, b): n}`` as ``{a: {b: n}}``, sorted, for a report.
+
+    >>> nested_counts({("detector", "too few tokens"): 2, ("detector", "not decisive"): 5})
+    {'detector': {'not decisive': 5, 'too few tokens': 2}}
+    """
+    out: dict[str, dict[str, int]] = {}
+    for (a, b), n in sorted(pairs.items()):
+        out.setdefault(a, {})[b] = n
+    return out
 
 
 def corpus_prevalence(tagger: Tagger) -> dict[str, Any]:

@@ -65,13 +65,14 @@ from provenance.fusion import (
     TagReport,
     check_tag_output,
     iter_tagged,
+    nested_counts,
     prevalence,
     prevalence_calibration,
     tagged_schema,
 )
 from provenance.ledger import Ledger
 from provenance.outputs import work_dir
-from provenance.schema import PROV_EVIDENCE, PROV_LABEL, TAG_COLUMNS
+from provenance.schema import PROV_DETAIL, PROV_EVIDENCE, PROV_LABEL, TAG_COLUMNS, why_unknown
 from provenance.signals import SignalStats
 
 #: Reject reason of a shard that could not be read (or the unreadable rest of one).
@@ -372,6 +373,7 @@ def tag_corpus_ray(
     by_label: Counter = Counter()
     by_evidence: Counter = Counter()
     by_evidence_label: Counter = Counter()
+    unknown_why: Counter = Counter()
     stats: dict[str, SignalStats] = {}
     failed: list[dict[str, str]] = []
     with ray_session(engine) as ray:
@@ -420,6 +422,9 @@ def tag_corpus_ray(
                         by_label.update(labels)
                         by_evidence.update(evidence)
                         by_evidence_label.update(zip(evidence, labels, strict=True))
+                        unknown = frame.filter(pl.col(PROV_LABEL) == "unknown")
+                        unknown_why.update(why_unknown(ev, json.loads(detail)) for ev, detail in
+                                           unknown.select(PROV_EVIDENCE, PROV_DETAIL).iter_rows())
                         bar.update(frame.height)
                     if envelope["last"]:
                         _add_shard(json.loads(envelope["summary"]), file, counts, stats, failed,
@@ -448,6 +453,7 @@ def tag_corpus_ray(
         counts=counts,
         by_label=dict(sorted(by_label.items())),
         by_evidence=dict(sorted(by_evidence.items())),
+        unknown_by_evidence=nested_counts(unknown_why),
         signals={name: s.as_dict() for name, s in stats.items()},
         seconds=time.perf_counter() - start,
     )

@@ -144,6 +144,32 @@ class Tag:
 UNTAGGED = Tag()
 
 
+def reason_kind(reason: str) -> str:
+    """A reason without its particulars (up to its first colon or parenthesis), so that
+    "too few tokens: 3 < 16" and "too few tokens: 5 < 16" count as one kind.
+
+    >>> reason_kind("too few tokens: 3 < 16"), reason_kind("not English (0% of letters ...)")
+    ('too few tokens', 'not English')
+    """
+    return reason.split(":")[0].split(" (")[0]
+
+
+def why_unknown(evidence: str, detail: dict[str, Any]) -> tuple[str, str]:
+    """(evidence, kind of reason) of an ``unknown`` tag, for run summaries: the evidence that
+    looked and could not decide (a detector's "not decisive", "too few tokens" ...), or
+    ``none`` when no evidence reached the document.
+
+    >>> why_unknown("detector", {"reason": "too few tokens: 2 < 16"})
+    ('detector', 'too few tokens')
+    >>> why_unknown("none", {})
+    ('none', 'no evidence reached it')
+    """
+    if evidence == Evidence.NONE.value:
+        return evidence, "no evidence reached it"
+    reason = detail.get("reason")
+    return evidence, reason_kind(reason) if isinstance(reason, str) else "undecided"
+
+
 def tags_frame(tags: list[Tag]) -> pl.DataFrame:
     """Provenance columns for a list of tags, with the dtypes of :data:`TAG_SCHEMA`."""
     return pl.DataFrame([t.as_row() for t in tags], schema=TAG_SCHEMA, orient="row")

@@ -28,6 +28,7 @@ from provenance.fusion import (
     check_tag_output,
     corpus_prevalence,
     iter_tagged,
+    nested_counts,
     opened_ledger,
     prevalence_detector,
     tagged_schema,
@@ -185,6 +186,7 @@ def tag_corpus(
         counts=reader.counts,
         by_label=dict(sorted(tagger.by_label.items())),
         by_evidence=dict(sorted(tagger.by_evidence.items())),
+        unknown_by_evidence=nested_counts(tagger.unknown_why),
         signals=tagger.signal_stats(),
         seconds=time.perf_counter() - start,
     )

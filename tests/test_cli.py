@@ -101,7 +101,9 @@ def test_tag_with_ledger_and_custom_declared_field(crawl: Path, tmp_path: Path) 
     code, stdout, _ = run("tag", str(crawl), "-o", str(tmp_path / "t.parquet"), "--ledger",
                           str(ledger), "--declared-field", "is_synthetic", "--json")
     assert code == 0
-    assert json.loads(stdout)["by_evidence"] == {"declared": 1, "ledger_exact": 1, "none": 1}
+    summary = json.loads(stdout)
+    assert summary["by_evidence"] == {"declared": 1, "ledger_exact": 1, "none": 1}
+    assert summary["unknown_by_evidence"] == {"none": {"no evidence reached it": 1}}
 
 
 def test_strict_stops_with_one_line_and_exit_1(crawl: Path, tmp_path: Path) -> None:

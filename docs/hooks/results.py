@@ -203,7 +203,9 @@ def detector_recalibration() -> str:
         return "*The benchmark file has no recalibration section; rerun the benchmark.*"
     rows = []
     for name, r in per_file.items():
-        for how in ("pooled", "by_domain"):
+        for how in ("pooled", "by_domain", "by_domain_each_alone"):
+            if how not in r:
+                continue
             t, n = r[how]["trained"], r[how]["recalibrated"]
             rows.append([name, how.replace("_", " "), _num(r[how]["n_fit"]), _worst_cell(t),
                          _worst_cell(n),

@@ -73,10 +73,12 @@ def reason_counts(reasons: Sequence[str | None]) -> dict[str, int]:
     ...                "not English (0% of letters are Latin); ..."])
     {'too few tokens': 2, 'not English': 1}
     """
+    from provenance.schema import reason_kind
+
     out: dict[str, int] = {}
     for r in reasons:
         if r is not None:
-            key = r.split(":")[0].split(" (")[0]
+            key = reason_kind(r)
             out[key] = out.get(key, 0) + 1
     return out
 

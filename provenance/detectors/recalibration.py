@@ -22,7 +22,6 @@ detector folder (never the input's) and a report.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -36,6 +35,7 @@ import numpy as np
 
 from provenance.detectors.base import reason_counts
 from provenance.detectors.calibrated import CalibratedDetector, load_detector
+from provenance.detectors.corpus_texts import read_texts
 from provenance.errors import ConfigError, InputError, TailguardWarning
 
 REPORT_FILE = "calibration_report.json"
@@ -73,7 +73,8 @@ def held_out_mask(groups: Sequence[Any], holdout: float, seed: int = 0) -> np.nd
 
 
 def threshold_on(scores: np.ndarray, groups: np.ndarray | None, target_fpr: float,
-                 holdout: float, seed: int = 0) -> tuple[float, np.ndarray, list[str]]:
+                 holdout: float, seed: int = 0, min_group_size: int | None = None
+                 ) -> tuple[float, np.ndarray, list[str]]:
     """(threshold, held-out mask, warnings): the threshold for ``target_fpr`` on the scores
     not held out (in every group when ``groups`` is given), as :func:`recalibrate` sets it.
 
@@ -89,7 +90,8 @@ def threshold_on(scores: np.ndarray, groups: np.ndarray | None, target_fpr: floa
     fit = ~held
     with warnings.catch_warnings(record=True) as caught:  # too few texts: said in the report
         warnings.simplefilter("always", TailguardWarning)
-        threshold = float(worst_group_threshold(scores[fit], keys[fit], target_fpr)
+        threshold = float(worst_group_threshold(scores[fit], keys[fit], target_fpr,
+                                                min_group_size=min_group_size)
                           if groups is not None else calibrate_threshold(scores[fit], target_fpr))
     return threshold, held, [str(w.message) for w in caught]
 
@@ -174,15 +176,18 @@ def recalibrate(
     seed: int = 0,
     machine_texts: Sequence[str] | None = None,
     progress: bool = False,
+    min_group_size: int | None = None,
 ) -> Recalibrated:
     """A copy of ``calibrated`` whose threshold holds ``target_fpr`` on ``human_texts``.
 
     ``groups`` (one value per text, e.g. each page's site or domain) makes the threshold hold
-    in every group, the worst group's FPR. ``holdout`` of the texts of each group (seeded) is
-    kept out of the fit and the FPR is measured there, before and after (0: in-sample, which
-    is optimistic). ``machine_texts`` from the same crawl, if any, give the TPR at the new
-    threshold; without them the trained TPR is dropped, since it was measured at another
-    threshold. ``target_fpr`` defaults to the detector's own.
+    in every group, the worst group's FPR (groups with fewer than ``min_group_size`` fitted
+    texts, by default the ``1 / target_fpr`` that resolves the target, are held together:
+    :func:`~provenance.evaluate.worst_group_threshold`). ``holdout`` of the texts of each
+    group (seeded) is kept out of the fit and the FPR is measured there, before and after (0:
+    in-sample, which is optimistic). ``machine_texts`` from the same crawl, if any, give the
+    TPR at the new threshold; without them the trained TPR is dropped, since it was measured
+    at another threshold. ``target_fpr`` defaults to the detector's own.
 
     Examples
     --------
@@ -218,7 +223,7 @@ def recalibrate(
                          else "no human texts to calibrate on (the input is empty)")
     scores, keys = criterion[scored], keys_all[scored]
     threshold, held, caught = threshold_on(scores, None if groups is None else keys, fpr_target,
-                                           holdout, seed)
+                                           holdout, seed, min_group_size)
     fit = ~held
     measured = held if holdout else fit
     before, after = calibrated.threshold, threshold
@@ -236,6 +241,7 @@ def recalibrate(
         "warnings": caught,
         "seed": seed,
         "holdout": holdout,
+        "min_group_size": min_group_size,
     }
     if groups is not None:
         by_group = _by_group(scores, keys, measured, {"before": before, "after": after})
@@ -291,68 +297,6 @@ def _score(calibrated: CalibratedDetector, texts: list, desc: str, progress: boo
     return values, reasons
 
 
-@dataclass
-class CorpusTexts:
-    """Texts read for a recalibration: human (with group values), machine, and per file."""
-
-    human: list[Any]
-    groups: list[Any] | None
-    machine: list[Any]
-    files: list[dict[str, Any]]
-
-
-def read_texts(paths: Sequence[str | os.PathLike], *, text_field: str = "text",
-               group_field: str | None = None, label_field: str | None = None,
-               machine: bool = False) -> CorpusTexts:
-    """Every corpus's texts, whitespace as the detector wants it, with each file's sha256 and
-    how many rows its reader refused.
-
-    Without ``label_field`` every row is human (or machine, with ``machine``); a ``label``
-    column that says otherwise is refused in one line rather than calibrating a threshold on
-    machine text taken for human. With it, each row goes where its label says.
-    """
-    from provenance.corpus import read_corpus
-    from provenance.detectors.ngram import _labels_to_int
-    from provenance.detectors.supervised import collapse_whitespace
-
-    out = CorpusTexts([], [] if group_field else None, [], [])
-    for path in paths:
-        frame = (corpus := read_corpus(path, text_field=text_field)).frame
-        for field in (group_field, label_field):
-            if field and field not in frame.columns:
-                raise InputError(f"no field {field!r} (fields: {', '.join(frame.columns)})",
-                                 file=str(path), field=field)
-        column = label_field or ("label" if "label" in frame.columns else None)
-        try:
-            labels = (np.full(frame.height, int(machine)) if column is None else
-                      _labels_to_int(frame.get_column(column).to_list()))
-        except InputError as exc:
-            raise InputError("label is neither human nor machine; use human/machine, "
-                             "human/synthetic or 0/1", file=str(path), row=exc.row,
-                             field=column) from exc
-        if label_field is None and column is not None and (labels != int(machine)).any():
-            other = int((labels != int(machine)).sum())
-            hint = (f"pass --label-field {column} to use each row as labelled" if not machine
-                    else f"a --machine corpus holds machine text only (give a labelled one as "
-                         f"HUMAN with --label-field {column})")
-            raise InputError(f"{other} rows are labelled {'human' if machine else 'machine'}; "
-                             f"{hint}", file=str(path), field=column)
-        texts = [collapse_whitespace(t) for t in frame.get_column(text_field).to_list()]
-        out.human.extend(t for t, lab in zip(texts, labels, strict=True) if lab == 0)
-        out.machine.extend(t for t, lab in zip(texts, labels, strict=True) if lab == 1)
-        if out.groups is not None:
-            values = frame.get_column(group_field).cast(str).to_list()
-            out.groups.extend(v for v, lab in zip(values, labels, strict=True) if lab == 0)
-        digest = (hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file()
-                  else None)
-        out.files.append({"path": str(path), "sha256": digest, "rows": frame.height,
-                          "human": int((labels == 0).sum()), "machine": int((labels == 1).sum()),
-                          "rejected": corpus.counts.rejected,
-                          "first_reject": None if not corpus.rejects else
-                          f"line {corpus.rejects[0].line}: {corpus.rejects[0].reason.value}"})
-    return out
-
-
 def recalibrate_files(
     human: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -362,6 +306,7 @@ def recalibrate_files(
     group_field: str | None = None,
     label_field: str | None = None,
     target_fpr: float | None = None,
+    min_group_size: int | None = None,
     holdout: float = 0.5,
     seed: int = 0,
     text_field: str = "text",
@@ -402,7 +347,7 @@ def recalibrate_files(
     machine_texts = read.machine + extra.machine
     result = recalibrate(calibrated, read.human, groups=read.groups, target_fpr=target_fpr,
                          holdout=holdout, seed=seed, progress=progress,
-                         machine_texts=machine_texts or None)
+                         machine_texts=machine_texts or None, min_group_size=min_group_size)
     report = {**result.report, "source": str(source), "group_field": group_field,
               "files": {"human": read.files, "machine": extra.files}}
     result.detector.calibration["recalibration"].update(

@@ -398,6 +398,7 @@ def fit_detector(
     *,
     target_fpr: float = 0.01,
     calibrate_by: str | None = None,
+    min_group_size: int | None = None,
     cv: Sequence[str] = GROUPINGS,
     outer_folds: int = 5,
     inner_folds: int = 3,
@@ -464,7 +465,8 @@ def fit_detector(
     human_rows, machine_rows = rows[y[rows] == 0], rows[y[rows] == 1]
     if calibrate_by:
         threshold = worst_group_threshold(criterion[human_rows],
-                                          data.groups[calibrate_by][human_rows], target_fpr)
+                                          data.groups[calibrate_by][human_rows], target_fpr,
+                                          min_group_size=min_group_size)
     else:
         threshold = calibrate_threshold(criterion[human_rows], target_fpr)
     a, b = fit_platt(criterion[human_rows], criterion[machine_rows])
@@ -508,6 +510,7 @@ def fit_detector(
         meta={"training": {"files": data.files, "seed": seed, "outer_folds": outer_folds,
                            "inner_folds": inner_folds, "target_fpr": target_fpr,
                            "max_auroc_loss": max_auroc_loss, "calibrate_by": calibrate_by,
+                           "min_group_size": min_group_size,
                            "human_below": human_below, "max_tokens": scorer.max_tokens,
                            "min_tokens": scorer.min_tokens,
                            "char": char_params.as_dict()}},
@@ -544,8 +547,9 @@ def train(
     given; a document whose P(synthetic) lies between ``human_below`` and the threshold's is
     ``unknown`` (not decisive). The token statistics are cached in ``cache`` (default
     ``~/.cache/tailguard/token-terms.sqlite``), so a killed run resumes and a retrain is quick.
-    ``options`` go to :func:`fit_detector` (target_fpr, calibrate_by, outer_folds, inner_folds,
-    max_auroc_loss, human_below, char_params, seed, progress).
+    ``options`` go to :func:`fit_detector` (target_fpr, calibrate_by, min_group_size (groups
+    smaller are held together: :func:`~provenance.evaluate.worst_group_threshold`),
+    outer_folds, inner_folds, max_auroc_loss, human_below, char_params, seed, progress).
 
     Examples
     --------

@@ -153,6 +153,27 @@ def test_detector_evidence_and_prevalence_in_tagging(world: dict, tmp_path: Path
     assert abs(corpus["estimate"] - truth) < 0.1
 
 
+def test_the_summary_says_why_documents_stayed_unknown(world: dict, tmp_path: Path) -> None:
+    """A detector that looked and could not score (or decide) a document did not decide it:
+    the summary counts it under "unknown, because", not under "deciding evidence"."""
+    crawl = tmp_path / "crawl.jsonl"
+    crawl.write_text(world["labelled"].read_text() + json.dumps({"id": "e", "text": "Too short."})
+                     + "\n")
+    result = CliRunner().invoke(main, ["tag", str(crawl), "-o", str(tmp_path / "t.parquet"),
+                                       "--detector", str(world["root"] / "detector"), "-q"])
+    assert result.exit_code == 0, result.output
+    tagged = pl.read_parquet(tmp_path / "t.parquet")
+    decided = tagged.filter((pl.col("prov_label") != "unknown")
+                            & (pl.col("prov_evidence") == "detector")).height
+    assert f"  detector  {decided:>10,}" in result.output.split("unknown, because")[0]
+    assert "unknown, because:\n  detector: too few tokens" in result.output
+    report = tag_corpus(crawl, tmp_path / "again.parquet",
+                        detector=world["root"] / "detector")
+    unknown = tagged.filter(pl.col("prov_label") == "unknown").height
+    assert sum(report.unknown_by_evidence["detector"].values()) == unknown >= 1
+    assert report.unknown_by_evidence["detector"]["too few tokens"] == 1
+
+
 def test_prevalence_needs_a_detector(world: dict, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="needs a calibrated detector"):
         tag_corpus(world["labelled"], tmp_path / "t.parquet", estimate_prevalence=True)

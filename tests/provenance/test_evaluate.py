@@ -293,6 +293,26 @@ def test_worst_group_threshold_names_the_group_too_small_for_the_target() -> Non
         worst_group_threshold(human, groups, 0.05)  # 50 texts resolve 5%
 
 
+def test_small_groups_are_held_together_not_each_above_all_its_scores() -> None:
+    """19 groups of 40 human texts cannot each show 1%: held alone, every one puts the
+    threshold above all its scores (a detector that flags nothing); held together they can."""
+    rng = np.random.default_rng(1)
+    human = rng.normal(0, 1, 1000 + 19 * 40)
+    groups = ["big"] * 1000 + [f"d{i:02d}" for i in range(19) for _ in range(40)]
+    with pytest.warns(TailguardWarning, match=r"19 small groups|have fewer than 100") as said:
+        together = worst_group_threshold(human, groups, 0.01)
+    assert "'big'" not in str(said[0].message)  # a large group is never pooled with them
+    small = human[1000:]
+    assert together == pytest.approx(max(calibrate_threshold(small, 0.01),
+                                         calibrate_threshold(human[:1000], 0.01)))
+    assert np.mean(small >= together) <= 0.01
+    with pytest.warns(TailguardWarning, match="below 1/n"):
+        alone = worst_group_threshold(human, groups, 0.01, min_group_size=1)
+    assert alone > small.max() > together
+    with pytest.raises(ConfigError, match="min_group_size must be"):
+        worst_group_threshold(human, groups, 0.01, min_group_size=0)
+
+
 def test_fairness_input_errors() -> None:
     with pytest.raises(InputError, match="group 'groups' has 1 values for 2"):
         group_report([0, 1], [0.1, 0.9], ["a"], 0.5)

@@ -102,6 +102,7 @@ def test_ray_tags_exactly_like_the_local_engine(crawl: dict, tmp_path: Path, ray
     assert on_ray.counts.read == on_ray.counts.accepted + on_ray.counts.rejected
     assert on_ray.counts.by_reason["duplicate_id"] == 7  # in their shard, across shards
     assert on_ray.by_label == local.by_label and on_ray.by_evidence == local.by_evidence
+    assert on_ray.unknown_by_evidence == local.unknown_by_evidence != {}
     assert on_ray.extra["engine"] == "ray" and on_ray.extra["failed_shards"] == []
 
 

@@ -86,6 +86,27 @@ def test_the_threshold_holds_in_every_group_and_is_measured_on_held_out_text(
     assert previous["threshold"] == trained.threshold and previous["tpr"] > 0
 
 
+def test_many_small_groups_are_held_together_unless_asked_otherwise(world: dict) -> None:
+    """Six sites of 10 fitted texts cannot each show 5%: held alone they push the threshold
+    above all their texts; by default they are held together, and the report says so."""
+    texts = world["plain"]
+    groups = [f"site{i % 6}" for i in range(len(texts))]
+    trained = load_detector(world["folder"])
+    together = recalibrate(trained, texts, groups=groups, target_fpr=0.05, seed=3)
+    alone = recalibrate(trained, texts, groups=groups, target_fpr=0.05, seed=3,
+                        min_group_size=1)
+    assert any("6 small groups" in w or "held to target_fpr 0.05 together" in w
+               for w in together.report["warnings"])
+    assert any("below 1/n" in w for w in alone.report["warnings"])
+    scores = trained.detector.score(texts)
+    held = held_out_mask(groups, 0.5, seed=3)
+    small = ~held
+    assert np.mean(scores[small] >= together.detector.threshold) <= 0.05
+    assert alone.detector.threshold > scores[small].max()
+    assert together.detector.threshold < alone.detector.threshold
+    assert together.report["min_group_size"] is None and alone.report["min_group_size"] == 1
+
+
 def test_without_machine_text_the_tpr_is_dropped_not_carried_over(world: dict) -> None:
     trained = load_detector(world["folder"])
     plain = recalibrate(trained, world["hot"] + world["plain"], holdout=0.5)
@@ -125,7 +146,7 @@ def test_the_command_writes_a_new_folder_that_tags_with_the_new_threshold(
     out = tmp_path / "mine"
     result = CliRunner().invoke(main, [
         "detect-calibrate", str(crawl), "--detector", str(world["folder"]), "--calibrate-by",
-        "site", "--target-fpr", "0.05", "-o", str(out), "-q"])
+        "site", "--target-fpr", "0.05", "--min-group-size", "20", "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
     assert "Worst site: hot" in result.output and f"wrote {out}" in result.output
     assert sorted(p.name for p in out.iterdir()) == [
@@ -135,7 +156,7 @@ def test_the_command_writes_a_new_folder_that_tags_with_the_new_threshold(
     assert saved.threshold == report["threshold"] > report["threshold_before"]
     assert report["files"]["human"][0]["rows"] == len(world["hot"]) + len(world["plain"])
     assert saved.calibration["recalibration"]["group_field"] == "site"
-    assert saved.calibration["calibrated_by"] == "site"
+    assert saved.calibration["calibrated_by"] == "site" and report["min_group_size"] == 20
     assert "## Recalibration" in (out / "DATA_CARD.md").read_text()
     texts = world["hot"] + world["plain"]
     np.testing.assert_array_equal(saved.detect(texts).flagged,
