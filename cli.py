@@ -516,6 +516,9 @@ def detect_eval(labelled: str, detector: str, model: str, label_field: str,
 @click.option("--label-field", metavar="FIELD",
               help="Use each HUMAN row as this field labels it (machine rows join --machine); "
                    "without it a corpus whose label column says machine is refused.")
+@click.option("--threshold-only", is_flag=True,
+              help="Move the threshold only; by default a detector with a reference head "
+                   "also measures every text against the fitted HUMAN texts.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the held-out draw.")
 @device_option
@@ -525,15 +528,17 @@ def detect_eval(labelled: str, detector: str, model: str, label_field: str,
 def detect_calibrate(human: tuple[str, ...], out_dir: str, detector: str,
                      group_field: str | None, min_group_size: int | None,
                      target_fpr: float | None, holdout: float,
-                     machine: tuple[str, ...], label_field: str | None, seed: int,
-                     device: str, as_json: bool, quiet: bool, text_field: str) -> None:
+                     machine: tuple[str, ...], label_field: str | None, threshold_only: bool,
+                     seed: int, device: str, as_json: bool, quiet: bool,
+                     text_field: str) -> None:
     """Re-set a detector's threshold on HUMAN text from the crawl you tag; save it as new.
 
     A threshold holds its FPR only on human text like the text it was set on. Every HUMAN
     corpus (any format tailguard reads) is taken as human: pages from before 2020 of the
-    sites you crawl, your own editors' writing. The features, network and probability map
-    stay as trained; the threshold, p-values and abstention band move. The FPR before and
-    after is measured on a held-out share.
+    sites you crawl, your own editors' writing. The threshold, p-values and abstention band
+    move; a detector trained with a reference head (the shipped one) also measures every text
+    against these human texts from then on (--threshold-only: not). The weights stay. The FPR
+    before and after is measured on a held-out share.
 
     \b
     Example:
@@ -545,7 +550,7 @@ def detect_calibrate(human: tuple[str, ...], out_dir: str, detector: str,
     report = recalibrate_files(list(human), out_dir, detector=detector, machine=machine,
                                group_field=group_field, label_field=label_field,
                                target_fpr=target_fpr, min_group_size=min_group_size,
-                               holdout=holdout, seed=seed,
+                               holdout=holdout, seed=seed, adapt=not threshold_only,
                                text_field=text_field,
                                device=device, progress=not (quiet or as_json))
     h = report["human"]

@@ -454,7 +454,7 @@ def worst_group_threshold(
     small = [value for value, n in sizes.items() if n < smallest]
     held = {value: keys == value for value in sizes if value not in small}
     if len(small) > 1:
-        pool = f"{len(small)} small groups pooled"
+        pool = f"the {len(small)} small groups held together"
         held[pool] = np.isin(keys, small)
         warnings.warn(
             f"group(s) {_named_sizes(small, sizes)} have fewer than {smallest:,} human texts: "
@@ -471,10 +471,11 @@ def worst_group_threshold(
             warnings.simplefilter("ignore", TailguardWarning)  # said once below, per group
             thresholds.append(calibrate_threshold(h[member], target_fpr))
         if int(member.sum()) < resolving:
-            unresolved.append(f"{value!r} ({int(member.sum())})" if value in sizes else value)
+            shown = repr(value) if value in sizes else value
+            unresolved.append(f"{shown} ({int(member.sum())})")
     if unresolved:
         warnings.warn(
-            f"target_fpr {target_fpr:g} is below 1/n for the human texts of group(s) "
+            f"target_fpr {target_fpr:g} is below 1/n for the human texts of "
             f"{', '.join(unresolved)}: the threshold is set above every human score of each, "
             "which only shows an FPR below ~3/n there (rule of three); calibrate on at least "
             f"{math.ceil(3 / target_fpr):,} human texts per group",

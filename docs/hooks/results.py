@@ -218,6 +218,24 @@ def detector_recalibration() -> str:
                 "held-out FPR", "TPR"], rows)])
 
 
+def detector_reference() -> str:
+    """Each held-out file's AUROC and TPR with and without a human reference (half its human
+    documents), from the same benchmark run."""
+    per_file = {name: f["reference"] for name, f in _load(LODO).get("per_file", {}).items()
+                if f.get("reference")}
+    if not per_file:
+        return "*The benchmark file has no reference section; rerun the benchmark.*"
+    rows = [[name, _num(r["reference_texts"]),
+             f"{_num(r['plain']['auroc'], 3)} -> {_num(r['with_reference']['auroc'], 3)}",
+             f"{_num(r['plain']['tpr'], 3)} -> {_num(r['with_reference']['tpr'], 3)}",
+             f"{_num(r['plain']['fpr_held_out'], 3)} -> "
+             f"{_num(r['with_reference']['fpr_held_out'], 3)}"] for name, r in per_file.items()]
+    return "\n".join([
+        _source_line(LODO, "python benchmarks/bench_detect_lodo.py"), "",
+        _table(["held-out file", "human reference texts", "AUROC (plain -> reference head)",
+                "TPR at the re-set threshold", "held-out FPR"], rows)])
+
+
 def detector_speed() -> str:
     """The cascade's speed and AUROC against the full detector, from the same benchmark run."""
     speed = _load(LODO).get("speed")
@@ -295,6 +313,7 @@ GENERATORS = {
     "detector-lodo": detector_lodo,
     "detector-speed": detector_speed,
     "detector-recalibration": detector_recalibration,
+    "detector-reference": detector_reference,
     "ray-bench": ray_bench,
     "results-index": results_index,
 }

@@ -36,6 +36,7 @@ import numpy as np
 from provenance.detectors.base import reason_counts
 from provenance.detectors.calibrated import CalibratedDetector, load_detector
 from provenance.detectors.corpus_texts import read_texts
+from provenance.detectors.human_reference import HumanReference
 from provenance.errors import ConfigError, InputError, TailguardWarning
 
 REPORT_FILE = "calibration_report.json"
@@ -73,8 +74,8 @@ def held_out_mask(groups: Sequence[Any], holdout: float, seed: int = 0) -> np.nd
 
 
 def threshold_on(scores: np.ndarray, groups: np.ndarray | None, target_fpr: float,
-                 holdout: float, seed: int = 0, min_group_size: int | None = None
-                 ) -> tuple[float, np.ndarray, list[str]]:
+                 holdout: float, seed: int = 0, min_group_size: int | None = None, *,
+                 held: np.ndarray | None = None) -> tuple[float, np.ndarray, list[str]]:
     """(threshold, held-out mask, warnings): the threshold for ``target_fpr`` on the scores
     not held out (in every group when ``groups`` is given), as :func:`recalibrate` sets it.
 
@@ -86,7 +87,9 @@ def threshold_on(scores: np.ndarray, groups: np.ndarray | None, target_fpr: floa
     from provenance.evaluate import calibrate_threshold, worst_group_threshold
 
     keys = np.asarray(["all"] * len(scores)) if groups is None else np.asarray(groups)
-    held = held_out_mask(keys, holdout, seed) if holdout else np.zeros(len(scores), dtype=bool)
+    if held is None:
+        held = (held_out_mask(keys, holdout, seed) if holdout
+                else np.zeros(len(scores), dtype=bool))
     fit = ~held
     with warnings.catch_warnings(record=True) as caught:  # too few texts: said in the report
         warnings.simplefilter("always", TailguardWarning)
@@ -118,14 +121,15 @@ def _rates(scores: np.ndarray, threshold: float) -> dict[str, Any]:
             "fpr_upper_95": None if high is None else round(high, 4)}
 
 
-def _by_group(scores: np.ndarray, keys: np.ndarray, held: np.ndarray, thresholds: dict[str, float]
-              ) -> dict[str, dict[str, Any]]:
+def _by_group(keys: np.ndarray, held: np.ndarray,
+              scored_at: dict[str, tuple[np.ndarray, float]]) -> dict[str, dict[str, Any]]:
+    """Per group: texts fitted and held out, and the held-out FPR of each (scores, threshold)."""
     out = {}
     for value in sorted(set(keys.tolist())):
         member = keys == value
         out[value] = {"n_fit": int((member & ~held).sum()),
                       "n_held_out": int((member & held).sum())}
-        for name, threshold in thresholds.items():
+        for name, (scores, threshold) in scored_at.items():
             out[value][f"fpr_{name}"] = _rates(scores[member & held], threshold)["fpr"]
     return out
 
@@ -177,6 +181,7 @@ def recalibrate(
     machine_texts: Sequence[str] | None = None,
     progress: bool = False,
     min_group_size: int | None = None,
+    adapt: bool = True,
 ) -> Recalibrated:
     """A copy of ``calibrated`` whose threshold holds ``target_fpr`` on ``human_texts``.
 
@@ -188,6 +193,12 @@ def recalibrate(
     in-sample, which is optimistic). ``machine_texts`` from the same crawl, if any, give the
     TPR at the new threshold; without them the trained TPR is dropped, since it was measured
     at another threshold. ``target_fpr`` defaults to the detector's own.
+
+    With ``adapt`` (the default) and a detector trained with a reference head
+    (:mod:`.human_reference`), the fitted human texts also become the detector's human
+    reference: it then scores every text against the human text of this crawl, with the
+    reference head's Platt map; the held-out share measures that too. ``adapt=False`` moves
+    the threshold only.
 
     Examples
     --------
@@ -215,16 +226,26 @@ def recalibrate(
                           else ["unspecified" if g is None else str(g) for g in groups])
     if len(keys_all) != len(texts):
         raise ConfigError(f"{len(keys_all)} groups for {len(texts)} texts")
-    criterion, reasons = _score(calibrated, texts, "scoring human texts", progress, tqdm)
+    old = calibrated.calibration
+    source = calibrated.detector
+    adapting = adapt and can_adapt(calibrated)
+    scoring = _Scoring(source, adapting, progress, tqdm)
+    criterion, reasons = scoring.human(texts)
     scored = ~np.isnan(criterion)
     if not scored.any():
         why = ", ".join(f"{k}: {v}" for k, v in reason_counts(reasons).items())
         raise InputError(f"none of the {len(texts)} human texts could be scored ({why})" if texts
                          else "no human texts to calibrate on (the input is empty)")
     scores, keys = criterion[scored], keys_all[scored]
-    threshold, held, caught = threshold_on(scores, None if groups is None else keys, fpr_target,
-                                           holdout, seed, min_group_size)
+    held = (held_out_mask(keys, holdout, seed) if holdout
+            else np.zeros(len(scores), dtype=bool))
     fit = ~held
+    detector, scores_after = source, scores
+    if adapting:  # the reference is the fitted human texts only: the held-out ones judge it
+        detector = source.with_reference(HumanReference.of(scoring.inputs[scored][fit]))
+        scores_after = scoring.rescored(detector, texts)[scored]
+    threshold, _, caught = threshold_on(scores_after, None if groups is None else keys,
+                                        fpr_target, holdout, seed, min_group_size, held=held)
     measured = held if holdout else fit
     before, after = calibrated.threshold, threshold
     report: dict[str, Any] = {
@@ -232,69 +253,127 @@ def recalibrate(
         "target_fpr": fpr_target,
         "threshold_before": before,
         "threshold": after,
+        "adapted": {"reference_texts": int(fit.sum())} if adapting else None,
         "human": {"texts": len(texts), "scored": int(scored.sum()), "fit": int(fit.sum()),
                   "held_out": int(held.sum()), "unscored": reason_counts(reasons)},
         "measured_on": (f"held-out {holdout:g} of each group's scored human texts"
                         if holdout else "the fitted texts themselves (in-sample, optimistic)"),
         "held_out": {"before": _rates(scores[measured], before),
-                     "after": _rates(scores[measured], after)},
+                     "after": _rates(scores_after[measured], after)},
         "warnings": caught,
         "seed": seed,
         "holdout": holdout,
         "min_group_size": min_group_size,
     }
     if groups is not None:
-        by_group = _by_group(scores, keys, measured, {"before": before, "after": after})
+        by_group = _by_group(keys, measured, {"before": (scores, before),
+                                              "after": (scores_after, after)})
         report["groups"] = by_group
         report["worst_group"] = {"before": _worst(by_group, "fpr_before"),
                                  "after": _worst(by_group, "fpr_after")}
-    old = calibrated.calibration
     calibration = {k: v for k, v in old.items() if k not in (*_THRESHOLD_FACTS, "recalibration")}
+    if adapting:  # the reference head's log-odds are on their own scale
+        calibration["platt"] = list(old["reference"]["platt"])
     calibration.update({
         "n_human": int(fit.sum()),
         "fpr": report["held_out"]["after"]["fpr"],
         "n_human_measured": report["held_out"]["after"]["n"],
-        "human_quantiles": [float(v) for v in np.quantile(scores[fit], np.linspace(0, 1, 1001))],
+        "human_quantiles": [float(v) for v in np.quantile(scores_after[fit],
+                                                          np.linspace(0, 1, 1001))],
         "measured_on": report["measured_on"],
         "calibrated_by": "groups" if groups is not None else None,
-        "undecided_below": undecided_below(old, after),
+        "undecided_below": undecided_below({**old, "platt": calibration.get("platt")}, after),
     })
     if machine_texts is not None:
-        machine, _ = _score(calibrated, list(machine_texts), "scoring machine texts", progress,
-                            tqdm)
-        machine = machine[~np.isnan(machine)]
-        if len(machine):
-            report["machine"] = {"scored": int(len(machine)),
-                                 "tpr_before": round(float(np.mean(machine >= before)), 4),
-                                 "tpr_after": round(float(np.mean(machine >= after)), 4)}
-            calibration.update({"tpr": float(np.mean(machine >= after)),
-                                "n_machine": int(len(machine)),
-                                "n_machine_measured": int(len(machine))})
+        machine_before, machine_after = scoring.machine(list(machine_texts), detector)
+        if len(machine_before):
+            report["machine"] = {"scored": int(len(machine_before)),
+                                 "tpr_before": round(float(np.mean(machine_before >= before)), 4),
+                                 "tpr_after": round(float(np.mean(machine_after >= after)), 4)}
+            calibration.update({"tpr": float(np.mean(machine_after >= after)),
+                                "n_machine": int(len(machine_after)),
+                                "n_machine_measured": int(len(machine_after))})
         else:
             report["warnings"].append(f"none of the {len(machine_texts)} machine texts could "
                                       "be scored: the TPR at the new threshold is unknown")
     calibration["recalibration"] = {
         "previous": {"threshold": before, **{k: old[k] for k in (*_THRESHOLD_FACTS,
-                                                                 "recalibration") if k in old}},
-        **{k: report[k] for k in ("human", "held_out", "seed", "holdout")},
+                                                                 "recalibration") if k in old},
+                     **({"platt": old.get("platt")} if adapting else {})},
+        **{k: report[k] for k in ("human", "held_out", "seed", "holdout", "adapted")},
         **({"worst_group": report["worst_group"]} if groups is not None else {}),
     }
-    return Recalibrated(CalibratedDetector(calibrated.detector, after, fpr_target, calibration),
-                        report)
+    return Recalibrated(CalibratedDetector(detector, after, fpr_target, calibration), report)
 
 
-def _score(calibrated: CalibratedDetector, texts: list, desc: str, progress: bool, tqdm: Any
-           ) -> tuple[np.ndarray, list[str | None]]:
-    """The raw criterion (NaN where unscorable) and reasons, 64 texts at a time."""
-    values = np.full(len(texts), np.nan)
-    reasons: list[str | None] = [None] * len(texts)
-    with tqdm(total=len(texts), desc=desc, unit="doc", disable=not progress) as bar:
-        for start in range(0, len(texts), 64):
-            scores = calibrated.detector.score_detailed(texts[start:start + 64])
-            values[start:start + len(scores.values)] = scores.values
-            reasons[start:start + len(scores.values)] = scores.reasons
-            bar.update(len(scores.values))
-    return values, reasons
+def can_adapt(calibrated: CalibratedDetector) -> bool:
+    """Whether a recalibration can also adapt the detector's inputs: a supervised detector
+    trained with a reference head, whose calibration kept the head's Platt map."""
+    return (getattr(calibrated.detector, "reference_head", None) is not None
+            and bool((calibrated.calibration.get("reference") or {}).get("platt")))
+
+
+class _Scoring:
+    """Scores for a recalibration, 64 texts at a time with a progress bar. Adapting, the
+    language model reads each text once: its head inputs serve both heads."""
+
+    def __init__(self, detector: Any, adapting: bool, progress: bool, tqdm: Any) -> None:
+        self.detector, self.adapting = detector, adapting
+        self.progress, self.tqdm = progress, tqdm
+        self.inputs: np.ndarray | None = None
+
+    def human(self, texts: list) -> tuple[np.ndarray, list[str | None]]:
+        """The source detector's criterion of every text (NaN where unscorable), reasons."""
+        if not self.adapting:
+            return self._chunks(texts, "scoring human texts", self._detailed)
+        self.inputs, reasons = self._inputs(texts, "reading human texts")
+        return self.rescored(self.detector, texts), reasons
+
+    def rescored(self, detector: Any, texts: list) -> np.ndarray:
+        """``detector``'s criterion of the texts :meth:`human` read, from their head inputs."""
+        return detector.score_stages(texts, inputs=self.inputs)[0].values
+
+    def machine(self, texts: list, adapted: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Scored machine texts' criterion before (source) and after (``adapted``)."""
+        if not self.adapting:
+            values, _ = self._chunks(texts, "scoring machine texts", self._detailed)
+            values = values[~np.isnan(values)]
+            return values, values
+        inputs, _ = self._inputs(texts, "reading machine texts")
+        before = self.detector.score_stages(texts, inputs=inputs)[0].values
+        after = adapted.score_stages(texts, inputs=inputs)[0].values
+        keep = ~np.isnan(before)
+        return before[keep], after[keep]
+
+    def _detailed(self, chunk: list) -> tuple[np.ndarray, list[str | None]]:
+        scores = self.detector.score_detailed(chunk)
+        return scores.values, scores.reasons
+
+    def _inputs(self, texts: list, desc: str) -> tuple[np.ndarray, list[str | None]]:
+        rows: list[np.ndarray] = []
+        reasons: list[str | None] = []
+        with self.tqdm(total=len(texts), desc=desc, unit="doc",
+                       disable=not self.progress) as bar:
+            for start in range(0, len(texts), 64):
+                x, why = self.detector.head_inputs(texts[start:start + 64])
+                rows.append(x)
+                reasons.extend(why)
+                bar.update(len(why))
+        width = rows[0].shape[1] if rows else 0
+        return (np.vstack(rows) if rows else np.zeros((0, width))), reasons
+
+    def _chunks(self, texts: list, desc: str, score: Any
+                ) -> tuple[np.ndarray, list[str | None]]:
+        values = np.full(len(texts), np.nan)
+        reasons: list[str | None] = [None] * len(texts)
+        with self.tqdm(total=len(texts), desc=desc, unit="doc",
+                       disable=not self.progress) as bar:
+            for start in range(0, len(texts), 64):
+                v, why = score(texts[start:start + 64])
+                values[start:start + len(v)] = v
+                reasons[start:start + len(v)] = why
+                bar.update(len(v))
+        return values, reasons
 
 
 def recalibrate_files(
@@ -309,6 +388,7 @@ def recalibrate_files(
     min_group_size: int | None = None,
     holdout: float = 0.5,
     seed: int = 0,
+    adapt: bool = True,
     text_field: str = "text",
     device: str = "auto",
     progress: bool = True,
@@ -347,7 +427,8 @@ def recalibrate_files(
     machine_texts = read.machine + extra.machine
     result = recalibrate(calibrated, read.human, groups=read.groups, target_fpr=target_fpr,
                          holdout=holdout, seed=seed, progress=progress,
-                         machine_texts=machine_texts or None, min_group_size=min_group_size)
+                         machine_texts=machine_texts or None, min_group_size=min_group_size,
+                         adapt=adapt)
     report = {**result.report, "source": str(source), "group_field": group_field,
               "files": {"human": read.files, "machine": extra.files}}
     result.detector.calibration["recalibration"].update(
@@ -369,7 +450,10 @@ def outcome_lines(report: dict[str, Any]) -> list[str]:
     upper bound), the worst group, the TPR (or that it is unknown). The command prints them and
     the data card keeps them."""
     before, after = report["held_out"]["before"], report["held_out"]["after"]
-    lines = [f"FPR on {report['measured_on']} ({after['n']:,} texts): {before['fpr']} before, "
+    lines = [] if not report.get("adapted") else [
+        f"Adapted: the detector now measures every text against the "
+        f"{report['adapted']['reference_texts']:,} fitted human texts (its reference head)."]
+    lines += [f"FPR on {report['measured_on']} ({after['n']:,} texts): {before['fpr']} before, "
              f"{after['fpr']} after (at most {after['fpr_upper_95']} with 95% confidence)."]
     worst = report.get("worst_group")
     if worst and worst["before"] and worst["after"]:

@@ -33,11 +33,14 @@ import numpy as np
 from provenance.detectors.base import Detector, Scores, as_texts, text_problem
 from provenance.detectors.document_features import document_vector, feature_names
 from provenance.detectors.files import weights_digest
+from provenance.detectors.human_reference import HumanReference, with_reference
 from provenance.detectors.ngram import NgramClassifier, NgramParams
 from provenance.detectors.token_ngrams import TokenNgramModel
 from provenance.errors import ConfigError, InputError
 
 WEIGHTS = "supervised.safetensors"
+#: Tensor-name prefix of the reference head in :data:`WEIGHTS`.
+REFERENCE = "reference_head"
 #: Hidden units of the head (:class:`MLPHead`).
 HIDDEN = 32
 
@@ -120,14 +123,15 @@ class MLPHead:
         return cls(mean, scale, model.coefs_[0], model.intercepts_[0],
                    model.coefs_[1].ravel(), float(model.intercepts_[1][0]))
 
-    def tensors(self) -> dict[str, np.ndarray]:
-        return {"head.mean": self.mean, "head.scale": self.scale, "head.w1": self.w1,
-                "head.b1": self.b1, "head.w2": self.w2, "head.b2": np.array([self.b2])}
+    def tensors(self, prefix: str = "head") -> dict[str, np.ndarray]:
+        return {f"{prefix}.mean": self.mean, f"{prefix}.scale": self.scale,
+                f"{prefix}.w1": self.w1, f"{prefix}.b1": self.b1, f"{prefix}.w2": self.w2,
+                f"{prefix}.b2": np.array([self.b2])}
 
     @classmethod
-    def from_tensors(cls, t: dict[str, np.ndarray]) -> MLPHead:
-        return cls(t["head.mean"], t["head.scale"], t["head.w1"], t["head.b1"], t["head.w2"],
-                   float(t["head.b2"][0]))
+    def from_tensors(cls, t: dict[str, np.ndarray], prefix: str = "head") -> MLPHead:
+        return cls(*(t[f"{prefix}.{k}"] for k in ("mean", "scale", "w1", "b1", "w2")),
+                   float(t[f"{prefix}.b2"][0]))
 
 
 @dataclass
@@ -197,6 +201,11 @@ class SupervisedDetector(Detector):
     :class:`~provenance.detectors.token_statistics.TokenStatistics` (loaded lazily from
     ``scorer_spec`` the first time a document reaches stage 2, so a corpus the first stage
     settles never loads the model).
+
+    ``reference_head``, where training had several sources, reads the inputs measured against
+    human text of the document's own source (:mod:`.human_reference`); it scores once a
+    ``reference`` is set (:meth:`with_reference`, done by ``tailguard detect-calibrate`` from
+    the crawl's human text). Without one the plain ``head`` scores.
     """
 
     kind = "supervised"
@@ -214,6 +223,8 @@ class SupervisedDetector(Detector):
         scorer: Any = None,
         device: str = "auto",
         dtype: str | None = None,
+        reference_head: MLPHead | None = None,
+        reference: HumanReference | None = None,
     ) -> None:
         self.scorer_spec = dict(scorer_spec)
         self.scorer_digest = scorer_digest
@@ -226,9 +237,26 @@ class SupervisedDetector(Detector):
         self._scorer = scorer
         self._device = device
         self._dtype = dtype
+        self.reference_head = reference_head
+        self.reference = reference
         if head.n_features != len(feature_names()):
             raise InputError(f"the head takes {head.n_features} features; this version "
                              f"computes {len(feature_names())}")
+        if reference is not None and reference_head is None:
+            raise ConfigError("a human reference needs a detector trained with a reference "
+                              "head (several training files with human text)")
+
+    def with_reference(self, reference: HumanReference | None) -> SupervisedDetector:
+        """A copy that scores with the reference head against ``reference`` (None: the plain
+        head); the scorer, n-gram models and weights are shared, not copied."""
+        import copy
+
+        twin = copy.copy(self)
+        if reference is not None and self.reference_head is None:
+            raise ConfigError("this detector has no reference head (it was trained on one "
+                              "source); it can only be given a threshold")
+        twin.reference = reference
+        return twin
 
     @property
     def scorer(self) -> Any:
@@ -245,15 +273,16 @@ class SupervisedDetector(Detector):
     def score_detailed(self, texts: Sequence[str]) -> Scores:
         return self.score_stages(texts)[0]
 
-    def score_stages(self, texts: Sequence[str]) -> tuple[Scores, np.ndarray]:
-        """The scores and, per text, the stage that decided (0 = not scored, 1, 2)."""
+    def score_stages(self, texts: Sequence[str], *, inputs: np.ndarray | None = None
+                     ) -> tuple[Scores, np.ndarray]:
+        """The scores and, per text, the stage that decided (0 = not scored, 1, 2).
+
+        ``inputs`` (from :meth:`head_inputs` on the same texts) spares the language model:
+        a recalibration scores the same texts with two heads.
+        """
         texts = [collapse_whitespace(t) for t in as_texts(texts)]
-        scores = Scores.empty(len(texts))
+        scores, good = self._checked(texts)
         stage = np.zeros(len(texts), dtype=np.int8)
-        for i, text in enumerate(texts):
-            scores.reasons[i] = text_problem(text) or language_problem(text)
-        self._check_length(texts, scores)
-        good = [i for i, r in enumerate(scores.reasons) if r is None]
         if not good:
             return scores, stage
         rest = good
@@ -267,9 +296,45 @@ class SupervisedDetector(Detector):
                 stage[good[k]] = 1
             rest = [i for i, s in zip(good, sure, strict=True) if not s]
         if rest:
-            self._second_stage(texts, rest, scores)
+            if inputs is None:
+                rows, where = self._lm_inputs(texts, rest, scores)
+            else:
+                where = [i for i in rest if np.isfinite(inputs[i]).all()]
+                rows = inputs[where]
+                for i in set(rest) - set(where):
+                    scores.reasons[i] = "no head inputs"
+            if where:
+                scores.values[where] = self.log_odds(np.asarray(rows))
             stage[[i for i in rest if scores.reasons[i] is None]] = 2
         return scores, stage
+
+    def log_odds(self, inputs: np.ndarray) -> np.ndarray:
+        """The second stage's criterion for head inputs: the reference head against
+        :attr:`reference` when one is set, else the plain head."""
+        if self.reference is None:
+            return self.head.log_odds(inputs)
+        return self.reference_head.log_odds(with_reference(inputs, self.reference))
+
+    def head_inputs(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
+        """Every text's head inputs (a NaN row where it cannot be scored) and the reasons:
+        what a human reference is measured on. Reads every scorable text with the language
+        model, the first stage notwithstanding."""
+        texts = [collapse_whitespace(t) for t in as_texts(texts)]
+        scores, good = self._checked(texts)
+        out = np.full((len(texts), len(feature_names())), np.nan)
+        if good:
+            rows, where = self._lm_inputs(texts, good, scores)
+            if where:
+                out[where] = rows
+        return out, scores.reasons
+
+    def _checked(self, texts: list) -> tuple[Scores, list[int]]:
+        """Empty scores with the reasons of texts neither stage may score, and the rest."""
+        scores = Scores.empty(len(texts))
+        for i, text in enumerate(texts):
+            scores.reasons[i] = text_problem(text) or language_problem(text)
+        self._check_length(texts, scores)
+        return scores, [i for i, r in enumerate(scores.reasons) if r is None]
 
     @property
     def tokenizer(self) -> Any:
@@ -295,7 +360,10 @@ class SupervisedDetector(Detector):
             if len(ids) < self.min_tokens:
                 scores.reasons[i] = f"too few tokens: {len(ids)} < {self.min_tokens}"
 
-    def _second_stage(self, texts: list, rest: list[int], scores: Scores) -> None:
+    def _lm_inputs(self, texts: list, rest: list[int], scores: Scores
+                   ) -> tuple[list[np.ndarray], list[int]]:
+        """Head inputs of ``texts[rest]`` from the language model, and where they go; the
+        texts it refuses get their reason in ``scores``."""
         terms, lm_scores = self.scorer.token_terms([texts[i] for i in rest])
         ids, _ = self.scorer.encode([texts[i] for i in rest])
         rows, where = [], []
@@ -306,8 +374,7 @@ class SupervisedDetector(Detector):
                 continue
             rows.append(head_features(self.ngrams, terms[k], ids[k]))
             where.append(i)
-        if rows:
-            scores.values[where] = self.head.log_odds(np.stack(rows))
+        return rows, where
 
 
     def spec(self) -> dict[str, Any]:
@@ -320,6 +387,9 @@ class SupervisedDetector(Detector):
             "char": self.char.params.as_dict(),
             "features": feature_names(),
             "head": {"kind": "mlp", "hidden": len(self.head.b1)},
+            "reference_head": None if self.reference_head is None else
+            {"kind": "mlp", "hidden": len(self.reference_head.b1)},
+            "reference": None if self.reference is None else self.reference.as_dict(),
             "stage1": None if self.stage1 is None else self.stage1.__dict__,
             **self.meta,
         }
@@ -332,6 +402,7 @@ class SupervisedDetector(Detector):
             "char.coef": self.char.coef.astype(np.float32),
             "char.intercept": np.array([self.char.intercept]),
             **self.head.tensors(),
+            **({} if self.reference_head is None else self.reference_head.tensors(REFERENCE)),
         })
         save_numpy(tensors, folder / WEIGHTS, {"format": "tailguard-detector", "kind": self.kind})
 
@@ -356,12 +427,20 @@ class SupervisedDetector(Detector):
                              "version computes; retrain it with tailguard detect-train",
                              file=str(weights))
         head = MLPHead.from_tensors(t)
+        reference_head = (MLPHead.from_tensors(t, REFERENCE) if spec.get("reference_head")
+                          else None)
+        if reference_head is not None and reference_head.n_features != 2 * head.n_features:
+            raise InputError("the reference head does not match the head's features",
+                             file=str(weights))
+        reference = (HumanReference.from_dict(spec["reference"]) if spec.get("reference")
+                     else None)
         stage1 = Stage1(**spec["stage1"]) if spec.get("stage1") else None
         check_scorer(spec["scorer"], spec["scorer_digest"])
         meta = {k: v for k, v in spec.items() if k in ("training", "sha256_training_data")}
         return cls(scorer_spec=spec["scorer"], scorer_digest=spec["scorer_digest"],
                    ngrams=ngrams, char=char, head=head, stage1=stage1, meta=meta,
-                   device=device, dtype=dtype)
+                   device=device, dtype=dtype, reference_head=reference_head,
+                   reference=reference)
 
 
 def head_features(ngrams: TokenNgramModel, lm_terms: np.ndarray, ids: Sequence[int]

@@ -38,6 +38,12 @@ from typing import Any
 import numpy as np
 
 from provenance.detectors.base import reason_counts
+from provenance.detectors.human_reference import (
+    MIN_REFERENCE_TEXTS,
+    HumanReference,
+    by_source,
+    with_reference,
+)
 from provenance.detectors.ngram import NgramClassifier, NgramParams, _labels_to_int
 from provenance.detectors.supervised import (
     MLPHead,
@@ -154,6 +160,24 @@ class Stacked:
     char_raw: np.ndarray
 
 
+@dataclass
+class ReferenceFit:
+    """A fitted reference head with the human references of its training sources."""
+
+    head: MLPHead
+    own: dict[str, HumanReference]
+    pooled: HumanReference
+
+    def log_odds(self, x: np.ndarray, sources: np.ndarray) -> np.ndarray:
+        """Each row against its source's reference (the pooled one for an unknown source)."""
+        out = np.empty(len(x))
+        for source in set(np.asarray(sources).tolist()):
+            rows = sources == source
+            out[rows] = self.head.log_odds(with_reference(x[rows],
+                                                          self.own.get(source, self.pooled)))
+        return out
+
+
 class Trainer:
     """Fits the layers on one set of documents and applies them to another.
 
@@ -267,9 +291,50 @@ class Trainer:
     def predict(self, train_rows: np.ndarray, test_rows: np.ndarray, *, with_char: bool = True
                 ) -> tuple[np.ndarray, np.ndarray]:
         """(head log-odds, char raw score) of ``test_rows`` from a fit on ``train_rows``."""
-        ngrams, char, head, _ = self.fit(train_rows, with_char=with_char)
+        head, char, _ = self.predict_all(train_rows, test_rows, with_char=with_char,
+                                         reference=False)
+        return head, char
+
+    def predict_all(self, train_rows: np.ndarray, test_rows: np.ndarray, *,
+                    with_char: bool = True, reference: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`predict`, and the reference head's log-odds where one can be fitted (None
+        otherwise): each test row measured against the human training rows of its own source,
+        as a crawl is against the human text it was recalibrated on."""
+        ngrams, char, head, inner = self.fit(train_rows, with_char=with_char)
         applied = self.apply(ngrams, char, test_rows)
-        return head.log_odds(applied.x), applied.char_raw
+        fitted = self.reference_head(inner.x, train_rows) if reference else None
+        with_ref = None if fitted is None else fitted.log_odds(applied.x,
+                                                               self.groups[test_rows])
+        return head.log_odds(applied.x), applied.char_raw, with_ref
+
+    def reference_head(self, inner_x: np.ndarray, rows: np.ndarray) -> ReferenceFit | None:
+        """The reference head fitted on ``rows`` (their out-of-fold inputs ``inner_x``), or
+        None where fewer than two sources (``groups``) have enough human rows to differ."""
+        if self.groups is None:
+            return None
+        x, own, pooled = by_source(inner_x, self.y[rows], self.groups[rows])
+        if len(own) < 2:
+            return None
+        alpha = self.alpha if self.alpha is not None else self.choose_alpha(inner_x, rows)
+        return ReferenceFit(MLPHead.fit(x, self.y[rows], alpha=alpha, seed=self.seed), own,
+                            pooled)
+
+
+def reference_calibration(criterion: np.ndarray, rows: np.ndarray, y: np.ndarray,
+                          sources: np.ndarray) -> dict[str, Any]:
+    """What a recalibration that adapts the inputs takes from training: the reference head's
+    Platt map (its log-odds are on another scale than the plain head's) and its out-of-fold
+    AUROC, each row measured against its own source's human rows."""
+    from provenance.detectors.calibration import fit_platt
+    from provenance.evaluate import roc_auc
+
+    human, machine = rows[y[rows] == 0], rows[y[rows] == 1]
+    a, b = fit_platt(criterion[human], criterion[machine])
+    return {"platt": [float(a), float(b)],
+            "auroc": float(roc_auc(y[rows], criterion[rows])),
+            "sources": sorted(set(np.asarray(sources)[rows].tolist())),
+            "min_reference_texts": MIN_REFERENCE_TEXTS}
 
 
 def held_out_dataset_scores(trainer: Trainer, rows: np.ndarray, datasets: np.ndarray,
@@ -449,11 +514,16 @@ def fit_detector(
     # Out-of-fold scores of every scorable document: calibration and the cascade band (the
     # char scores only where a band may be had: -inf allows none, as in the LM loop).
     cascade = max_auroc_loss != -math.inf
-    head_oof, char_oof = np.zeros(len(y)), np.zeros(len(y))
+    head_oof, char_oof, ref_oof = np.zeros(len(y)), np.zeros(len(y)), np.zeros(len(y))
     folds = fold_ids(y[rows], outer_folds, seed)
     for f in tqdm(range(outer_folds), desc="out-of-fold scores", disable=not progress):
-        head_oof[rows[folds == f]], char_oof[rows[folds == f]] = trainer.predict(
-            rows[folds != f], rows[folds == f], with_char=cascade)
+        test = rows[folds == f]
+        head_oof[test], char_oof[test], with_ref = trainer.predict_all(
+            rows[folds != f], test, with_char=cascade, reference=ref_oof is not None)
+        if with_ref is None:
+            ref_oof = None  # a fold without two sources: no reference head at all
+        elif ref_oof is not None:
+            ref_oof[test] = with_ref
     stage1, band, band_basis = (first_stage(trainer, rows, data.groups["dataset"], head_oof,
                                             char_oof, max_auroc_loss) if cascade
                                 else (None, None, "none"))
@@ -462,6 +532,8 @@ def fit_detector(
         stage1_oof = stage1.log_odds(char_oof)
         settled = stage1.settles(stage1_oof)
         criterion[settled] = stage1_oof[settled]
+        if ref_oof is not None:
+            ref_oof[settled] = stage1_oof[settled]
     human_rows, machine_rows = rows[y[rows] == 0], rows[y[rows] == 1]
     if calibrate_by:
         threshold = worst_group_threshold(criterion[human_rows],
@@ -491,6 +563,8 @@ def fit_detector(
         "cascade": None if band is None else {
             "low": band[0], "high": band[1], "settled_share": round(band[2], 4),
             "auroc_loss": round(band[3], 4), "chosen_on": band_basis},
+        "reference": None if ref_oof is None else reference_calibration(
+            ref_oof, rows, y, trainer.groups),
     }
     cv_report = {}
     for grouping in cv:
@@ -503,10 +577,12 @@ def fit_detector(
         cv_report[grouping] = {"groups": results,
                                "worst_auroc": min(aurocs) if aurocs else None,
                                "mean_auroc": round(float(np.mean(aurocs)), 4) if aurocs else None}
-    ngrams, char, head, _ = trainer.fit(rows)
+    ngrams, char, head, inner = trainer.fit(rows)
+    fitted = trainer.reference_head(inner.x, rows) if ref_oof is not None else None
     detector = SupervisedDetector(
         scorer_spec=scorer.spec(), scorer_digest=scorer.scorer_id().split("/")[0],
         ngrams=ngrams, char=char, head=head, stage1=stage1, scorer=scorer,
+        reference_head=None if fitted is None else fitted.head,
         meta={"training": {"files": data.files, "seed": seed, "outer_folds": outer_folds,
                            "inner_folds": inner_folds, "target_fpr": target_fpr,
                            "max_auroc_loss": max_auroc_loss, "calibrate_by": calibrate_by,
@@ -635,6 +711,13 @@ def data_card(data: LabelledTexts, report: dict[str, Any]) -> str:
     else:
         lines.append("Cascade: off (no band of the character n-gram stage kept the AUROC "
                      "within budget).")
+    ref = cal.get("reference")
+    lines.append(
+        f"Reference head: trained on {len(ref['sources'])} sources (out-of-fold AUROC "
+        f"{ref['auroc']:.3f}, each document measured against its own source's human text); it "
+        "scores once `tailguard detect-calibrate` gives it human text of the crawl."
+        if ref else "Reference head: none (fewer than two training files with "
+        f"{MIN_REFERENCE_TEXTS} human documents each).")
     lines += ["", "## Grouped cross-validation (AUROC)", ""]
     for grouping, result in report["cross_validation"].items():
         lines.append(f"- leave one {grouping} out: worst {result['worst_auroc']}, mean "
