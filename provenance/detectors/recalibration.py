@@ -36,7 +36,7 @@ import numpy as np
 from provenance.detectors.base import reason_counts
 from provenance.detectors.calibrated import CalibratedDetector, load_detector
 from provenance.detectors.corpus_texts import read_texts
-from provenance.detectors.human_reference import HumanReference
+from provenance.detectors.human_reference import MIN_REFERENCE_TEXTS, HumanReference
 from provenance.errors import ConfigError, InputError, TailguardWarning
 
 REPORT_FILE = "calibration_report.json"
@@ -197,8 +197,9 @@ def recalibrate(
     With ``adapt`` (the default) and a detector trained with a reference head
     (:mod:`.human_reference`), the fitted human texts also become the detector's human
     reference: it then scores every text against the human text of this crawl, with the
-    reference head's Platt map; the held-out share measures that too. ``adapt=False`` moves
-    the threshold only.
+    reference head's Platt map; the held-out share measures that too. ``adapt=False``, or
+    fewer than :data:`~.human_reference.MIN_REFERENCE_TEXTS` fitted texts (said in the
+    report's warnings), moves the threshold only.
 
     Examples
     --------
@@ -241,11 +242,17 @@ def recalibrate(
             else np.zeros(len(scores), dtype=bool))
     fit = ~held
     detector, scores_after = source, scores
+    too_few = adapting and int(fit.sum()) < MIN_REFERENCE_TEXTS
+    adapting = adapting and not too_few
     if adapting:  # the reference is the fitted human texts only: the held-out ones judge it
         detector = source.with_reference(HumanReference.of(scoring.inputs[scored][fit]))
         scores_after = scoring.rescored(detector, texts)[scored]
     threshold, _, caught = threshold_on(scores_after, None if groups is None else keys,
                                         fpr_target, holdout, seed, min_group_size, held=held)
+    if too_few:
+        caught.append(f"only {int(fit.sum())} fitted human texts, fewer than the "
+                      f"{MIN_REFERENCE_TEXTS} a human reference is taken from: the threshold "
+                      "alone was moved (the plain head scores)")
     measured = held if holdout else fit
     before, after = calibrated.threshold, threshold
     report: dict[str, Any] = {

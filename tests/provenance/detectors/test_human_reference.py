@@ -121,6 +121,9 @@ def test_two_sources_train_a_reference_head_that_a_recalibration_switches_on(wor
     plain = recalibrate(trained, crawl, target_fpr=0.05, holdout=0.5, seed=1, adapt=False)
     assert plain.detector.detector.reference is None and plain.report["adapted"] is None
     assert plain.detector.calibration["platt"] == trained.calibration["platt"]
+    few = recalibrate(trained, crawl[:2 * MIN_REFERENCE_TEXTS - 2], target_fpr=0.05)
+    assert few.report["adapted"] is None and few.detector.detector.reference is None
+    assert any("the threshold alone was moved" in w for w in few.report["warnings"])
 
 
 def test_the_saved_reference_reloads_and_the_weights_do_not_change(world, tmp_path) -> None:
