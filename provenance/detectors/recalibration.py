@@ -245,7 +245,10 @@ def recalibrate(
     too_few = adapting and int(fit.sum()) < MIN_REFERENCE_TEXTS
     adapting = adapting and not too_few
     if adapting:  # the reference is the fitted human texts only: the held-out ones judge it
-        detector = source.with_reference(HumanReference.of(scoring.inputs[scored][fit]))
+        reference = scoring.inputs[scored][fit]
+        # a text the first stage settled may lack inputs the language model would not give
+        detector = source.with_reference(HumanReference.of(
+            reference[np.isfinite(reference).all(axis=1)]))
         scores_after = scoring.rescored(detector, texts)[scored]
     threshold, _, caught = threshold_on(scores_after, None if groups is None else keys,
                                         fpr_target, holdout, seed, min_group_size, held=held)
@@ -260,7 +263,7 @@ def recalibrate(
         "target_fpr": fpr_target,
         "threshold_before": before,
         "threshold": after,
-        "adapted": {"reference_texts": int(fit.sum())} if adapting else None,
+        "adapted": {"reference_texts": detector.reference.n} if adapting else None,
         "human": {"texts": len(texts), "scored": int(scored.sum()), "fit": int(fit.sum()),
                   "held_out": int(held.sum()), "unscored": reason_counts(reasons)},
         "measured_on": (f"held-out {holdout:g} of each group's scored human texts"
