@@ -37,6 +37,7 @@ from provenance.detectors.base import reason_counts
 from provenance.detectors.calibrated import CalibratedDetector, load_detector
 from provenance.detectors.corpus_texts import read_texts
 from provenance.detectors.human_reference import MIN_REFERENCE_TEXTS, HumanReference
+from provenance.detectors.recalibration_scoring import RecalibrationScoring
 from provenance.errors import ConfigError, InputError, TailguardWarning
 
 REPORT_FILE = "calibration_report.json"
@@ -215,8 +216,6 @@ def recalibrate(
     >>> new.detector.threshold > trained.threshold, "tpr" in new.detector.calibration
     (True, False)
     """
-    from tqdm.auto import tqdm
-
     fpr_target = calibrated.target_fpr if target_fpr is None else float(target_fpr)
     if not 0.0 < fpr_target < 1.0:
         raise ConfigError(f"target_fpr must be in (0, 1), got {fpr_target}")
@@ -230,7 +229,7 @@ def recalibrate(
     old = calibrated.calibration
     source = calibrated.detector
     adapting = adapt and can_adapt(calibrated)
-    scoring = _Scoring(source, adapting, progress, tqdm)
+    scoring = RecalibrationScoring(source, adapting, progress)
     criterion, reasons = scoring.human(texts)
     scored = ~np.isnan(criterion)
     if not scored.any():
@@ -321,69 +320,6 @@ def can_adapt(calibrated: CalibratedDetector) -> bool:
     trained with a reference head, whose calibration kept the head's Platt map."""
     return (getattr(calibrated.detector, "reference_head", None) is not None
             and bool((calibrated.calibration.get("reference") or {}).get("platt")))
-
-
-class _Scoring:
-    """Scores for a recalibration, 64 texts at a time with a progress bar. Adapting, the
-    language model reads each text once: its head inputs serve both heads."""
-
-    def __init__(self, detector: Any, adapting: bool, progress: bool, tqdm: Any) -> None:
-        self.detector, self.adapting = detector, adapting
-        self.progress, self.tqdm = progress, tqdm
-        self.inputs: np.ndarray | None = None
-
-    def human(self, texts: list) -> tuple[np.ndarray, list[str | None]]:
-        """The source detector's criterion of every text (NaN where unscorable), reasons."""
-        if not self.adapting:
-            return self._chunks(texts, "scoring human texts", self._detailed)
-        self.inputs, reasons = self._inputs(texts, "reading human texts")
-        return self.rescored(self.detector, texts), reasons
-
-    def rescored(self, detector: Any, texts: list) -> np.ndarray:
-        """``detector``'s criterion of the texts :meth:`human` read, from their head inputs."""
-        return detector.score_stages(texts, inputs=self.inputs)[0].values
-
-    def machine(self, texts: list, adapted: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Scored machine texts' criterion before (source) and after (``adapted``)."""
-        if not self.adapting:
-            values, _ = self._chunks(texts, "scoring machine texts", self._detailed)
-            values = values[~np.isnan(values)]
-            return values, values
-        inputs, _ = self._inputs(texts, "reading machine texts")
-        before = self.detector.score_stages(texts, inputs=inputs)[0].values
-        after = adapted.score_stages(texts, inputs=inputs)[0].values
-        keep = ~np.isnan(before)
-        return before[keep], after[keep]
-
-    def _detailed(self, chunk: list) -> tuple[np.ndarray, list[str | None]]:
-        scores = self.detector.score_detailed(chunk)
-        return scores.values, scores.reasons
-
-    def _inputs(self, texts: list, desc: str) -> tuple[np.ndarray, list[str | None]]:
-        rows: list[np.ndarray] = []
-        reasons: list[str | None] = []
-        with self.tqdm(total=len(texts), desc=desc, unit="doc",
-                       disable=not self.progress) as bar:
-            for start in range(0, len(texts), 64):
-                x, why = self.detector.head_inputs(texts[start:start + 64])
-                rows.append(x)
-                reasons.extend(why)
-                bar.update(len(why))
-        width = rows[0].shape[1] if rows else 0
-        return (np.vstack(rows) if rows else np.zeros((0, width))), reasons
-
-    def _chunks(self, texts: list, desc: str, score: Any
-                ) -> tuple[np.ndarray, list[str | None]]:
-        values = np.full(len(texts), np.nan)
-        reasons: list[str | None] = [None] * len(texts)
-        with self.tqdm(total=len(texts), desc=desc, unit="doc",
-                       disable=not self.progress) as bar:
-            for start in range(0, len(texts), 64):
-                v, why = score(texts[start:start + 64])
-                values[start:start + len(v)] = v
-                reasons[start:start + len(v)] = why
-                bar.update(len(v))
-        return values, reasons
 
 
 def recalibrate_files(
