@@ -99,8 +99,16 @@ def by_source(x: np.ndarray, y: np.ndarray, sources: np.ndarray
         humans = (sources == source) & (y == 0)
         if humans.sum() >= MIN_REFERENCE_TEXTS and (sources != source).any():
             own[source] = HumanReference.of(x[humans])
+    return against_sources(x, sources, own, pooled), own, pooled
+
+
+def against_sources(x: np.ndarray, sources: np.ndarray, own: dict[str, HumanReference],
+                    pooled: HumanReference) -> np.ndarray:
+    """Reference-head inputs of rows from several sources: each row against its source's
+    reference, or ``pooled`` where its source has none."""
+    x = np.asarray(x, dtype=np.float64)
     out = np.empty((len(x), 2 * x.shape[1]))
     for source in set(np.asarray(sources).tolist()):
         rows = sources == source
         out[rows] = with_reference(x[rows], own.get(source, pooled))
-    return out, own, pooled
+    return out

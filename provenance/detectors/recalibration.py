@@ -89,8 +89,7 @@ def threshold_on(scores: np.ndarray, groups: np.ndarray | None, target_fpr: floa
 
     keys = np.asarray(["all"] * len(scores)) if groups is None else np.asarray(groups)
     if held is None:
-        held = (held_out_mask(keys, holdout, seed) if holdout
-                else np.zeros(len(scores), dtype=bool))
+        held = held_out_mask(keys, holdout, seed)
     fit = ~held
     with warnings.catch_warnings(record=True) as caught:  # too few texts: said in the report
         warnings.simplefilter("always", TailguardWarning)
@@ -237,8 +236,7 @@ def recalibrate(
         raise InputError(f"none of the {len(texts)} human texts could be scored ({why})" if texts
                          else "no human texts to calibrate on (the input is empty)")
     scores, keys = criterion[scored], keys_all[scored]
-    held = (held_out_mask(keys, holdout, seed) if holdout
-            else np.zeros(len(scores), dtype=bool))
+    held = held_out_mask(keys, holdout, seed)  # none when holdout is 0
     fit = ~held
     detector, scores_after = source, scores
     too_few = adapting and int(fit.sum()) < MIN_REFERENCE_TEXTS
@@ -291,7 +289,7 @@ def recalibrate(
                                                           np.linspace(0, 1, 1001))],
         "measured_on": report["measured_on"],
         "calibrated_by": "groups" if groups is not None else None,
-        "undecided_below": undecided_below({**old, "platt": calibration.get("platt")}, after),
+        "undecided_below": undecided_below({**old, **calibration}, after),
     })
     if machine_texts is not None:
         machine_before, machine_after = scoring.machine(list(machine_texts), detector)

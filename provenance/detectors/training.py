@@ -41,8 +41,8 @@ from provenance.detectors.base import reason_counts
 from provenance.detectors.human_reference import (
     MIN_REFERENCE_TEXTS,
     HumanReference,
+    against_sources,
     by_source,
-    with_reference,
 )
 from provenance.detectors.ngram import NgramClassifier, NgramParams, _labels_to_int
 from provenance.detectors.supervised import (
@@ -170,12 +170,7 @@ class ReferenceFit:
 
     def log_odds(self, x: np.ndarray, sources: np.ndarray) -> np.ndarray:
         """Each row against its source's reference (the pooled one for an unknown source)."""
-        out = np.empty(len(x))
-        for source in set(np.asarray(sources).tolist()):
-            rows = sources == source
-            out[rows] = self.head.log_odds(with_reference(x[rows],
-                                                          self.own.get(source, self.pooled)))
-        return out
+        return self.head.log_odds(against_sources(x, sources, self.own, self.pooled))
 
 
 class Trainer:
