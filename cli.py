@@ -88,6 +88,19 @@ def min_group_option(func):
              "1 holds every group alone).")(func)
 
 
+def fpr_confidence_option(func):
+    return click.option(
+        "--fpr-confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        metavar="C",
+        help="Keep --target-fpr on new human text with this probability (e.g. 0.9; needs "
+             "more human texts), not only on average (the default: expected FPR at most the "
+             "target).")(func)
+
+
+def _guarantee(fpr_confidence: float | None) -> float | str:
+    return "expected" if fpr_confidence is None else fpr_confidence
+
+
 def device_option(func):
     return click.option("--device", default="auto", show_default=True,
                         help="auto (cuda when there is one), cpu, cuda or cuda:N.")(func)
@@ -349,6 +362,7 @@ def tag(
 @click.option("--calibrate-by", type=click.Choice(["generator", "domain", "dataset"]),
               help="Hold --target-fpr in every group of this field (the worst group's FPR).")
 @min_group_option
+@fpr_confidence_option
 @click.option("--cv", "cv", multiple=True, type=click.Choice(["generator", "domain", "dataset"]),
               help="Leave-one-group-out cross-validation to report (repeatable; default all "
                    "three; dataset = input file).")
@@ -366,7 +380,7 @@ def tag(
 @click.option("--text-field", default="text", show_default=True)
 def detect_train(labelled: tuple[str, ...], out_dir: str, model: str, label_field: str,
                  target_fpr: float, calibrate_by: str | None, min_group_size: int | None,
-                 cv: tuple[str, ...], no_cv: bool,
+                 fpr_confidence: float | None, cv: tuple[str, ...], no_cv: bool,
                  max_tokens: int, max_auroc_loss: float, seed: int, jobs: int, device: str,
                  as_json: bool, quiet: bool, text_field: str) -> None:
     """Train a supervised detector on labelled corpora (LM + n-gram features, calibrated).
@@ -382,10 +396,11 @@ def detect_train(labelled: tuple[str, ...], out_dir: str, model: str, label_fiel
       tailguard tag crawl.parquet --detector my-detector -o tagged.parquet
     """
     from provenance.detectors import train
+    from provenance.thresholds import guarantee_text
 
     report = train(list(labelled), out_dir, model=model, target_fpr=target_fpr,
                    calibrate_by=calibrate_by, min_group_size=min_group_size,
-                   cv=() if no_cv else (cv or None),
+                   guarantee=_guarantee(fpr_confidence), cv=() if no_cv else (cv or None),
                    max_tokens=max_tokens, max_auroc_loss=max_auroc_loss, seed=seed, jobs=jobs,
                    device=device, progress=not (quiet or as_json), label_field=label_field,
                    text_field=text_field)
@@ -393,7 +408,8 @@ def detect_train(labelled: tuple[str, ...], out_dir: str, model: str, label_fiel
     lines = [f"{report['documents']['scored']:,} of {report['documents']['total']:,} documents "
              f"scored; threshold {report['threshold']:.3f}",
              f"out-of-fold: AUROC {cal['auroc']:.3f}, TPR {cal['tpr']:.3f} at FPR "
-             f"{cal['fpr']:.4f} (target {target_fpr})"]
+             f"{cal['fpr']:.4f} (target {target_fpr}, "
+             f"{guarantee_text(_guarantee(fpr_confidence))})"]
     if cal.get("cascade"):
         lines.append(f"first stage settles {cal['cascade']['settled_share']:.0%} of documents "
                      f"(AUROC loss {cal['cascade']['auroc_loss']})")
@@ -430,6 +446,7 @@ def detect_train(labelled: tuple[str, ...], out_dir: str, model: str, label_fiel
                    "--target-fpr on the calibration documents: the worst group's rate, not the "
                    "average. Re-sets a saved detector's threshold.")
 @min_group_option
+@fpr_confidence_option
 @click.option("--max-tokens", type=click.IntRange(min=16), default=512, show_default=True,
               help="Tokens scored per document.")
 @device_option
@@ -438,8 +455,8 @@ def detect_train(labelled: tuple[str, ...], out_dir: str, model: str, label_fiel
 @corpus_fields
 def detect_eval(labelled: str, detector: str, model: str, label_field: str,
                 group_fields: tuple[str, ...], target_fpr: float, calibration_share: float,
-                calibrate_by: str | None, min_group_size: int | None, max_tokens: int,
-                device: str, output: str | None,
+                calibrate_by: str | None, min_group_size: int | None,
+                fpr_confidence: float | None, max_tokens: int, device: str, output: str | None,
                 as_json: bool, id_field: str, text_field: str) -> None:
     """Measure a detector on a labelled corpus: AUROC, TPR at 1% / 0.1% FPR, per group.
 
@@ -459,7 +476,7 @@ def detect_eval(labelled: str, detector: str, model: str, label_field: str,
         group_fields=group_fields, text_field=text_field, id_field=id_field,
         target_fpr=target_fpr, max_tokens=max_tokens, device=device, output=output,
         calibration_share=calibration_share, calibrate_by=calibrate_by,
-        min_group_size=min_group_size,
+        min_group_size=min_group_size, guarantee=_guarantee(fpr_confidence),
     ).report
     lines = [
         f"{report['documents']:,} documents ({report['n_synthetic']:,} synthetic, "
@@ -506,6 +523,7 @@ def detect_eval(labelled: str, detector: str, model: str, label_field: str,
 @min_group_option
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="FPR the new threshold holds (default: the detector's own).")
+@fpr_confidence_option
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5,
               show_default=True,
               help="Share of each group's human texts kept out of the fit, where the FPR is "
@@ -527,7 +545,7 @@ def detect_eval(labelled: str, detector: str, model: str, label_field: str,
 @click.option("--text-field", default="text", show_default=True)
 def detect_calibrate(human: tuple[str, ...], out_dir: str, detector: str,
                      group_field: str | None, min_group_size: int | None,
-                     target_fpr: float | None, holdout: float,
+                     target_fpr: float | None, fpr_confidence: float | None, holdout: float,
                      machine: tuple[str, ...], label_field: str | None, threshold_only: bool,
                      seed: int, device: str, as_json: bool, quiet: bool,
                      text_field: str) -> None:
@@ -546,11 +564,13 @@ def detect_calibrate(human: tuple[str, ...], out_dir: str, detector: str,
       tailguard tag crawl.parquet --detector my-default -o tagged.parquet
     """
     from provenance.detectors.recalibration import outcome_lines, recalibrate_files
+    from provenance.thresholds import guarantee_text
 
     report = recalibrate_files(list(human), out_dir, detector=detector, machine=machine,
                                group_field=group_field, label_field=label_field,
                                target_fpr=target_fpr, min_group_size=min_group_size,
-                               holdout=holdout, seed=seed, adapt=not threshold_only,
+                               guarantee=fpr_confidence, holdout=holdout, seed=seed,
+                               adapt=not threshold_only,
                                text_field=text_field,
                                device=device, progress=not (quiet or as_json))
     h = report["human"]
@@ -559,8 +579,8 @@ def detect_calibrate(human: tuple[str, ...], out_dir: str, detector: str,
              + (f"; unscored: {', '.join(f'{k} {v}' for k, v in h['unscored'].items())}"
                 if h["unscored"] else ""),
              f"threshold {report['threshold_before']:.4g} -> {report['threshold']:.4g} for FPR "
-             f"{report['target_fpr']:g}" + (f" in every {group_field} group" if group_field
-                                             else "")]
+             f"{report['target_fpr']:g} ({guarantee_text(report['fpr_guarantee'])})"
+             + (f" in every {group_field} group" if group_field else "")]
     lines += outcome_lines(report)
     lines += [f"{w}" for w in report["warnings"]]
     lines.append(f"wrote {out_dir} (tag with --detector {out_dir})")

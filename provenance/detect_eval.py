@@ -28,7 +28,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from provenance.atomic import atomic_path
 from provenance.corpus import read_corpus
 from provenance.errors import ConfigError, InputError
 from provenance.models import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from provenance.thresholds import Guarantee
 
 ZERO_SHOT = ("fast-detectgpt", "loglik")
 DEFAULT_GROUPS = ("generator", "domain")  # broken down by whenever the corpus has them
@@ -81,6 +84,7 @@ def evaluate_labelled(
     seed: int = 0,
     calibrate_by: str | None = None,
     min_group_size: int | None = None,
+    guarantee: Guarantee = "expected",
     n_boot: int = 1000,
 ) -> DetectEvalResult:
     """Score every document of a labelled corpus and evaluate the detector on it.
@@ -88,8 +92,11 @@ def evaluate_labelled(
     The report is broken down by ``generator`` and ``domain`` when the corpus has them, and by
     every field of ``group_fields`` and ``calibrate_by``, which must exist. ``seed`` draws the
     ``calibration_share`` and seeds the ``n_boot`` bootstrap resamples of each group's AUROC.
+    A threshold set here keeps ``target_fpr`` under ``guarantee`` (see
+    :func:`provenance.evaluate.calibrate_threshold`).
     """
-    from provenance.evaluate import calibrate_threshold, evaluate_detector, worst_group_threshold
+    from provenance.evaluate import evaluate_detector
+    from provenance.thresholds import calibrate_threshold, guarantee_text, worst_group_threshold
 
     if not 0.0 < target_fpr < 1.0:
         raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
@@ -127,19 +134,21 @@ def evaluate_labelled(
             calibration[chosen] = True
             scored = scored & ~calibration  # evaluated on documents the threshold never saw
             threshold_source = (f"held-out: {len(chosen)} human documents of this corpus at FPR "
-                                f"{target_fpr}, excluded from every number below")
+                                f"{target_fpr} ({guarantee_text(guarantee)}), excluded from "
+                                "every number below")
         else:
-            threshold_source = f"in-sample: human documents of this corpus at FPR {target_fpr}"
+            threshold_source = (f"in-sample: human documents of this corpus at FPR {target_fpr} "
+                                f"({guarantee_text(guarantee)})")
         if not calibration.any():
             raise InputError("no scored human documents to calibrate the threshold on",
                              file=os.fspath(corpus))
         if calibrate_by:
             by = np.asarray(frame.get_column(calibrate_by).to_list(), dtype=object)
             threshold = worst_group_threshold(scores[calibration], by[calibration], target_fpr,
-                                              min_group_size=min_group_size)
+                                              min_group_size=min_group_size, guarantee=guarantee)
             threshold_source += f", the highest of the per-{calibrate_by} thresholds"
         else:
-            threshold = calibrate_threshold(scores[calibration], target_fpr)
+            threshold = calibrate_threshold(scores[calibration], target_fpr, guarantee=guarantee)
         if saved_threshold is not None:
             threshold_source += f", replacing the saved threshold {saved_threshold:.4g}"
     kept_labels = [lb for lb, ok in zip(labels, scored, strict=True) if ok]
@@ -157,6 +166,7 @@ def evaluate_labelled(
         "saved_threshold": saved_threshold,
         "calibrated_by": calibrate_by,
         "min_group_size": min_group_size,
+        "fpr_guarantee": guarantee,
         "documents": frame.height,
         "unscored": int(np.isnan(scores).sum()),
         "evaluated": int(scored.sum()),

@@ -12,10 +12,10 @@ well-known wrong answer that this module avoids:
   FPRs, AUROCs with bootstrap intervals (:func:`group_report`) show it, and a threshold that
   holds the FPR in every group (:func:`worst_group_threshold`) promises the worst group's rate,
   not the average.
-* **Thresholds.** A threshold for "at most 0.1% of human texts flagged" must be read off known
-  human scores conservatively, and it cannot be read off 200 of them: with ``n`` human texts the
-  smallest non-zero false positive rate that can be observed is ``1/n``
-  (:func:`calibrate_threshold` warns when asked for less).
+* **Thresholds.** A threshold is a promise about *new* human text; read off known human scores
+  in-sample it breaks it, and it cannot be read off too few of them
+  (:mod:`provenance.thresholds`: :func:`calibrate_threshold`, :func:`worst_group_threshold`,
+  re-exported here).
 * **Prevalence.** The share of flagged documents is not the share of synthetic ones: a detector
   with TPR 0.8 and FPR 0.05 flags 5% of a purely human corpus. The Rogan-Gladen estimator
   corrects for both rates, and its interval must include the error of the *measured* TPR and FPR
@@ -39,18 +39,32 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from provenance.errors import ConfigError, InputError, TailguardWarning
+from provenance.thresholds import (
+    Guarantee,
+    calibrate_threshold,
+    checked_scores,
+    flagged_allowed,
+    group_keys,
+    guarantee_text,
+    texts_needed,
+    worst_group_threshold,
+)
 
 __all__ = [
     "EvaluationReport",
+    "Guarantee",
     "OperatingPoint",
     "PrevalenceEstimate",
     "calibrate_threshold",
     "confusion",
     "estimate_prevalence",
     "evaluate_detector",
+    "flagged_allowed",
     "group_report",
+    "guarantee_text",
     "roc_auc",
     "rogan_gladen",
+    "texts_needed",
     "tpr_at_fpr",
     "worst_group_threshold",
 ]
@@ -106,25 +120,9 @@ def _binary_label(value: Any, row: int) -> bool:
     )
 
 
-def _scores(scores: Sequence[float] | np.ndarray, n: int | None = None) -> np.ndarray:
-    array = np.asarray(scores, dtype=np.float64)
-    if array.ndim != 1:
-        raise InputError(f"scores must be one-dimensional, got shape {array.shape}")
-    if n is not None and len(array) != n:
-        raise InputError(f"got {n} labels but {len(array)} scores; pass one score per label")
-    bad = np.flatnonzero(~np.isfinite(array))
-    if bad.size:
-        raise InputError(
-            f"scores must be finite numbers, got {array[bad[0]]}; drop or impute documents "
-            "without a score first",
-            row=int(bad[0]),
-        )
-    return array
-
-
 def _labelled(labels: Any, scores: Any, need_both: bool = True) -> tuple[np.ndarray, np.ndarray]:
     y = _binary_labels(labels)
-    s = _scores(scores, len(y))
+    s = checked_scores(scores, len(y))
     if need_both and (y.all() or not y.any()):
         raise InputError(
             f"need both synthetic and human examples, got {int(y.sum())} synthetic and "
@@ -175,48 +173,12 @@ class OperatingPoint(NamedTuple):
         return self.target_fpr * self.n_negatives >= 1.0 - 1e-9
 
 
-def calibrate_threshold(human_scores: Sequence[float], target_fpr: float) -> float:
-    """The smallest threshold that flags at most ``target_fpr`` of the known-human scores.
-
-    With ``n`` human scores at most ``k = floor(target_fpr * n)`` may reach the threshold, so it
-    is placed just above (the next float after) the ``(k+1)``-th highest human score; ties at
-    that score are all left unflagged, which keeps the rate at or below the target. The
-    resolution limit: the smallest non-zero rate ``n`` scores can show is ``1/n``. Below it
-    (``target_fpr < 1/n``) the threshold goes above every human score, which demonstrates a rate
-    of at most ~``3/n``, not ``target_fpr``; a :class:`TailguardWarning` says how many human
-    texts the target needs.
-
-    Examples
-    --------
-    >>> humans = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    >>> t = calibrate_threshold(humans, 0.2)  # 2 of 10 may be flagged: 0.9 and 1.0
-    >>> 0.8 < t < 0.8001, sum(h >= t for h in humans)
-    (True, 2)
-    """
-    h = _scores(human_scores)
-    if len(h) == 0:
-        raise InputError("calibrate_threshold needs at least one known-human score")
-    if not (isinstance(target_fpr, int | float) and 0.0 < target_fpr < 1.0):
-        raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr!r}")
-    n = len(h)
-    allowed = math.floor(round(target_fpr * n, 9))
-    if allowed == 0:
-        warnings.warn(
-            f"target_fpr {target_fpr:g} is below 1/n = {1 / n:.3g} for {n} human scores: the "
-            f"threshold is set above every human score, which only shows an FPR below ~{3 / n:.2g}"
-            f" (rule of three); calibrate on at least {math.ceil(3 / target_fpr):,} human texts",
-            TailguardWarning,
-            stacklevel=2,
-        )
-    descending = np.sort(h)[::-1]
-    return float(np.nextafter(descending[allowed], np.inf))
-
-
 def tpr_at_fpr(labels: Sequence[Any], scores: Sequence[float], fpr: float) -> OperatingPoint:
     """The true positive rate at the threshold calibrated on the negatives for ``fpr``.
 
-    The threshold comes from :func:`calibrate_threshold` on the human scores (so the empirical
-    FPR is at most ``fpr``, and the same resolution warning applies).
+    The threshold comes from :func:`calibrate_threshold` on the human scores with
+    ``guarantee="these"`` (the empirical FPR is at most ``fpr``: a point of the ROC curve, and
+    the same resolution warning applies).
 
     Examples
     --------
@@ -227,7 +189,7 @@ def tpr_at_fpr(labels: Sequence[Any], scores: Sequence[float], fpr: float) -> Op
     y, s = _labelled(labels, scores)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        threshold = calibrate_threshold(s[~y], fpr)
+        threshold = calibrate_threshold(s[~y], fpr, guarantee="these")
     for w in caught:
         warnings.warn(w.message, w.category, stacklevel=2)
     return OperatingPoint(
@@ -317,8 +279,8 @@ def evaluate_detector(
     """
     y, s = _labelled(labels, scores)
     _check_threshold(threshold)
-    group_keys = {
-        name: _group_keys(name, values, len(y)) for name, values in (groups or {}).items()
+    keys_by_group = {
+        name: group_keys(name, values, len(y)) for name, values in (groups or {}).items()
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TailguardWarning)
@@ -346,7 +308,7 @@ def evaluate_detector(
         tpr=float(np.mean(flagged[y])),
         fpr=float(np.mean(flagged[~y])),
     )
-    for name, keys in group_keys.items():
+    for name, keys in keys_by_group.items():
         rows = _group_breakdown(keys, y, s, flagged, n_boot=n_boot, seed=seed)
         report.groups[name] = {row["group"]: row for row in rows}
     return report
@@ -401,110 +363,14 @@ def group_report(
         raise ConfigError(f"n_boot must be a non-negative integer, got {n_boot!r}")
     if not 0.0 < confidence < 1.0:
         raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
-    keys = _group_keys("groups", groups, len(y))
+    keys = group_keys("groups", groups, len(y))
     return _group_breakdown(keys, y, s, s >= threshold, n_boot=n_boot, seed=seed,
                             confidence=confidence)
-
-
-def worst_group_threshold(
-    human_scores: Sequence[float],
-    groups: Sequence[Any],
-    target_fpr: float,
-    *,
-    min_group_size: int | None = None,
-) -> float:
-    """The one threshold that flags at most ``target_fpr`` of the human scores of *every* group.
-
-    It is the highest of the groups' :func:`calibrate_threshold` thresholds, so the promise
-    "at most ``target_fpr`` of human texts flagged" holds for the worst group (on these
-    scores), not only on average; the price is a lower TPR in the groups that needed less.
-
-    A group with fewer than ``1 / target_fpr`` human texts cannot show the target alone: held
-    alone it would put the threshold above all its scores, and with many such groups (19
-    domains of 40 texts) the detector would flag almost nothing. So groups smaller than
-    ``min_group_size`` (default: the ``1 / target_fpr`` that resolves the target) are held
-    *together*, as one group, never merged into a large one (a small group of non-native
-    writers is not diluted by a large native one). ``min_group_size=1`` holds each alone.
-    A :class:`TailguardWarning` names the groups pooled, and one names any group (or pool)
-    still too small to resolve the target.
-
-    Examples
-    --------
-    >>> native = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    >>> non_native = [s + 0.3 for s in native]  # scored as "more synthetic"
-    >>> scores, groups = native + non_native, ["native"] * 10 + ["non-native"] * 10
-    >>> pooled = calibrate_threshold(scores, 0.1)
-    >>> sum(h >= pooled for h in non_native)  # 2 of 20 overall, all of them non-native
-    2
-    >>> t = worst_group_threshold(scores, groups, 0.1)
-    >>> sum(h >= t for h in native), sum(h >= t for h in non_native)
-    (0, 1)
-    """
-    h = _scores(human_scores)
-    if len(h) == 0:
-        raise InputError("worst_group_threshold needs at least one known-human score")
-    if not (isinstance(target_fpr, int | float) and 0.0 < target_fpr < 1.0):
-        raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr!r}")
-    resolving = math.ceil(round(1.0 / target_fpr, 9))
-    smallest = resolving if min_group_size is None else min_group_size
-    if not (isinstance(smallest, int) and smallest >= 1):
-        raise ConfigError(f"min_group_size must be a whole number >= 1, got {min_group_size!r}")
-    keys = _group_keys("groups", groups, len(h))
-    sizes = {value: int(np.sum(keys == value)) for value in sorted(set(keys.tolist()))}
-    small = [value for value, n in sizes.items() if n < smallest]
-    held = {value: keys == value for value in sizes if value not in small}
-    if len(small) > 1:
-        pool = f"the {len(small)} small groups held together"
-        held[pool] = np.isin(keys, small)
-        warnings.warn(
-            f"group(s) {_named_sizes(small, sizes)} have fewer than {smallest:,} human texts: "
-            f"held to target_fpr {target_fpr:g} together ({int(held[pool].sum()):,} texts), "
-            "not each alone (min_group_size=1 holds each alone)",
-            TailguardWarning,
-            stacklevel=2,
-        )
-    elif small:
-        held[small[0]] = keys == small[0]
-    thresholds, unresolved = [], []
-    for value, member in held.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TailguardWarning)  # said once below, per group
-            thresholds.append(calibrate_threshold(h[member], target_fpr))
-        if int(member.sum()) < resolving:
-            shown = repr(value) if value in sizes else value
-            unresolved.append(f"{shown} ({int(member.sum())})")
-    if unresolved:
-        warnings.warn(
-            f"target_fpr {target_fpr:g} is below 1/n for the human texts of "
-            f"{', '.join(unresolved)}: the threshold is set above every human score of each, "
-            "which only shows an FPR below ~3/n there (rule of three); calibrate on at least "
-            f"{math.ceil(3 / target_fpr):,} human texts per group",
-            TailguardWarning,
-            stacklevel=2,
-        )
-    return max(thresholds)
-
-
-def _named_sizes(values: list[str], sizes: dict[str, int], shown: int = 8) -> str:
-    """``'a' (40), 'b' (38)``, the first ``shown`` and how many more.
-
-    >>> _named_sizes(["a", "b", "c"], {"a": 4, "b": 3, "c": 2}, shown=2)
-    "'a' (4), 'b' (3) and 1 more"
-    """
-    named = ", ".join(f"{v!r} ({sizes[v]})" for v in values[:shown])
-    return named + (f" and {len(values) - shown} more" if len(values) > shown else "")
 
 
 def _check_threshold(threshold: Any) -> None:
     if not (isinstance(threshold, int | float | np.floating) and math.isfinite(threshold)):
         raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
-
-
-def _group_keys(name: str, values: Sequence[Any], n: int) -> np.ndarray:
-    keys = np.asarray(["None" if v is None else str(getattr(v, "value", v)) for v in values])
-    if len(keys) != n:
-        raise InputError(f"group {name!r} has {len(keys)} values for {n} documents")
-    return keys
 
 
 def _group_breakdown(

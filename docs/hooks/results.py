@@ -236,6 +236,31 @@ def detector_reference() -> str:
                 "TPR at the re-set threshold", "held-out FPR"], rows)])
 
 
+def threshold_promise() -> str:
+    """Each threshold rule's mean FPR on new human text (random halves of each held-out file's
+    human documents), from the same benchmark run."""
+    per_file = {name: f["threshold_promise"] for name, f in _load(LODO).get("per_file", {}).items()
+                if f.get("threshold_promise")}
+    if not per_file:
+        return "*The benchmark file has no threshold_promise section; rerun the benchmark.*"
+    rules = [("in_sample", "1% of the fitted texts"), ("expected", "expected (default)"),
+             ("confidence_0.9", "90% confidence")]
+
+    def cell(rule: dict) -> str:
+        return (f"{_num(rule['mean_fpr'], 4)} / {_num(rule['fpr_p90'], 3)} / "
+                f"{_num(rule['mean_tpr'], 3)}" + ("" if rule["can_keep"] else " (too few)"))
+
+    rows = [[name, _num(p["fit_texts"]), *(cell(p[key]) for key, _ in rules)]
+            for name, p in per_file.items()]
+    splits = next(iter(per_file.values()))["splits"]
+    return "\n".join([
+        _source_line(LODO, "python benchmarks/bench_detect_lodo.py"), "",
+        _table(["held-out file", "texts setting it", *(label for _, label in rules)], rows), "",
+        f"Each cell: mean FPR on the other half / its 90th percentile / mean TPR, over {splits} "
+        "random halves; \"too few\": the rule cannot keep its promise on that many texts and "
+        "puts the threshold above them all."])
+
+
 def detector_speed() -> str:
     """The cascade's speed and AUROC against the full detector, from the same benchmark run."""
     speed = _load(LODO).get("speed")
@@ -314,6 +339,7 @@ GENERATORS = {
     "detector-speed": detector_speed,
     "detector-recalibration": detector_recalibration,
     "detector-reference": detector_reference,
+    "threshold-promise": threshold_promise,
     "ray-bench": ray_bench,
     "results-index": results_index,
 }

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from provenance.detectors.base import Detector
 from provenance.detectors.calibrated import CalibratedDetector
 from provenance.errors import ConfigError, InputError, TailguardWarning
+
+if TYPE_CHECKING:
+    from provenance.thresholds import Guarantee
 
 
 def fit_platt(
@@ -77,14 +80,16 @@ def calibrate(
     prior: float | None = 0.5,
     holdout: float = 0.0,
     seed: int = 0,
+    guarantee: Guarantee = "expected",
 ) -> CalibratedDetector:
     """Fix a detector's threshold for ``target_fpr`` on text known to be human.
 
-    The threshold is what makes "flagged" mean something: at most ``target_fpr`` of human text
-    like the calibration set is flagged. Calibrate on human text from the domain you will tag;
-    a threshold from news will not hold on code comments. With ``machine_texts`` too, a Platt
-    map turns the criterion into P(synthetic) (for a corpus with ``prior`` machine share) and
-    the measured TPR/FPR are kept for prevalence correction. Without them there is no
+    The threshold is what makes "flagged" mean something: at most ``target_fpr`` of new human
+    text like the calibration set is flagged, on average or with a confidence (``guarantee``:
+    :func:`~provenance.evaluate.calibrate_threshold`). Calibrate on human text from the domain
+    you will tag; a threshold from news will not hold on code comments. With ``machine_texts``
+    too, a Platt map turns the criterion into P(synthetic) (for a corpus with ``prior`` machine
+    share) and the measured TPR/FPR are kept for prevalence correction. Without them there is no
     probability (a human sample says nothing about what machine text scores): verdicts and
     p-values under the human distribution are still available, ``prov_score`` stays empty.
 
@@ -107,7 +112,7 @@ def calibrate(
     >>> detector.detect(["As an AI language model", "the cat"]).flagged.tolist()
     [True, False]
     """
-    from provenance.evaluate import calibrate_threshold
+    from provenance.thresholds import calibrate_threshold
 
     if not 0.0 < target_fpr < 1.0:
         raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
@@ -120,8 +125,9 @@ def calibrate(
     if len(human) == 0:
         raise InputError("none of the human calibration texts could be scored (too short?)")
     # calibrate_threshold warns when there are too few human texts to resolve target_fpr.
-    threshold = float(calibrate_threshold(human, target_fpr))
+    threshold = float(calibrate_threshold(human, target_fpr, guarantee=guarantee))
     calibration: dict[str, Any] = {
+        "fpr_guarantee": guarantee,
         "n_human": int(len(human)),
         "n_human_unscored": int(len(raw_human) - np.count_nonzero(~np.isnan(raw_human))),
         "fpr": float(np.mean((human_out if holdout else human) >= threshold)),

@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,10 +40,14 @@ from provenance.detectors.human_reference import MIN_REFERENCE_TEXTS, HumanRefer
 from provenance.detectors.recalibration_scoring import RecalibrationScoring
 from provenance.errors import ConfigError, InputError, TailguardWarning
 
+if TYPE_CHECKING:
+    from provenance.thresholds import Guarantee
+
 REPORT_FILE = "calibration_report.json"
 #: Calibration entries that describe the training-time threshold; kept under ``previous``.
 _THRESHOLD_FACTS = ("fpr", "tpr", "n_human", "n_machine", "n_human_measured",
-                    "n_machine_measured", "measured_on", "calibrated_by", "undecided_below")
+                    "n_machine_measured", "measured_on", "calibrated_by", "undecided_below",
+                    "fpr_guarantee")
 
 
 @dataclass
@@ -76,7 +80,8 @@ def held_out_mask(groups: Sequence[Any], holdout: float, seed: int = 0) -> np.nd
 
 def threshold_on(scores: np.ndarray, groups: np.ndarray | None, target_fpr: float,
                  holdout: float, seed: int = 0, min_group_size: int | None = None, *,
-                 held: np.ndarray | None = None) -> tuple[float, np.ndarray, list[str]]:
+                 held: np.ndarray | None = None, guarantee: Guarantee = "expected"
+                 ) -> tuple[float, np.ndarray, list[str]]:
     """(threshold, held-out mask, warnings): the threshold for ``target_fpr`` on the scores
     not held out (in every group when ``groups`` is given), as :func:`recalibrate` sets it.
 
@@ -85,7 +90,7 @@ def threshold_on(scores: np.ndarray, groups: np.ndarray | None, target_fpr: floa
     >>> int(held.sum()), bool(np.mean(scores[~held] >= threshold) <= 0.05), said
     (100, True, [])
     """
-    from provenance.evaluate import calibrate_threshold, worst_group_threshold
+    from provenance.thresholds import calibrate_threshold, worst_group_threshold
 
     keys = np.asarray(["all"] * len(scores)) if groups is None else np.asarray(groups)
     if held is None:
@@ -94,8 +99,10 @@ def threshold_on(scores: np.ndarray, groups: np.ndarray | None, target_fpr: floa
     with warnings.catch_warnings(record=True) as caught:  # too few texts: said in the report
         warnings.simplefilter("always", TailguardWarning)
         threshold = float(worst_group_threshold(scores[fit], keys[fit], target_fpr,
-                                                min_group_size=min_group_size)
-                          if groups is not None else calibrate_threshold(scores[fit], target_fpr))
+                                                min_group_size=min_group_size,
+                                                guarantee=guarantee)
+                          if groups is not None
+                          else calibrate_threshold(scores[fit], target_fpr, guarantee=guarantee))
     return threshold, held, [str(w.message) for w in caught]
 
 
@@ -181,6 +188,7 @@ def recalibrate(
     machine_texts: Sequence[str] | None = None,
     progress: bool = False,
     min_group_size: int | None = None,
+    guarantee: Guarantee | None = None,
     adapt: bool = True,
 ) -> Recalibrated:
     """A copy of ``calibrated`` whose threshold holds ``target_fpr`` on ``human_texts``.
@@ -192,7 +200,9 @@ def recalibrate(
     group (seeded) is kept out of the fit and the FPR is measured there, before and after (0:
     in-sample, which is optimistic). ``machine_texts`` from the same crawl, if any, give the
     TPR at the new threshold; without them the trained TPR is dropped, since it was measured
-    at another threshold. ``target_fpr`` defaults to the detector's own.
+    at another threshold. ``target_fpr`` and ``guarantee`` (what the threshold promises about
+    new human text: :func:`~provenance.evaluate.calibrate_threshold`) default to the detector's
+    own, ``"expected"`` for a detector that recorded none.
 
     With ``adapt`` (the default) and a detector trained with a reference head
     (:mod:`.human_reference`), the fitted human texts also become the detector's human
@@ -216,6 +226,8 @@ def recalibrate(
     (True, False)
     """
     fpr_target = calibrated.target_fpr if target_fpr is None else float(target_fpr)
+    promise = (calibrated.calibration.get("fpr_guarantee", "expected") if guarantee is None
+               else guarantee)
     if not 0.0 < fpr_target < 1.0:
         raise ConfigError(f"target_fpr must be in (0, 1), got {fpr_target}")
     if not 0.0 <= holdout < 1.0:
@@ -248,7 +260,8 @@ def recalibrate(
             reference[np.isfinite(reference).all(axis=1)]))
         scores_after = scoring.rescored(detector, texts)[scored]
     threshold, _, caught = threshold_on(scores_after, None if groups is None else keys,
-                                        fpr_target, holdout, seed, min_group_size, held=held)
+                                        fpr_target, holdout, seed, min_group_size, held=held,
+                                        guarantee=promise)
     if too_few:
         caught.append(f"only {int(fit.sum())} fitted human texts, fewer than the "
                       f"{MIN_REFERENCE_TEXTS} a human reference is taken from: the threshold "
@@ -258,6 +271,7 @@ def recalibrate(
     report: dict[str, Any] = {
         "detector": calibrated.name,
         "target_fpr": fpr_target,
+        "fpr_guarantee": promise,
         "threshold_before": before,
         "threshold": after,
         "adapted": {"reference_texts": detector.reference.n} if adapting else None,
@@ -289,6 +303,7 @@ def recalibrate(
                                                           np.linspace(0, 1, 1001))],
         "measured_on": report["measured_on"],
         "calibrated_by": "groups" if groups is not None else None,
+        "fpr_guarantee": promise,
         "undecided_below": undecided_below({**old, **calibration}, after),
     })
     if machine_texts is not None:
@@ -330,6 +345,7 @@ def recalibrate_files(
     label_field: str | None = None,
     target_fpr: float | None = None,
     min_group_size: int | None = None,
+    guarantee: Guarantee | None = None,
     holdout: float = 0.5,
     seed: int = 0,
     adapt: bool = True,
@@ -372,7 +388,7 @@ def recalibrate_files(
     result = recalibrate(calibrated, read.human, groups=read.groups, target_fpr=target_fpr,
                          holdout=holdout, seed=seed, progress=progress,
                          machine_texts=machine_texts or None, min_group_size=min_group_size,
-                         adapt=adapt)
+                         guarantee=guarantee, adapt=adapt)
     report = {**result.report, "source": str(source), "group_field": group_field,
               "files": {"human": read.files, "machine": extra.files}}
     result.detector.calibration["recalibration"].update(
@@ -416,9 +432,11 @@ def outcome_lines(report: dict[str, Any]) -> list[str]:
 
 def recalibration_card(report: dict[str, Any]) -> str:
     """The data card's section on a recalibration: on what, and what it changed."""
+    from provenance.thresholds import guarantee_text
+
     lines = ["", "## Recalibration", "",
              f"Threshold {report['threshold_before']:.3f} -> {report['threshold']:.3f} for "
-             f"FPR {report['target_fpr']:g}"
+             f"FPR {report['target_fpr']:g} ({guarantee_text(report['fpr_guarantee'])})"
              + (f" in every {report['group_field']} group" if report.get("group_field") else "")
              + f", set on {report['human']['fit']} human texts from:", ""]
     for f in report["files"]["human"]:

@@ -33,7 +33,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -54,6 +54,9 @@ from provenance.detectors.supervised import (
 )
 from provenance.detectors.token_ngrams import TokenNgramModel
 from provenance.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from provenance.thresholds import Guarantee
 
 GROUPINGS = ("generator", "domain", "dataset")
 #: Candidate L2 penalties of the head (see :meth:`Trainer.choose_alpha`). The stronger two
@@ -317,17 +320,23 @@ class Trainer:
 
 
 def reference_calibration(criterion: np.ndarray, rows: np.ndarray, y: np.ndarray,
-                          sources: np.ndarray) -> dict[str, Any]:
+                          sources: np.ndarray, target_fpr: float,
+                          guarantee: Guarantee = "expected") -> dict[str, Any]:
     """What a recalibration that adapts the inputs takes from training: the reference head's
-    Platt map (its log-odds are on another scale than the plain head's) and its out-of-fold
-    AUROC, each row measured against its own source's human rows."""
+    Platt map (its log-odds are on another scale than the plain head's), and its out-of-fold
+    AUROC and TPR / FPR at a threshold set as the plain head's is (``target_fpr`` under
+    ``guarantee``), each row measured against its own source's human rows."""
     from provenance.detectors.calibration import fit_platt
     from provenance.evaluate import roc_auc
+    from provenance.thresholds import calibrate_threshold
 
     human, machine = rows[y[rows] == 0], rows[y[rows] == 1]
     a, b = fit_platt(criterion[human], criterion[machine])
+    threshold = calibrate_threshold(criterion[human], target_fpr, guarantee=guarantee)
     return {"platt": [float(a), float(b)],
             "auroc": float(roc_auc(y[rows], criterion[rows])),
+            "tpr": float(np.mean(criterion[machine] >= threshold)),
+            "fpr": float(np.mean(criterion[human] >= threshold)),
             "sources": sorted(set(np.asarray(sources)[rows].tolist())),
             "min_reference_texts": MIN_REFERENCE_TEXTS}
 
@@ -459,6 +468,7 @@ def fit_detector(
     target_fpr: float = 0.01,
     calibrate_by: str | None = None,
     min_group_size: int | None = None,
+    guarantee: Guarantee = "expected",
     cv: Sequence[str] = GROUPINGS,
     outer_folds: int = 5,
     inner_folds: int = 3,
@@ -483,7 +493,8 @@ def fit_detector(
     from provenance.detectors.calibrated import CalibratedDetector
     from provenance.detectors.calibration import fit_platt
     from provenance.detectors.recalibration import undecided_below
-    from provenance.evaluate import calibrate_threshold, roc_auc, worst_group_threshold
+    from provenance.evaluate import roc_auc
+    from provenance.thresholds import calibrate_threshold, worst_group_threshold
 
     cv = tuple(cv)
     unknown = sorted(set(cv) - set(GROUPINGS))
@@ -533,9 +544,9 @@ def fit_detector(
     if calibrate_by:
         threshold = worst_group_threshold(criterion[human_rows],
                                           data.groups[calibrate_by][human_rows], target_fpr,
-                                          min_group_size=min_group_size)
+                                          min_group_size=min_group_size, guarantee=guarantee)
     else:
-        threshold = calibrate_threshold(criterion[human_rows], target_fpr)
+        threshold = calibrate_threshold(criterion[human_rows], target_fpr, guarantee=guarantee)
     a, b = fit_platt(criterion[human_rows], criterion[machine_rows])
     calibration = {
         "n_human": int(len(human_rows)),
@@ -551,6 +562,7 @@ def fit_detector(
                                                          np.linspace(0, 1, 1001))],
         "measured_on": f"out-of-fold scores ({outer_folds} folds) of the training documents",
         "calibrated_by": calibrate_by,
+        "fpr_guarantee": guarantee,
         "head_alpha": trainer.alpha,
         "undecided_below": undecided_below({"platt": [a, b], "human_below": human_below},
                                            threshold),
@@ -559,7 +571,7 @@ def fit_detector(
             "low": band[0], "high": band[1], "settled_share": round(band[2], 4),
             "auroc_loss": round(band[3], 4), "chosen_on": band_basis},
         "reference": None if ref_oof is None else reference_calibration(
-            ref_oof, rows, y, trainer.groups),
+            ref_oof, rows, y, trainer.groups, target_fpr, guarantee),
     }
     cv_report = {}
     for grouping in cv:
@@ -581,13 +593,14 @@ def fit_detector(
         meta={"training": {"files": data.files, "seed": seed, "outer_folds": outer_folds,
                            "inner_folds": inner_folds, "target_fpr": target_fpr,
                            "max_auroc_loss": max_auroc_loss, "calibrate_by": calibrate_by,
-                           "min_group_size": min_group_size,
+                           "min_group_size": min_group_size, "fpr_guarantee": guarantee,
                            "human_below": human_below, "max_tokens": scorer.max_tokens,
                            "min_tokens": scorer.min_tokens,
                            "char": char_params.as_dict()}},
     )
     report = {"calibration": {k: v for k, v in calibration.items() if k != "human_quantiles"},
-              "threshold": float(threshold), "cross_validation": cv_report,
+              "threshold": float(threshold), "target_fpr": target_fpr,
+              "cross_validation": cv_report,
               "documents": {"total": len(y), "scored": int(scored.sum()),
                             "unscored_reasons": reason_counts(table.reasons)},
               "files": data.files}
@@ -619,7 +632,9 @@ def train(
     ``unknown`` (not decisive). The token statistics are cached in ``cache`` (default
     ``~/.cache/tailguard/token-terms.sqlite``), so a killed run resumes and a retrain is quick.
     ``options`` go to :func:`fit_detector` (target_fpr, calibrate_by, min_group_size (groups
-    smaller are held together: :func:`~provenance.evaluate.worst_group_threshold`),
+    smaller are held together: :func:`~provenance.evaluate.worst_group_threshold`), guarantee
+    (what the threshold promises about new human text:
+    :func:`~provenance.evaluate.calibrate_threshold`),
     outer_folds, inner_folds, max_auroc_loss, human_below, char_params, seed, progress).
 
     Examples
@@ -684,6 +699,8 @@ def _run_splits(trainer: Trainer, splits: list, y: np.ndarray, target_fpr: float
 
 def data_card(data: LabelledTexts, report: dict[str, Any]) -> str:
     """A short Markdown card: what the detector was trained on and how well it generalised."""
+    from provenance.thresholds import guarantee_text
+
     lines = ["# Detector data card", "", "## Training data", "",
              "| file | sha256 | rows | rejected |", "|---|---|---|---|"]
     for f in data.files:
@@ -695,9 +712,10 @@ def data_card(data: LabelledTexts, report: dict[str, Any]) -> str:
               f"{len(set(data.groups['domain'].tolist()))} domains.", "",
               "## Calibration (out-of-fold)", ""]
     cal = report["calibration"]
-    lines.append(f"Threshold {report['threshold']:.3f}: FPR {cal['fpr']:.4f}, TPR "
-                 f"{cal['tpr']:.3f}, AUROC {cal['auroc']:.3f}"
-                 + (f" (worst {cal['calibrated_by']} group)" if cal["calibrated_by"] else ""))
+    lines.append(f"Threshold {report['threshold']:.3f} for FPR {report['target_fpr']:g} "
+                 f"({guarantee_text(cal['fpr_guarantee'])}"
+                 + (f", worst {cal['calibrated_by']} group" if cal["calibrated_by"] else "")
+                 + f"): FPR {cal['fpr']:.4f}, TPR {cal['tpr']:.3f}, AUROC {cal['auroc']:.3f}")
     if cal.get("cascade"):
         c = cal["cascade"]
         lines.append(f"Cascade: the character n-gram stage settles {c['settled_share']:.0%} of "
@@ -709,7 +727,8 @@ def data_card(data: LabelledTexts, report: dict[str, Any]) -> str:
     ref = cal.get("reference")
     lines.append(
         f"Reference head: trained on {len(ref['sources'])} sources (out-of-fold AUROC "
-        f"{ref['auroc']:.3f}, each document measured against its own source's human text); it "
+        f"{ref['auroc']:.3f}, TPR {ref['tpr']:.3f} at FPR {ref['fpr']:.4f}, each document "
+        "measured against its own source's human text); it "
         "scores once `tailguard detect-calibrate` gives it human text of the crawl."
         if ref else "Reference head: none (fewer than two training files with "
         f"{MIN_REFERENCE_TEXTS} human documents each).")

@@ -135,6 +135,12 @@ def test_cli_detect_eval_reports_the_worst_group(writers: dict, tmp_path: Path) 
     as_json = json.loads(CliRunner().invoke(main, [*args[:-2], "--json"]).stdout)
     assert as_json["calibrated_by"] == "writer"
     assert as_json["groups"]["writer"] == report["groups"]["writer"]  # seeded intervals
+    assert report["fpr_guarantee"] == "expected"
+    confident = json.loads(CliRunner().invoke(
+        main, [*args[:-2], "--fpr-confidence", "0.9", "--json"]).stdout)
+    assert confident["fpr_guarantee"] == 0.9
+    assert "with 90% confidence" in confident["threshold_source"]
+    assert confident["threshold"] >= report["threshold"]
 
 
 def test_detector_evidence_and_prevalence_in_tagging(world: dict, tmp_path: Path) -> None:

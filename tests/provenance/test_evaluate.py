@@ -94,35 +94,6 @@ def test_ties_at_the_threshold_stay_unflagged() -> None:
     assert 3 < point.threshold < 3.5
 
 
-def test_calibrated_threshold_is_the_smallest_meeting_the_target() -> None:
-    rng = np.random.default_rng(3)
-    for n, target in [(50, 0.1), (200, 0.01), (1000, 0.005), (777, 0.03)]:
-        humans = np.round(rng.normal(size=n), 2)  # rounding makes ties
-        threshold = calibrate_threshold(humans, target)
-        assert np.mean(humans >= threshold) <= target
-        below = humans[humans < threshold]
-        assert np.mean(humans >= below.max()) > target
-
-
-def test_calibrated_threshold_recovers_the_normal_quantile() -> None:
-    humans = np.random.default_rng(4).normal(size=200_000)
-    threshold = calibrate_threshold(humans, 0.001)
-    assert threshold == pytest.approx(norm.ppf(0.999), abs=0.03)
-
-
-def test_a_target_below_the_resolution_limit_warns() -> None:
-    humans = np.random.default_rng(5).normal(size=200)
-    with pytest.warns(TailguardWarning, match=r"below 1/n = 0.005 .* at least 3,000 human"):
-        threshold = calibrate_threshold(humans, 0.001)
-    assert threshold > humans.max()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        calibrate_threshold(humans, 0.005)
-    with pytest.warns(TailguardWarning, match="below 1/n"):
-        point = tpr_at_fpr([0] * 200 + [1], list(humans) + [5.0], fpr=0.001)
-    assert not point.resolved
-
-
 def test_confusion_counts() -> None:
     assert confusion([1, 1, 1, 0, 0], [True, False, True, True, False]) == {
         "tp": 2, "fp": 1, "tn": 1, "fn": 1,
@@ -278,39 +249,6 @@ def test_evaluate_detector_groups_carry_the_intervals() -> None:
     rows = report.groups["writer"]
     assert rows == {r["group"]: r for r in group_report(labels, scores, groups, 2.0, seed=1)}
     assert rows["native"]["auroc_low"] < rows["native"]["auroc"] < rows["native"]["auroc_high"]
-
-
-def test_worst_group_threshold_names_the_group_too_small_for_the_target() -> None:
-    rng = np.random.default_rng(0)
-    human = rng.normal(0, 1, 1050)
-    groups = ["big"] * 1000 + ["small"] * 50
-    with pytest.warns(TailguardWarning, match=r"human texts of 'small' \(50\)") as caught:
-        threshold = worst_group_threshold(human, groups, 0.01)
-    assert len(caught) == 1 and "'big'" not in str(caught[0].message)
-    assert threshold > human[1000:].max()  # above every score of the small group
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        worst_group_threshold(human, groups, 0.05)  # 50 texts resolve 5%
-
-
-def test_small_groups_are_held_together_not_each_above_all_its_scores() -> None:
-    """19 groups of 40 human texts cannot each show 1%: held alone, every one puts the
-    threshold above all its scores (a detector that flags nothing); held together they can."""
-    rng = np.random.default_rng(1)
-    human = rng.normal(0, 1, 1000 + 19 * 40)
-    groups = ["big"] * 1000 + [f"d{i:02d}" for i in range(19) for _ in range(40)]
-    with pytest.warns(TailguardWarning, match=r"have fewer than 100 human texts") as said:
-        together = worst_group_threshold(human, groups, 0.01)
-    assert "'big'" not in str(said[0].message)  # a large group is never pooled with them
-    small = human[1000:]
-    assert together == pytest.approx(max(calibrate_threshold(small, 0.01),
-                                         calibrate_threshold(human[:1000], 0.01)))
-    assert np.mean(small >= together) <= 0.01
-    with pytest.warns(TailguardWarning, match="below 1/n"):
-        alone = worst_group_threshold(human, groups, 0.01, min_group_size=1)
-    assert alone > small.max() > together
-    with pytest.raises(ConfigError, match="min_group_size must be"):
-        worst_group_threshold(human, groups, 0.01, min_group_size=0)
 
 
 def test_fairness_input_errors() -> None:

@@ -67,6 +67,7 @@ def test_retraining_from_the_recorded_spec_reproduces_it(shared_data: Path,
           outer_folds=training["outer_folds"], inner_folds=training["inner_folds"],
           target_fpr=training["target_fpr"], max_auroc_loss=training["max_auroc_loss"],
           human_below=training["human_below"], calibrate_by=training["calibrate_by"],
+          min_group_size=training["min_group_size"], guarantee=training["fpr_guarantee"],
           char_params=NgramParams.from_dict(training["char"]), progress=False, device="cpu")
     again = json.loads((tmp_path / "again" / "detector.json").read_text())
     assert again["threshold"] == pytest.approx(spec["threshold"], rel=1e-3, abs=1e-3)

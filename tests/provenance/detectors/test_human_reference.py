@@ -91,6 +91,9 @@ def test_reference_is_median_and_spread_and_sources_need_enough_humans() -> None
 def test_two_sources_train_a_reference_head_that_a_recalibration_switches_on(world) -> None:
     ref = world["report"]["calibration"]["reference"]
     assert ref["sources"] == ["seen", "unseen"] and len(ref["platt"]) == 2
+    assert 0 <= ref["fpr"] <= 0.05 and 0 <= ref["tpr"] <= 1  # its threshold on its own humans
+    assert f"TPR {ref['tpr']:.3f} at FPR {ref['fpr']:.4f}" in \
+        (world["folder"] / "DATA_CARD.md").read_text()
     trained = load_detector(world["folder"], device="cpu")
     assert trained.detector.reference_head is not None and trained.detector.reference is None
     assert can_adapt(trained)

@@ -20,6 +20,7 @@ from provenance.demo import TrigramModel, stdlib_paragraphs
 from provenance.detectors import NgramClassifier, calibrate, load_detector
 from provenance.detectors.recalibration import held_out_mask, recalibrate, recalibrate_files
 from provenance.errors import ConfigError, InputError
+from provenance.evaluate import calibrate_threshold
 from provenance.fusion import prevalence_calibration
 
 
@@ -97,7 +98,7 @@ def test_many_small_groups_are_held_together_unless_asked_otherwise(world: dict)
                         min_group_size=1)
     assert any("6 small groups" in w or "held to target_fpr 0.05 together" in w
                for w in together.report["warnings"])
-    assert any("below 1/n" in w for w in alone.report["warnings"])
+    assert any("too few human texts to keep" in w for w in alone.report["warnings"])
     scores = trained.detector.score(texts)
     held = held_out_mask(groups, 0.5, seed=3)
     small = ~held
@@ -162,6 +163,35 @@ def test_the_command_writes_a_new_folder_that_tags_with_the_new_threshold(
     np.testing.assert_array_equal(saved.detect(texts).flagged,
                                   load_detector(world["folder"]).detector.score(texts)
                                   >= report["threshold"])
+
+
+def test_a_confident_threshold_is_set_recorded_and_kept_by_the_next_recalibration(
+        world: dict, tmp_path: Path) -> None:
+    """--fpr-confidence 0.9: the threshold is calibrate_threshold's Beta rule on the fitted
+    half (recomputed here from the saved detector's scores), at or above the default rule's,
+    recorded in the report and the calibration, and inherited by a later recalibration."""
+    from click.testing import CliRunner
+
+    crawl = crawl_file(world, tmp_path / "crawl.jsonl")
+    out = tmp_path / "confident"
+    result = CliRunner().invoke(main, [
+        "detect-calibrate", str(crawl), "--detector", str(world["folder"]), "--target-fpr",
+        "0.05", "--fpr-confidence", "0.9", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "(on new human text with 90% confidence)" in result.output
+    report = json.loads((out / "calibration_report.json").read_text())
+    texts = world["hot"] + world["plain"]
+    scores = load_detector(world["folder"]).detector.score(texts)
+    fit = scores[~held_out_mask(["all"] * len(texts), 0.5, seed=0)]
+    assert report["fpr_guarantee"] == 0.9
+    assert report["threshold"] == calibrate_threshold(fit, 0.05, guarantee=0.9)
+    assert report["threshold"] >= calibrate_threshold(fit, 0.05)
+    saved = load_detector(out)
+    assert saved.calibration["fpr_guarantee"] == 0.9
+    again = recalibrate(saved, texts, seed=1)
+    assert again.report["fpr_guarantee"] == 0.9
+    assert recalibrate(saved, texts, seed=1, guarantee="expected").report[
+        "fpr_guarantee"] == "expected"
 
 
 def test_the_command_refuses_what_would_harm_an_input_or_mislabel_text(

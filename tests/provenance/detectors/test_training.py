@@ -86,6 +86,9 @@ def test_saved_folder_reports_cross_validation_and_holds_no_pickle(trained) -> N
     assert 0.5 < cv["generator"]["worst_auroc"] <= 1.0
     assert "leave one generator out" in (out / "DATA_CARD.md").read_text()
     assert report["calibration"]["fpr"] <= 0.05 + 1e-9
+    assert report["calibration"]["fpr_guarantee"] == "expected"
+    assert saved["detector"]["training"]["fpr_guarantee"] == "expected"
+    assert "expected on new human text" in (out / "DATA_CARD.md").read_text()
 
 
 def test_bad_input_is_unknown_with_a_reason(trained) -> None:
