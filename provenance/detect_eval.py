@@ -93,7 +93,7 @@ def evaluate_labelled(
     every field of ``group_fields`` and ``calibrate_by``, which must exist. ``seed`` draws the
     ``calibration_share`` and seeds the ``n_boot`` bootstrap resamples of each group's AUROC.
     A threshold set here keeps ``target_fpr`` under ``guarantee`` (see
-    :func:`provenance.evaluate.calibrate_threshold`).
+    :func:`provenance.thresholds.calibrate_threshold`).
     """
     from provenance.evaluate import evaluate_detector
     from provenance.thresholds import calibrate_threshold, guarantee_text, worst_group_threshold

@@ -86,7 +86,7 @@ def calibrate(
 
     The threshold is what makes "flagged" mean something: at most ``target_fpr`` of new human
     text like the calibration set is flagged, on average or with a confidence (``guarantee``:
-    :func:`~provenance.evaluate.calibrate_threshold`). Calibrate on human text from the domain
+    :func:`~provenance.thresholds.calibrate_threshold`). Calibrate on human text from the domain
     you will tag; a threshold from news will not hold on code comments. With ``machine_texts``
     too, a Platt map turns the criterion into P(synthetic) (for a corpus with ``prior`` machine
     share) and the measured TPR/FPR are kept for prevalence correction. Without them there is no

@@ -196,12 +196,12 @@ def recalibrate(
     ``groups`` (one value per text, e.g. each page's site or domain) makes the threshold hold
     in every group, the worst group's FPR (groups with fewer than ``min_group_size`` fitted
     texts, by default the ``1 / target_fpr`` that resolves the target, are held together:
-    :func:`~provenance.evaluate.worst_group_threshold`). ``holdout`` of the texts of each
+    :func:`~provenance.thresholds.worst_group_threshold`). ``holdout`` of the texts of each
     group (seeded) is kept out of the fit and the FPR is measured there, before and after (0:
     in-sample, which is optimistic). ``machine_texts`` from the same crawl, if any, give the
     TPR at the new threshold; without them the trained TPR is dropped, since it was measured
     at another threshold. ``target_fpr`` and ``guarantee`` (what the threshold promises about
-    new human text: :func:`~provenance.evaluate.calibrate_threshold`) default to the detector's
+    new human text: :func:`~provenance.thresholds.calibrate_threshold`) default to the detector's
     own, ``"expected"`` for a detector that recorded none.
 
     With ``adapt`` (the default) and a detector trained with a reference head

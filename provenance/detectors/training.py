@@ -632,9 +632,9 @@ def train(
     ``unknown`` (not decisive). The token statistics are cached in ``cache`` (default
     ``~/.cache/tailguard/token-terms.sqlite``), so a killed run resumes and a retrain is quick.
     ``options`` go to :func:`fit_detector` (target_fpr, calibrate_by, min_group_size (groups
-    smaller are held together: :func:`~provenance.evaluate.worst_group_threshold`), guarantee
+    smaller are held together: :func:`~provenance.thresholds.worst_group_threshold`), guarantee
     (what the threshold promises about new human text:
-    :func:`~provenance.evaluate.calibrate_threshold`),
+    :func:`~provenance.thresholds.calibrate_threshold`),
     outer_folds, inner_folds, max_auroc_loss, human_below, char_params, seed, progress).
 
     Examples
