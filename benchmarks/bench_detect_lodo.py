@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,7 @@ def held_out_file(name: str, data: Any, table: Any, trainer: Trainer, y: np.ndar
     with_char = MLPHead.fit(np.c_[inner.x, inner_char], y[train], alpha=trainer.alpha)
     methods["ablation_char_score_in_head"] = quality(
         y[test], with_char.log_odds(np.c_[applied.x, applied.char_raw]))
+    fitted = trainer.reference_head(inner.x, train)
     methods["supervised_cascade"] = {**quality(y[test], cascade),
                                      "settled_by_first_stage": round(settled_share, 4)}
     return {"n_human": int(humans.sum()), "n_machine": int((~humans).sum()),
@@ -125,35 +127,40 @@ def held_out_file(name: str, data: Any, table: Any, trainer: Trainer, y: np.ndar
             "worst_domain_fpr": {"domain": worst[0], "fpr": worst[1]},
             "fpr_by_domain": fpr_by_domain,
             "recalibrated": recalibrated(supervised, humans, domains, threshold),
-            "threshold_promise": threshold_promise(supervised, humans),
-            "reference": with_reference_measured(trainer, inner.x, train, applied.x, y[test],
-                                                 supervised)}
+            "threshold_promise": threshold_promise(lambda rows: supervised, humans),
+            "threshold_promise_reference": None if fitted is None else threshold_promise(
+                reference_scores_of(fitted, applied.x), humans, splits=200),
+            "reference": None if fitted is None else with_reference_measured(
+                fitted, applied.x, y[test], supervised)}
 
 
-def threshold_promise(scores: np.ndarray, humans: np.ndarray, splits: int = 500
-                      ) -> dict[str, Any]:
+def threshold_promise(scores_of: Callable[[np.ndarray], np.ndarray], humans: np.ndarray,
+                      splits: int = 500) -> dict[str, Any]:
     """Does a 1% threshold set on a crawl's human text keep 1% on new human text from it?
 
     The held-out file's human documents are split at random into halves ``splits`` times
-    (seeded); each rule sets the threshold on one half and the FPR is measured on the other
-    (the TPR on all its machine documents). The mean held-out FPR estimates the rule's
-    expected FPR on new text; its 90th percentile over splits shows the spread.
+    (seeded); ``scores_of(fit)`` scores every document given the fitted half's rows (the plain
+    head ignores them; the reference head takes them as its human reference, as
+    ``detect-calibrate`` does), each rule sets the threshold on the fitted half and the FPR is
+    measured on the other (the TPR on all its machine documents). The mean held-out FPR
+    estimates the rule's expected FPR on new text; its 90th percentile shows the spread.
     """
     rng = np.random.default_rng(0)
-    human, machine = scores[humans], scores[~humans]
-    n_fit = len(human) // 2
+    human_rows, machine_rows = np.flatnonzero(humans), np.flatnonzero(~humans)
+    n_fit = len(human_rows) // 2
     fpr: dict[str, list[float]] = {name: [] for name in GUARANTEES}
     tpr: dict[str, list[float]] = {name: [] for name in GUARANTEES}
     for _ in range(splits):
-        order = rng.permutation(len(human))
-        fit, rest = human[order[:n_fit]], human[order[n_fit:]]
+        order = rng.permutation(human_rows)
+        fit, rest = order[:n_fit], order[n_fit:]
+        scores = scores_of(fit)
         for name, guarantee in GUARANTEES.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", TailguardWarning)  # too few: recorded below
-                threshold = calibrate_threshold(fit, TARGET_FPR, guarantee=guarantee)
-            fpr[name].append(float(np.mean(rest >= threshold)))
-            tpr[name].append(float(np.mean(machine >= threshold)))
-    return {"fit_texts": n_fit, "measured_texts": len(human) - n_fit, "splits": splits,
+                threshold = calibrate_threshold(scores[fit], TARGET_FPR, guarantee=guarantee)
+            fpr[name].append(float(np.mean(scores[rest] >= threshold)))
+            tpr[name].append(float(np.mean(scores[machine_rows] >= threshold)))
+    return {"fit_texts": n_fit, "measured_texts": len(human_rows) - n_fit, "splits": splits,
             **{name: {"mean_fpr": round(float(np.mean(fpr[name])), 4),
                       "fpr_p90": round(float(np.quantile(fpr[name], 0.9)), 4),
                       "share_above_target": round(float(np.mean(
@@ -163,24 +170,26 @@ def threshold_promise(scores: np.ndarray, humans: np.ndarray, splits: int = 500
                for name, guarantee in GUARANTEES.items()}}
 
 
-def with_reference_measured(trainer: Trainer, inner_x: np.ndarray, train: np.ndarray,
-                            test_x: np.ndarray, y_test: np.ndarray, plain: np.ndarray
-                            ) -> dict[str, Any] | None:
+def reference_scores_of(fitted: Any, test_x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Every held-out document's reference-head score, given the rows that are its reference."""
+    from provenance.detectors.human_reference import HumanReference, with_reference
+
+    return lambda rows: fitted.head.log_odds(with_reference(test_x, HumanReference.of(
+        test_x[rows])))
+
+
+def with_reference_measured(fitted: Any, test_x: np.ndarray, y_test: np.ndarray,
+                            plain: np.ndarray) -> dict[str, Any]:
     """What ``tailguard detect-calibrate`` does with a reference head: half of the held-out
     file's human documents (seeded draw) become its human reference and set the threshold;
     AUROC, TPR and held-out FPR on the rest, against the plain head recalibrated on the same
     half (the pooled row of :func:`recalibrated`)."""
-    from provenance.detectors.human_reference import HumanReference, with_reference
     from provenance.detectors.recalibration import held_out_mask
 
-    fitted = trainer.reference_head(inner_x, train)
-    if fitted is None:
-        return None
     humans = np.flatnonzero(y_test == 0)
     held = held_out_mask(["all"] * len(humans), 0.5, seed=0)
     reference_rows = humans[~held]
-    adapted = fitted.head.log_odds(with_reference(test_x, HumanReference.of(
-        test_x[reference_rows])))
+    adapted = reference_scores_of(fitted, test_x)(reference_rows)
     judged = np.ones(len(y_test), dtype=bool)
     judged[reference_rows] = False
     out: dict[str, Any] = {"reference_texts": int(len(reference_rows)),
@@ -352,10 +361,13 @@ def main() -> None:
                   f"{ref['with_reference']['tpr']:.3f} at held-out FPR "
                   f"{ref['plain']['fpr_held_out']:.3f} -> "
                   f"{ref['with_reference']['fpr_held_out']:.3f}")
-        p = f["threshold_promise"]
-        print(f"{'':<20}1% threshold on half its {p['fit_texts']} human texts, mean FPR on the "
-              "rest: " + ", ".join(f"{k} {p[k]['mean_fpr']:.4f} (TPR {p[k]['mean_tpr']:.3f})"
-                                   for k in GUARANTEES))
+        for head in ("", "_reference"):
+            p = f[f"threshold_promise{head}"]
+            if p:
+                print(f"{'':<20}1% threshold on half its {p['fit_texts']} human texts"
+                      f"{head.replace('_', ', ')}, mean FPR on the rest: " + ", ".join(
+                          f"{k} {p[k]['mean_fpr']:.4f} (TPR {p[k]['mean_tpr']:.3f})"
+                          for k in GUARANTEES))
         r = f["recalibrated"]["by_domain"]
         print(f"{'':<20}recalibrated on half its human documents by domain (detect-calibrate): "
               f"worst-domain FPR {r['trained']['worst_domain_fpr']:.3f} -> "

@@ -239,8 +239,11 @@ def detector_reference() -> str:
 def threshold_promise() -> str:
     """Each threshold rule's mean FPR on new human text (random halves of each held-out file's
     human documents), from the same benchmark run."""
-    per_file = {name: f["threshold_promise"] for name, f in _load(LODO).get("per_file", {}).items()
-                if f.get("threshold_promise")}
+    files = _load(LODO).get("per_file", {})
+    per_file = {(name, head): f[key] for name, f in files.items()
+                for key, head in (("threshold_promise", "plain"),
+                                  ("threshold_promise_reference", "reference"))
+                if f.get(key)}
     if not per_file:
         return "*The benchmark file has no threshold_promise section; rerun the benchmark.*"
     rules = [("in_sample", "1% of the fitted texts"), ("expected", "expected (default)"),
@@ -250,15 +253,18 @@ def threshold_promise() -> str:
         return (f"{_num(rule['mean_fpr'], 4)} / {_num(rule['fpr_p90'], 3)} / "
                 f"{_num(rule['mean_tpr'], 3)}" + ("" if rule["can_keep"] else " (too few)"))
 
-    rows = [[name, _num(p["fit_texts"]), *(cell(p[key]) for key, _ in rules)]
-            for name, p in per_file.items()]
-    splits = next(iter(per_file.values()))["splits"]
+    rows = [[name, head, _num(p["fit_texts"]), *(cell(p[key]) for key, _ in rules)]
+            for (name, head), p in sorted(per_file.items())]
+    splits = " and ".join(sorted({f"{p['splits']} ({head} head)"
+                                  for (_, head), p in per_file.items()}))
     return "\n".join([
         _source_line(LODO, "python benchmarks/bench_detect_lodo.py"), "",
-        _table(["held-out file", "texts setting it", *(label for _, label in rules)], rows), "",
+        _table(["held-out file", "head", "texts setting it", *(label for _, label in rules)],
+               rows), "",
         f"Each cell: mean FPR on the other half / its 90th percentile / mean TPR, over {splits} "
         "random halves; \"too few\": the rule cannot keep its promise on that many texts and "
-        "puts the threshold above them all."])
+        "puts the threshold above them all. The reference head takes the half that sets the "
+        "threshold as its human reference too, as `detect-calibrate` does."])
 
 
 def detector_speed() -> str:

@@ -102,6 +102,8 @@ def test_measured_tables_are_read_from_their_files(built_site: Path) -> None:
     assert f"{report['calibration']['auroc']:.3f}" in page
     for held_out, result in lodo["results"].items():
         assert f"{result['supervised']['auroc']:.3f}" in page, held_out
+        promise = lodo["per_file"][held_out]["threshold_promise"]["expected"]
+        assert f"{promise['mean_fpr']:.4f} / {promise['fpr_p90']:.3f}" in page, held_out
     benchmarks = (built_site / "results" / "benchmarks" / "index.html").read_text("utf-8")
     for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
         assert f"benchmarks/{path.stem}.py" in benchmarks
