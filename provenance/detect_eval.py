@@ -96,7 +96,7 @@ def evaluate_labelled(
     :func:`provenance.thresholds.calibrate_threshold`).
     """
     from provenance.evaluate import evaluate_detector
-    from provenance.thresholds import calibrate_threshold, guarantee_text, worst_group_threshold
+    from provenance.thresholds import guarantee_text, threshold_for
 
     if not 0.0 < target_fpr < 1.0:
         raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
@@ -142,13 +142,12 @@ def evaluate_labelled(
         if not calibration.any():
             raise InputError("no scored human documents to calibrate the threshold on",
                              file=os.fspath(corpus))
+        by = (np.asarray(frame.get_column(calibrate_by).to_list(), dtype=object)[calibration]
+              if calibrate_by else None)
+        threshold = threshold_for(scores[calibration], by, target_fpr,
+                                  min_group_size=min_group_size, guarantee=guarantee)
         if calibrate_by:
-            by = np.asarray(frame.get_column(calibrate_by).to_list(), dtype=object)
-            threshold = worst_group_threshold(scores[calibration], by[calibration], target_fpr,
-                                              min_group_size=min_group_size, guarantee=guarantee)
             threshold_source += f", the highest of the per-{calibrate_by} thresholds"
-        else:
-            threshold = calibrate_threshold(scores[calibration], target_fpr, guarantee=guarantee)
         if saved_threshold is not None:
             threshold_source += f", replacing the saved threshold {saved_threshold:.4g}"
     kept_labels = [lb for lb, ok in zip(labels, scored, strict=True) if ok]

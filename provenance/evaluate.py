@@ -39,32 +39,24 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from provenance.errors import ConfigError, InputError, TailguardWarning
-from provenance.thresholds import (
-    Guarantee,
+from provenance.thresholds import (  # the two threshold functions stay importable from here
     calibrate_threshold,
     checked_scores,
-    flagged_allowed,
     group_keys,
-    guarantee_text,
-    texts_needed,
     worst_group_threshold,
 )
 
 __all__ = [
     "EvaluationReport",
-    "Guarantee",
     "OperatingPoint",
     "PrevalenceEstimate",
     "calibrate_threshold",
     "confusion",
     "estimate_prevalence",
     "evaluate_detector",
-    "flagged_allowed",
     "group_report",
-    "guarantee_text",
     "roc_auc",
     "rogan_gladen",
-    "texts_needed",
     "tpr_at_fpr",
     "worst_group_threshold",
 ]

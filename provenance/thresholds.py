@@ -32,6 +32,7 @@ __all__ = [
     "group_keys",
     "guarantee_text",
     "texts_needed",
+    "threshold_for",
     "worst_group_threshold",
 ]
 
@@ -231,6 +232,26 @@ def worst_group_threshold(
             stacklevel=2,
         )
     return max(thresholds)
+
+
+def threshold_for(
+    human_scores: Sequence[float],
+    groups: Sequence[Any] | None,
+    target_fpr: float,
+    *,
+    min_group_size: int | None = None,
+    guarantee: Guarantee = "expected",
+) -> float:
+    """The threshold every command sets: held in every group when ``groups`` are given
+    (:func:`worst_group_threshold`), over all the scores otherwise (:func:`calibrate_threshold`).
+
+    >>> threshold_for([0.1, 0.2, 0.3], None, 0.5) == calibrate_threshold([0.1, 0.2, 0.3], 0.5)
+    True
+    """
+    if groups is None:
+        return calibrate_threshold(human_scores, target_fpr, guarantee=guarantee)
+    return worst_group_threshold(human_scores, groups, target_fpr,
+                                 min_group_size=min_group_size, guarantee=guarantee)
 
 
 def _named_sizes(values: list[str], sizes: dict[str, int], shown: int = 8) -> str:

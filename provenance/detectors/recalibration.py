@@ -90,7 +90,7 @@ def threshold_on(scores: np.ndarray, groups: np.ndarray | None, target_fpr: floa
     >>> int(held.sum()), bool(np.mean(scores[~held] >= threshold) <= 0.05), said
     (100, True, [])
     """
-    from provenance.thresholds import calibrate_threshold, worst_group_threshold
+    from provenance.thresholds import threshold_for
 
     keys = np.asarray(["all"] * len(scores)) if groups is None else np.asarray(groups)
     if held is None:
@@ -98,11 +98,9 @@ def threshold_on(scores: np.ndarray, groups: np.ndarray | None, target_fpr: floa
     fit = ~held
     with warnings.catch_warnings(record=True) as caught:  # too few texts: said in the report
         warnings.simplefilter("always", TailguardWarning)
-        threshold = float(worst_group_threshold(scores[fit], keys[fit], target_fpr,
-                                                min_group_size=min_group_size,
-                                                guarantee=guarantee)
-                          if groups is not None
-                          else calibrate_threshold(scores[fit], target_fpr, guarantee=guarantee))
+        threshold = float(threshold_for(scores[fit], None if groups is None else keys[fit],
+                                        target_fpr, min_group_size=min_group_size,
+                                        guarantee=guarantee))
     return threshold, held, [str(w.message) for w in caught]
 
 

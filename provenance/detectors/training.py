@@ -494,7 +494,7 @@ def fit_detector(
     from provenance.detectors.calibration import fit_platt
     from provenance.detectors.recalibration import undecided_below
     from provenance.evaluate import roc_auc
-    from provenance.thresholds import calibrate_threshold, worst_group_threshold
+    from provenance.thresholds import threshold_for
 
     cv = tuple(cv)
     unknown = sorted(set(cv) - set(GROUPINGS))
@@ -541,12 +541,9 @@ def fit_detector(
         if ref_oof is not None:
             ref_oof[settled] = stage1_oof[settled]
     human_rows, machine_rows = rows[y[rows] == 0], rows[y[rows] == 1]
-    if calibrate_by:
-        threshold = worst_group_threshold(criterion[human_rows],
-                                          data.groups[calibrate_by][human_rows], target_fpr,
-                                          min_group_size=min_group_size, guarantee=guarantee)
-    else:
-        threshold = calibrate_threshold(criterion[human_rows], target_fpr, guarantee=guarantee)
+    threshold = threshold_for(criterion[human_rows],
+                              data.groups[calibrate_by][human_rows] if calibrate_by else None,
+                              target_fpr, min_group_size=min_group_size, guarantee=guarantee)
     a, b = fit_platt(criterion[human_rows], criterion[machine_rows])
     calibration = {
         "n_human": int(len(human_rows)),
