@@ -15,7 +15,10 @@ fit heads that differ in one respect and score the held-out file:
 * **more inputs**: GLTR's rank buckets (share of tokens the scorer ranked first, in its top 4,
   11, 101, below 1,000: Gehrmann et al. 2019) and surface style (sentence-length spread, word
   length, type-token ratio, function words, punctuation, digits, capitals per word or
-  character), appended to every column;
+  character), and the rhythm of the log-probability series (its power spectrum in five bands
+  and spectral entropy, FourierGPT: Xu et al. 2024; autocorrelation at lags 1, 2, 4; the
+  multiscale diversity entropy of Lastde, Xu et al. 2025), of the raw log-probability and of
+  Fast-DetectGPT's per-token discrepancy, appended to every column;
 * **invariant columns**: only the columns whose direction (AUROC above or below 0.5) agrees on
   every training file, a domain-generalisation heuristic: a column that flips between the
   files it was fitted on need not hold on the next one.
@@ -88,6 +91,52 @@ def style(text: str) -> list[float]:
             sum(ch.isdigit() for ch in text) / chars, sum(ch.isupper() for ch in text) / chars]
 
 
+def spectrum(series: np.ndarray, length: int = 128) -> list[float]:
+    """Shares of the standardised series' power in five frequency bands, and its spectral
+    entropy: a human text's surprise comes in bursts, a model's more evenly (FourierGPT)."""
+    z = (series - series.mean()) / (series.std() + 1e-8)
+    power = np.abs(np.fft.rfft(np.pad(z[:length], (0, max(0, length - len(z)))))) ** 2
+    share = power[1:] / (power[1:].sum() + 1e-12)
+    bands = [float(share[a - 1:b - 1].sum()) for a, b in ((1, 4), (4, 8), (8, 16), (16, 32),
+                                                         (32, length // 2 + 1))]
+    return [*bands, float(-(share * np.log(share + 1e-12)).sum())]
+
+
+def autocorrelation(series: np.ndarray, lags: tuple[int, ...] = (1, 2, 4)) -> list[float]:
+    z = series - series.mean()
+    denominator = float((z * z).sum()) + 1e-12
+    return [float((z[:-lag] * z[lag:]).sum() / denominator) if len(z) > lag else 0.0
+            for lag in lags]
+
+
+def diversity_entropy(series: np.ndarray, scale: int, dim: int = 3, bins: int = 10) -> float:
+    """Lastde's diversity entropy: the normalised entropy of the cosine similarities between
+    consecutive ``dim``-token patterns of the series averaged over ``scale`` tokens."""
+    s = np.convolve(series, np.ones(scale) / scale, "valid")[::scale]
+    if len(s) < dim + 2:
+        return 0.0
+    patterns = np.stack([s[i:len(s) - dim + 1 + i] for i in range(dim)], axis=1)
+    patterns -= patterns.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(patterns, axis=1) + 1e-8
+    cosine = (patterns[:-1] * patterns[1:]).sum(axis=1) / (norms[:-1] * norms[1:])
+    counts, _ = np.histogram(cosine, bins=bins, range=(-1.0, 1.0))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum() / np.log(bins))
+
+
+def rhythm(lm_terms: np.ndarray) -> list[float]:
+    """How surprise moves through the document: spectrum, autocorrelation and diversity
+    entropy of the log-probability and of the per-token Fast-DetectGPT discrepancy."""
+    logp, mu, var = lm_terms[:, 0], lm_terms[:, 1], lm_terms[:, 2]
+    discrepancy = (logp - mu) / np.sqrt(np.maximum(var, 1e-8))
+    return [v for s in (logp, discrepancy)
+            for v in (*spectrum(s), *autocorrelation(s),
+                      *(diversity_entropy(s, scale) for scale in (1, 2, 3)))]
+
+
+RHYTHM_WIDTH = 2 * (6 + 3 + 3)
+
+
 def invariant_columns(x: np.ndarray, y: np.ndarray, files: np.ndarray) -> np.ndarray:
     """Columns whose AUROC is on the same side of 0.5 in every training file."""
     per_file = np.stack([[roc_auc(y[files == f], x[files == f, j]) for j in range(x.shape[1])]
@@ -127,6 +176,7 @@ VARIANTS: dict[str, Variant] = {
     "file_balanced_five_seeds": Variant(by_file=True, seeds=5),
     "plus_gltr_buckets": Variant(extra=("gltr",)),
     "plus_style": Variant(extra=("style",)),
+    "plus_rhythm": Variant(extra=("rhythm",)),
     "invariant_columns": Variant(cols=invariant_columns),
 }
 
@@ -135,7 +185,9 @@ def extra_inputs(data: Any, table: Any) -> dict[str, np.ndarray]:
     """The appended inputs of every document (zeros where it was not scored)."""
     gltr = np.array([gltr_buckets(t) if t is not None else [0.0] * 5 for t in table.lm_terms])
     surface = np.array([style(t) if isinstance(t, str) else [0.0] * 16 for t in data.texts])
-    return {"gltr": gltr, "style": surface}
+    moves = np.array([rhythm(t) if t is not None else [0.0] * RHYTHM_WIDTH
+                      for t in table.lm_terms])
+    return {"gltr": gltr, "style": surface, "rhythm": moves}
 
 
 def held_out_aurocs(name: str, data: Any, trainer: Trainer, scored: np.ndarray,

@@ -35,6 +35,7 @@ import numpy as np
 from provenance.atomic import atomic_path
 from provenance.corpus import read_corpus
 from provenance.errors import ConfigError, InputError
+from provenance.labels import corpus_labels
 from provenance.models import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -102,10 +103,11 @@ def evaluate_labelled(
         raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
     if not 0.0 <= calibration_share < 1.0:
         raise ConfigError(f"calibration_share must be in [0, 1), got {calibration_share}")
-    data = read_corpus(corpus, id_field=id_field, text_field=text_field)
+    data = read_corpus(corpus, id_field=id_field, text_field=text_field, origins=True)
     frame = data.frame
     if label_field not in frame.columns:
         raise InputError(f"no label column {label_field!r}; set --label-field", file=str(corpus))
+    synthetic = corpus_labels(data, label_field)  # refused here, before any text is scored
     fields = list(dict.fromkeys((*DEFAULT_GROUPS, *group_fields,
                                  *([calibrate_by] if calibrate_by else []))))
     for name in fields:
@@ -120,9 +122,8 @@ def evaluate_labelled(
     scores = np.asarray(scorer.detect(texts).criterion if saved_threshold is not None
                         else scorer.score(texts), dtype=float)
     seconds = time.perf_counter() - start
-    labels = frame.get_column(label_field).to_list()
     scored = ~np.isnan(scores)
-    is_human = np.array([str(lb).lower() in ("human", "0", "false") for lb in labels])
+    is_human = ~synthetic
     threshold, threshold_source = saved_threshold, "saved calibration"
     if saved_threshold is None or calibration_share or calibrate_by:
         calibration = scored & is_human
@@ -150,12 +151,11 @@ def evaluate_labelled(
             threshold_source += f", the highest of the per-{calibrate_by} thresholds"
         if saved_threshold is not None:
             threshold_source += f", replacing the saved threshold {saved_threshold:.4g}"
-    kept_labels = [lb for lb, ok in zip(labels, scored, strict=True) if ok]
     groups = {
         g: [v for v, ok in zip(frame.get_column(g).to_list(), scored, strict=True) if ok]
         for g in fields
     }
-    result = evaluate_detector(kept_labels, scores[scored], threshold, groups=groups,
+    result = evaluate_detector(synthetic[scored], scores[scored], threshold, groups=groups,
                                n_boot=n_boot, seed=seed)
     report = {
         "corpus": os.fspath(corpus),

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from provenance.errors import ConfigError, InputError, TailguardWarning
+from provenance.labels import binary_labels
 from provenance.thresholds import (  # the two threshold functions stay importable from here
     calibrate_threshold,
     checked_scores,
@@ -61,59 +62,12 @@ __all__ = [
     "worst_group_threshold",
 ]
 
-_POSITIVE = {"1", "true", "synthetic", "machine", "generated", "machine-generated"}
-_NEGATIVE = {"0", "false", "human"}
-
 
 # --------------------------------------------------------------------------- inputs
 
 
-def _binary_labels(labels: Sequence[Any] | np.ndarray) -> np.ndarray:
-    """Labels as a bool array (True = synthetic), accepting bools, 0/1 and label names."""
-    if isinstance(labels, np.ndarray):
-        if labels.ndim != 1:
-            raise InputError(f"labels must be one-dimensional, got shape {labels.shape}")
-        if labels.dtype == bool:
-            return labels
-        if np.issubdtype(labels.dtype, np.number):
-            bad = np.flatnonzero((labels != 0) & (labels != 1))
-            if bad.size:
-                raise InputError(
-                    f"numeric labels must be 0 (human) or 1 (synthetic), got {labels[bad[0]]!r}",
-                    row=int(bad[0]),
-                )
-            return labels == 1
-        labels = labels.tolist()
-    values = list(labels)
-    out = np.empty(len(values), dtype=bool)
-    for row, value in enumerate(values):
-        out[row] = _binary_label(value, row)
-    return out
-
-
-def _binary_label(value: Any, row: int) -> bool:
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | float | np.number) and not isinstance(value, str):
-        if value in (0, 1):
-            return value == 1
-        raise InputError(f"numeric labels must be 0 (human) or 1 (synthetic), got {value!r}",
-                         row=row)
-    # getattr(.., "value"): Label members are str subclasses whose str() is "Label.HUMAN".
-    name = str(getattr(value, "value", value)).strip().lower()
-    if name in _POSITIVE:
-        return True
-    if name in _NEGATIVE:
-        return False
-    raise InputError(
-        f"label {value!r} is neither synthetic (1, true, synthetic, machine) nor human "
-        "(0, false, human)",
-        row=row,
-    )
-
-
 def _labelled(labels: Any, scores: Any, need_both: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    y = _binary_labels(labels)
+    y = binary_labels(labels)
     s = checked_scores(scores, len(y))
     if need_both and (y.all() or not y.any()):
         raise InputError(
@@ -201,8 +155,8 @@ def confusion(labels: Sequence[Any], predictions: Sequence[Any]) -> dict[str, in
     >>> confusion([1, 1, 0, 0, 0], [1, 0, 1, 0, 0])
     {'tp': 1, 'fp': 1, 'tn': 2, 'fn': 1}
     """
-    y = _binary_labels(labels)
-    p = _binary_labels(predictions)
+    y = binary_labels(labels)
+    p = binary_labels(predictions)
     if len(y) != len(p):
         raise InputError(f"got {len(y)} labels but {len(p)} predictions")
     return {

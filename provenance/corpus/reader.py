@@ -108,6 +108,11 @@ class CorpusReader:
     on_reject : callable, optional
         Receives each :class:`Reject` (e.g. a :class:`RejectsWriter`); by default they are kept
         in :attr:`rejects`.
+    origins : bool
+        Keep where each accepted row came from, in order, in :attr:`origins` (an
+        :class:`Origin` per row): a caller that checks a field of the rows it was given (a
+        label, a group) can then name the file and line of a bad one, which the row's place
+        in the batches does not tell once rows before it were rejected.
 
     Examples
     --------
@@ -130,6 +135,7 @@ class CorpusReader:
         batch_size: int = DEFAULT_BATCH_SIZE,
         strict: bool = False,
         on_reject: Callable[[Reject], None] | None = None,
+        origins: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -141,6 +147,8 @@ class CorpusReader:
         self.counts = CorpusCounts()
         self.rejects: list[Reject] = []
         self._on_reject = on_reject or self.rejects.append
+        #: where each accepted row came from (only with ``origins=True``)
+        self.origins: list[Origin] | None = [] if origins else None
         self.ids = CorpusIds()
         self._inputs = self._resolve()
 
@@ -203,6 +211,8 @@ class CorpusReader:
             record = self._parse_line(name, lineno, raw)
             if record is not None and self._check_record(name, record, line=lineno):
                 rows.append(record)
+                if self.origins is not None:
+                    self.origins.append(Origin(name, line=lineno))
             if len(rows) >= self.batch_size:
                 yield self._rows_to_frame(rows)
                 rows = []
@@ -333,6 +343,8 @@ class CorpusReader:
             "text is empty or whitespace", text_col,
         )
         frame = self._with_ids(name, frame)
+        if self.origins is not None:
+            self.origins.extend(Origin(name, row=r) for r in frame.get_column("__row").to_list())
         return frame.drop("__row")
 
     def _with_ids(self, name: str, frame: pl.DataFrame) -> pl.DataFrame:
@@ -525,13 +537,32 @@ def iter_corpus(source: Any, **options: Any) -> Iterator[pl.DataFrame]:
     return iter(CorpusReader(source, **options))
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where one row was read: its file and 1-based ``line`` (jsonl) or 0-based ``row`` (a
+    table), as :class:`~provenance.errors.InputError` and :class:`Reject` name them.
+
+    >>> Origin("docs.jsonl", line=7).error("label 'robot' is not a label", "label").args[0]
+    "docs.jsonl, line 7, field 'label': label 'robot' is not a label"
+    """
+
+    file: str
+    line: int | None = None
+    row: int | None = None
+
+    def error(self, message: str, field: str | None = None) -> InputError:
+        return InputError(message, file=self.file, line=self.line, row=self.row, field=field)
+
+
 @dataclass
 class Corpus:
-    """A corpus read into memory, with what was rejected and the counts."""
+    """A corpus read into memory, with what was rejected and the counts (and, when read with
+    ``origins=True``, where each row of ``frame`` came from)."""
 
     frame: pl.DataFrame
     rejects: list[Reject]
     counts: CorpusCounts
+    origins: list[Origin] | None = None
 
 
 def read_corpus(source: Any, **options: Any) -> Corpus:
@@ -558,4 +589,5 @@ def read_corpus(source: Any, **options: Any) -> Corpus:
             schema={reader.id_field: pl.String, reader.text_field: pl.String}
         )
     )
-    return Corpus(frame=frame, rejects=reader.rejects, counts=reader.counts)
+    return Corpus(frame=frame, rejects=reader.rejects, counts=reader.counts,
+                  origins=reader.origins)

@@ -41,24 +41,19 @@ def read_texts(paths: Sequence[str | os.PathLike], *, text_field: str = "text",
     machine text taken for human. With it, each row goes where its label says.
     """
     from provenance.corpus import read_corpus
-    from provenance.detectors.ngram import _labels_to_int
     from provenance.detectors.supervised import collapse_whitespace
+    from provenance.labels import corpus_labels
 
     out = CorpusTexts([], [] if group_field else None, [], [])
     for path in paths:
-        frame = (corpus := read_corpus(path, text_field=text_field)).frame
+        frame = (corpus := read_corpus(path, text_field=text_field, origins=True)).frame
         for field in (group_field, label_field):
             if field and field not in frame.columns:
                 raise InputError(f"no field {field!r} (fields: {', '.join(frame.columns)})",
                                  file=str(path), field=field)
         column = label_field or ("label" if "label" in frame.columns else None)
-        try:
-            labels = (np.full(frame.height, int(machine)) if column is None else
-                      _labels_to_int(frame.get_column(column).to_list()))
-        except InputError as exc:
-            raise InputError("label is neither human nor machine; use human/machine, "
-                             "human/synthetic or 0/1", file=str(path), row=exc.row,
-                             field=column) from exc
+        labels = (np.full(frame.height, int(machine)) if column is None else
+                  corpus_labels(corpus, column).astype(np.int64))
         if label_field is None and column is not None and (labels != int(machine)).any():
             other = int((labels != int(machine)).sum())
             hint = (f"pass --label-field {column} to use each row as labelled" if not machine

@@ -25,10 +25,7 @@ from provenance.detectors.files import (
     write_json,
 )
 from provenance.errors import ConfigError, InputError
-from provenance.schema import Label
-
-_MACHINE_LABELS = {"machine", "synthetic", "generated", "ai", "1", "true"}
-_HUMAN_LABELS = {"human", "0", "false"}
+from provenance.labels import binary_labels
 
 
 @dataclass(frozen=True)
@@ -67,23 +64,6 @@ class NgramParams:
             if name in known:
                 known[name] = tuple(known[name])
         return cls(**known).validate()
-
-
-def _labels_to_int(labels: Sequence[Any]) -> np.ndarray:
-    out = []
-    for i, label in enumerate(labels):
-        key = str(label.value if isinstance(label, Label) else label).strip().lower()
-        if key in _MACHINE_LABELS:
-            out.append(1)
-        elif key in _HUMAN_LABELS:
-            out.append(0)
-        else:
-            raise InputError(
-                f"label {label!r} is neither human nor machine; use human/machine, "
-                "human/synthetic or 0/1",
-                row=i,
-            )
-    return np.asarray(out, dtype=np.int64)
 
 
 class NgramClassifier(Detector):
@@ -138,7 +118,7 @@ class NgramClassifier(Detector):
     def fit(self, texts: Sequence[str], labels: Sequence[Any]) -> NgramClassifier:
         """Fit on labelled texts (human/machine, human/synthetic or 0/1)."""
         texts = as_texts(texts)
-        y = _labels_to_int(labels)
+        y = binary_labels(labels).astype(np.int64)
         if len(texts) != len(y):
             raise InputError(f"{len(texts)} texts but {len(y)} labels; pass one label per text")
         bad = [i for i, t in enumerate(texts) if text_problem(t)]

@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ from provenance.detectors.human_reference import (
     against_sources,
     by_source,
 )
-from provenance.detectors.ngram import NgramClassifier, NgramParams, _labels_to_int
+from provenance.detectors.ngram import NgramClassifier, NgramParams
 from provenance.detectors.supervised import (
     MLPHead,
     Stage1,
@@ -53,7 +54,8 @@ from provenance.detectors.supervised import (
     head_features,
 )
 from provenance.detectors.token_ngrams import TokenNgramModel
-from provenance.errors import ConfigError, InputError
+from provenance.errors import ConfigError, InputError, TailguardWarning
+from provenance.labels import corpus_labels
 
 if TYPE_CHECKING:
     from provenance.thresholds import Guarantee
@@ -95,18 +97,13 @@ def read_labelled(
     groups: dict[str, list[str]] = {g: [] for g in GROUPINGS}
     files = []
     for path in paths:
-        corpus = read_corpus(path, text_field=text_field)
+        corpus = read_corpus(path, text_field=text_field, origins=True)
         frame = corpus.frame
         if label_field not in frame.columns:
             raise InputError(f"no label field {label_field!r} (fields: "
                              f"{', '.join(frame.columns)}); set --label-field", file=str(path))
         n = frame.height
-        try:
-            y = _labels_to_int(frame.get_column(label_field).to_list())
-        except InputError as exc:
-            raise InputError("label is neither human nor machine; use human/machine, "
-                             "human/synthetic or 0/1", file=str(path), row=exc.row,
-                             field=label_field) from exc
+        y = corpus_labels(corpus, label_field).astype(np.int64)
         labels.extend(y.tolist())
         texts.extend(collapse_whitespace(t) for t in frame.get_column(text_field).to_list())
         for name, field in (("generator", generator_field), ("domain", domain_field)):
@@ -426,14 +423,22 @@ def grouped_splits(data: LabelledTexts, scored: np.ndarray, grouping: str
 
 
 def quality(y: np.ndarray, scores: np.ndarray, target_fpr: float) -> dict[str, Any]:
-    """AUROC and TPR at ``target_fpr`` (threshold from these humans: an upper bound)."""
-    from provenance.evaluate import roc_auc
+    """AUROC and TPR at ``target_fpr``: the ROC point :func:`~provenance.evaluate.tpr_at_fpr`
+    reads (its threshold set on these humans, so an upper bound on a new crawl), the same
+    reading as every benchmark's TPR@FPR column. A split with too few humans to resolve the
+    target is not warned about per split: ``n_human`` beside it says so.
 
-    human = np.sort(scores[y == 0])
-    threshold = float(np.quantile(human, 1 - target_fpr, method="higher"))
+    >>> quality(np.array([0, 0, 0, 0, 1, 1]), np.array([1.0, 2, 3, 4, 3.5, 5]), 0.25)  # 4 flagged
+    {'n_human': 4, 'n_machine': 2, 'auroc': 0.875, 'tpr_at_fpr': 1.0}
+    """
+    from provenance.evaluate import roc_auc, tpr_at_fpr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TailguardWarning)
+        point = tpr_at_fpr(y, scores, target_fpr)
     return {"n_human": int((y == 0).sum()), "n_machine": int((y == 1).sum()),
             "auroc": round(float(roc_auc(y, scores)), 4),
-            "tpr_at_fpr": round(float(np.mean(scores[y == 1] > threshold)), 4)}
+            "tpr_at_fpr": round(point.tpr, 4)}
 
 
 def choose_band(stage1: np.ndarray, head: np.ndarray, y: np.ndarray, max_loss: float

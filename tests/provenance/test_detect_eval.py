@@ -61,6 +61,17 @@ def test_detect_eval_errors(world: dict, tmp_path: Path) -> None:
         evaluate_labelled(world["labelled"], target_fpr=0.0)
 
 
+def test_a_bad_label_is_refused_before_any_text_is_scored(tmp_path: Path) -> None:
+    corpus = tmp_path / "labelled.jsonl"
+    corpus.write_text('{"text": "a human text here", "label": "human"}\n\n'
+                      '{"text": "a model text here", "label": "Machine-Generated"}\n'
+                      '{"text": "nobody knows", "label": "unknown"}\n')
+    # the detector does not exist: the label on line 4 is refused before it is looked for
+    with pytest.raises(InputError, match=r"labelled.jsonl, line 4, field 'label': label "
+                                         r"'unknown' is neither human nor synthetic"):
+        evaluate_labelled(corpus, detector=str(tmp_path / "no-detector"))
+
+
 def test_cli_detect_eval_prints_a_table(world: dict) -> None:
     result = CliRunner().invoke(main, ["detect-eval", str(world["labelled"]), "--detector",
                                        str(world["root"] / "detector")])

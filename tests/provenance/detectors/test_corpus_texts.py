@@ -42,6 +42,11 @@ def test_a_label_that_disagrees_is_refused_and_bad_lines_are_counted(tmp_path: P
         read_texts([labelled])
     with pytest.raises(InputError, match="no field 'site'"):
         read_texts([labelled], group_field="site", label_field="label")
+    mislabelled = write_jsonl(tmp_path / "m.jsonl", [{"text": "x y z", "label": "human"},
+                                                     {"text": "", "label": "human"},
+                                                     {"text": "a b c", "label": "other"}])
+    with pytest.raises(InputError, match=r"m\.jsonl, line 3, field 'label': label 'other'"):
+        read_texts([mislabelled], label_field="label")
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"text": "fine human text"}\n{not json\n')
     read = read_texts([broken])

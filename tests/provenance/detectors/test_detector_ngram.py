@@ -51,7 +51,7 @@ def test_ngram_classifier_round_trips_without_pickle(tmp_path: Path, auroc) -> N
 
 
 def test_ngram_rejects_bad_training_input() -> None:
-    with pytest.raises(InputError, match="neither human nor machine"):
+    with pytest.raises(InputError, match="neither human nor synthetic"):
         NgramClassifier().fit(["a text", "another"], ["human", "robot"])
     with pytest.raises(InputError, match="both human and machine"):
         NgramClassifier().fit(["a text", "another"], ["human", "human"])

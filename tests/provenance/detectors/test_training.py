@@ -19,6 +19,7 @@ import pytest
 from provenance.demo import stdlib_paragraphs
 from provenance.detectors import DetectorSignal, FastDetectGPT, load_detector, train
 from provenance.detectors.ngram import NgramParams
+from provenance.detectors.training import read_labelled
 from provenance.errors import InputError
 from provenance.fusion import Tagger
 
@@ -139,10 +140,18 @@ def test_another_scorer_or_version_is_refused_in_one_line(trained, tmp_path) -> 
         load_detector(copy, device="cpu")
 
 
-def test_a_bad_label_is_one_line_naming_file_row_and_field(tmp_path) -> None:
+def test_a_bad_label_is_one_line_naming_file_line_and_field(tmp_path) -> None:
     data = tmp_path / "labelled.jsonl"
     data.write_text('{"id": "a", "text": "some words here", "label": "human"}\n'
+                    '{not json\n'  # rejected: the bad label below is on line 3, not row 1
                     '{"id": "b", "text": "more words here", "label": "maybe"}\n')
-    with pytest.raises(InputError, match=r"labelled.jsonl, row 1, field 'label': label is"):
+    with pytest.raises(InputError, match=r"labelled.jsonl, line 3, field 'label': label 'maybe'"):
         train([data], tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_labels_read_as_evaluation_reads_them(tmp_path) -> None:
+    data = tmp_path / "labelled.parquet"
+    pl.DataFrame({"text": ["some words here", "more words here", "and a third"],
+                  "label": [0.0, 1.0, 1.0]}).write_parquet(data)
+    assert read_labelled([data]).y.tolist() == [0, 1, 1]
