@@ -34,6 +34,7 @@ from provenance.detectors.base import Detector, Scores, as_texts, text_problem
 from provenance.detectors.document_features import document_vector, feature_names
 from provenance.detectors.files import weights_digest
 from provenance.detectors.human_reference import HumanReference, with_reference
+from provenance.detectors.language import other_language
 from provenance.detectors.ngram import NgramClassifier, NgramParams
 from provenance.detectors.token_ngrams import TokenNgramModel
 from provenance.errors import ConfigError, InputError
@@ -167,9 +168,10 @@ def collapse_whitespace(text: Any) -> Any:
 def language_problem(text: str) -> str | None:
     """Why a text is not the English prose the detector was trained on, or ``None``.
 
-    Binary-looking input (control characters, few letters) and text whose letters are mostly
-    outside the Latin script are refused with a reason rather than given a number the
-    training data never justified.
+    Binary-looking input (control characters, few letters), text whose letters are mostly
+    outside the Latin script, and text in another Latin-script language
+    (:func:`~provenance.detectors.language.other_language`) are refused with a reason rather
+    than given a number the training data never justified.
 
     Examples
     --------
@@ -177,6 +179,11 @@ def language_problem(text: str) -> str | None:
     True
     >>> language_problem("Это предложение написано по-русски и довольно длинное.")
     'not English (0% of letters are Latin); the detector was trained on English text'
+    >>> language_problem("El martes el comité se reunió en el ayuntamiento para discutir el "
+    ...     "presupuesto del próximo año. Después de un largo debate sobre las carreteras y las "
+    ...     "escuelas, los miembros llegaron a un acuerdo, y la alcaldesa prometió más dinero "
+    ...     "para el transporte público en los próximos meses.")
+    'not English (Spanish 1.00); the detector was trained on English text'
     >>> language_problem("\\x00\\x01\\x02 binary junk \\x03\\x04\\x05\\x06\\x07\\x08\\x0b\\x0c")
     'looks binary (11 control characters)'
     """
@@ -190,6 +197,9 @@ def language_problem(text: str) -> str | None:
     if latin < 0.7 * len(letters):
         return (f"not English ({round(100 * latin / len(letters))}% of letters are Latin); "
                 "the detector was trained on English text")
+    other = other_language(text)
+    if other is not None:
+        return f"not English ({other}); the detector was trained on English text"
     return None
 
 

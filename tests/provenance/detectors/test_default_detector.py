@@ -42,7 +42,13 @@ def test_default_by_name_scores_english_and_refuses_the_rest() -> None:
              "decision until the engineers had finished their survey of the bridges.")
     result = detector.detect([prose, "", "short one", "Это длинный текст на русском языке, "
                               "который детектор не должен оценивать вовсе, потому что он "
-                              "обучен на английском."])
+                              "обучен на английском.",
+                              "Der Ausschuss traf sich am Dienstag, um den Haushalt für das "
+                              "kommende Jahr zu besprechen. Nach einer langen Debatte über den "
+                              "Zustand der Straßen vertagten die Mitglieder die Entscheidung, "
+                              "bis die Ingenieure ihre Prüfung der Brücken beendet hatten, und "
+                              "die Bürgermeisterin versprach, die Ergebnisse im Frühjahr "
+                              "vorzulegen."])
     # the prose gets a score, its probability through the saved Platt map and a verdict at the
     # saved threshold; the three refused texts get neither a score nor a probability
     assert np.isfinite(result.criterion[0])
@@ -53,6 +59,7 @@ def test_default_by_name_scores_english_and_refuses_the_rest() -> None:
     assert result.reasons[1] == "empty text"
     assert result.reasons[2].startswith("too few tokens")
     assert result.reasons[3].startswith("not English")
+    assert result.reasons[4].startswith("not English (German")  # Latin script, another language
 
 
 @pytest.mark.slow
