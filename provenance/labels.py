@@ -100,12 +100,10 @@ def corpus_labels(corpus: Any, field: str, source: str | None = None) -> np.ndar
     ``source`` names the input for a corpus read without origins (an in-memory table).
     """
     values = corpus.frame.get_column(field).to_list()
-    out = np.empty(len(values), dtype=bool)
-    for i, value in enumerate(values):
-        synthetic = is_synthetic(value)
-        if synthetic is None:
-            if corpus.origins is not None:
-                raise corpus.origins[i].error(not_a_label(value), field)
-            raise InputError(not_a_label(value), file=source, row=i, field=field)
-        out[i] = synthetic
-    return out
+    try:
+        return binary_labels(values)
+    except InputError as exc:  # its row is the frame's: say where that row was read
+        message = not_a_label(values[exc.row])
+        if corpus.origins is not None:
+            raise corpus.origins[exc.row].error(message, field) from None
+        raise InputError(message, file=source, row=exc.row, field=field) from None
