@@ -35,6 +35,7 @@ from provenance.corpus import (
     CorpusCounts,
     CorpusReader,
     CorpusWriter,
+    Origin,
     Reject,
     RejectReason,
     resolve_inputs,
@@ -124,13 +125,20 @@ def load_source(
     if isinstance(path, (str, os.PathLike)):
         inputs = resolve_inputs(path)
         if all(kind == "parquet" for kind, _ in inputs):
-            return parquet_source(source, name, spec, [p for _, p in inputs])
+            loaded = parquet_source(source, name, spec, [p for _, p in inputs])
+            if source.role == "from-tags":
+                check_parquet_tags(loaded.frame, name)
+            return loaded
+    tagged = source.role == "from-tags"
     reader = CorpusReader(
-        path, id_field=spec.id_field, text_field=spec.text_field, on_reject=on_reject
+        path, id_field=spec.id_field, text_field=spec.text_field, on_reject=on_reject,
+        origins=tagged,
     )
     staged = workdir / f"source-{name.replace(os.sep, '_')}.parquet"
     with CorpusWriter(staged) as writer:
         for batch in reader:
+            if tagged:  # refused at its line before anything is mixed
+                check_batch_tags(batch, name, reader.origins)
             writer.write(batch)
     counts = reader.counts
     frame = (
@@ -262,6 +270,53 @@ def _decorate(frame: pl.LazyFrame, source: Source, name: str, spec: MixtureSpec)
         generation_expr(source).alias(GEN_COL),
         selection_key(name, spec.id_field, spec.seed).alias(KEY_COL),
     )
+
+
+#: The values a ``from-tags`` source's label column may hold (null: never tagged).
+TAG_LABELS = tuple(label.value for label in Label)
+
+
+def foreign_tag_expr() -> pl.Expr:
+    """True where a row's tag is not one of tailguard's labels (null is untagged, not foreign)."""
+    label = pl.col(PROV_LABEL)
+    return label.is_not_null() & ~label.cast(pl.String).is_in(TAG_LABELS)
+
+
+def tag_problem(value: Any, name: str) -> str:
+    return (f"{value!r} is not a tailguard label ({', '.join(TAG_LABELS)}) in from-tags source "
+            f"{name!r}, which is mixed by its tags; write another tool's labels as these "
+            "(machine -> synthetic) or tag the corpus: tailguard tag INPUT -o tagged.parquet")
+
+
+def check_tag_dtype(dtype: pl.DataType, name: str, file: str | None = None) -> None:
+    """Refuse a label column that cannot hold tailguard's labels (numbers, booleans ...)."""
+    if dtype not in (pl.String, pl.Categorical, pl.Null) and not isinstance(dtype, pl.Enum):
+        raise InputError(f"from-tags source {name!r} has labels of type {dtype}, not text "
+                         f"({', '.join(TAG_LABELS)})", file=file, field=PROV_LABEL)
+
+
+def check_parquet_tags(frame: pl.LazyFrame, name: str) -> None:
+    """Refuse a parquet ``from-tags`` source whose labels are not tailguard's, naming the first
+    foreign value's file and row: its rows would silently count as scraped and escape every
+    label filter (a ``machine`` tag is not dropped by ``drop_labels = ["synthetic"]``).
+
+    Reads the label column only (one streaming pass, before any planning)."""
+    check_tag_dtype(frame.collect_schema()[PROV_LABEL], name)
+    first = frame.select(PROV_LABEL, FILE_COL, ROW_COL).filter(foreign_tag_expr()).head(1)
+    for value, file, row in first.collect(engine="streaming").iter_rows():
+        raise InputError(tag_problem(value, name), file=file, row=row, field=PROV_LABEL)
+
+
+def check_batch_tags(batch: pl.DataFrame, name: str, origins: list[Origin]) -> None:
+    """:func:`check_parquet_tags` for one batch of a staged source; ``origins`` holds where
+    each row not yet checked was read (in order), and loses this batch's entries."""
+    if PROV_LABEL in batch.columns:
+        check_tag_dtype(batch.schema[PROV_LABEL], name, origins[0].file if origins else None)
+        bad = batch.select(foreign_tag_expr()).to_series().arg_true()
+        if bad.len():
+            row = int(bad[0])
+            raise origins[row].error(tag_problem(batch[PROV_LABEL][row], name), PROV_LABEL)
+    del origins[:batch.height]
 
 
 def pool_expr(source: Source) -> pl.Expr:

@@ -264,6 +264,43 @@ def test_input_errors(corpus: Path, tmp_path: Path) -> None:
         build_mixture(MixtureSpec(sources=same, target_docs=1, synthetic_ratio=1.0),
                       tmp_path / "o3")
 
+def test_a_tag_that_is_not_tailguards_is_refused_where_it_stands(tmp_path: Path) -> None:
+    # Another tool's "machine" was mixed as scraped and escaped the synthetic filter.
+    n = 40
+    texts = [f"page {i} " + words(i) for i in range(n)]
+    labels = ["human"] * n
+    labels[13] = "machine"
+    pl.DataFrame({"id": [str(i) for i in range(n)], "text": texts, "prov_label": labels}
+                 ).write_parquet(tmp_path / "web.parquet")
+    lines = ["{not json"] + [json.dumps({"id": str(i), "text": t, "prov_label": lb})
+                             for i, (t, lb) in enumerate(zip(texts, labels, strict=True))]
+    (tmp_path / "web.jsonl").write_text("\n".join(lines) + "\n")
+    lines = [json.dumps({"id": str(i), "text": t, "prov_label": float(i % 2)})
+             for i, t in enumerate(texts)]
+    (tmp_path / "scores.jsonl").write_text("\n".join(lines) + "\n")
+    expected = {
+        "web.parquet": "web.parquet, row 13, field 'prov_label': 'machine' is not a tailguard "
+                       "label \\(human, synthetic, unknown\\) in from-tags source 'web.parquet'",
+        # the malformed first line is rejected, not counted: the bad tag is still on line 15
+        "web.jsonl": "web.jsonl, line 15, field 'prov_label': 'machine' is not",
+        "scores.jsonl": "scores.jsonl, field 'prov_label': from-tags source 'scores.jsonl' has "
+                        "labels of type Float64, not text",
+    }
+    for name, message in expected.items():
+        web = (Source(str(tmp_path / name), "from-tags"),)
+        with pytest.raises(InputError, match=message):
+            build_mixture(MixtureSpec(sources=web, target_docs=10, strategy="filter"),
+                          tmp_path / f"out-{name}")
+        assert not (tmp_path / f"out-{name}").exists()
+    # Untagged rows (null) are not foreign: they are scraped documents with no evidence.
+    labels[13] = None
+    pl.DataFrame({"id": [str(i) for i in range(n)], "text": texts, "prov_label": labels}
+                 ).write_parquet(tmp_path / "web.parquet")
+    m = build_mixture(MixtureSpec(sources=(Source(str(tmp_path / "web.parquet"), "from-tags"),),
+                                  target_docs=n, strategy="filter"), tmp_path / "ok")
+    assert m.achieved["documents"] == n
+
+
 
 def test_existing_mixture_is_not_overwritten_silently(corpus: Path, tmp_path: Path) -> None:
     build_mixture(spec(corpus), tmp_path / "out")
