@@ -769,7 +769,8 @@ def ledger_stats(ledger_path: str, as_json: bool) -> None:
 @click.option("--synthetic", multiple=True, metavar="PATH",
               help="Known synthetic data, e.g. a folder per generation (repeatable).")
 @click.option("--tagged", multiple=True, metavar="PATH",
-              help="Tagged corpus (tailguard tag output): role from its prov_label (repeatable).")
+              help="Tagged corpus (tailguard tag output): role from its prov_label, one of "
+                   "human/synthetic/unknown (repeatable).")
 @click.option("--config", type=click.Path(dir_okay=False),
               help="Spec file (.toml/.yaml) with the same field names; flags override it.")
 @click.option("--target-docs", type=click.IntRange(min=1), help="Mixture size in documents.")

@@ -97,8 +97,8 @@ def held_out_file(name: str, data: Any, table: Any, trainer: Trainer, y: np.ndar
     threshold = calibrate_threshold(inner_head[y[train] == 0], TARGET_FPR)
     domains = data.groups["domain"][test]
     humans = y[test] == 0
-    fpr_by_domain = {d: round(float(np.mean(supervised[humans & (domains == d)] >= threshold)), 4)
-                     for d in sorted(set(domains[humans].tolist()))}
+    fpr_by_domain = {d: round(v, 4) for d, v in
+                     domain_fprs(supervised, humans, domains, threshold).items()}
     worst = max(fpr_by_domain.items(), key=lambda kv: kv[1])
     methods = {k: quality(y[test], v[test]) for k, v in
                zero_shot_all(table, scored).items()}
@@ -128,6 +128,13 @@ def held_out_file(name: str, data: Any, table: Any, trainer: Trainer, y: np.ndar
                 reference_scores_of(fitted, applied.x), humans, splits=200),
             "reference": None if fitted is None else with_reference_measured(
                 fitted, applied.x, y[test], supervised)}
+
+
+def domain_fprs(scores: np.ndarray, measured: np.ndarray, domains: np.ndarray,
+                threshold: float) -> dict[str, float]:
+    """The share of each domain's ``measured`` (human) texts at or above ``threshold``."""
+    return {d: float(np.mean(scores[measured & (domains == d)] >= threshold))
+            for d in sorted(set(domains[measured].tolist()))}
 
 
 def threshold_promise(scores_of: Callable[[np.ndarray], np.ndarray], humans: np.ndarray,
@@ -216,8 +223,7 @@ def recalibrated(scores: np.ndarray, humans: np.ndarray, domains: np.ndarray,
         thresholds = {"trained": trained_threshold, "recalibrated": threshold}
         rows = {}
         for label, t in thresholds.items():
-            by_domain = {d: float(np.mean(human_scores[held & (human_domains == d)] >= t))
-                         for d in sorted(set(human_domains[held].tolist()))}
+            by_domain = domain_fprs(human_scores, held, human_domains, t)
             worst = max(by_domain.items(), key=lambda kv: kv[1])
             rows[label] = {"threshold": round(float(t), 4),
                            "fpr_held_out": round(float(np.mean(human_scores[held] >= t)), 4),
@@ -245,8 +251,7 @@ def domain_fpr_over_splits(human_scores: np.ndarray, groups: np.ndarray | None,
     for seed in range(splits):
         threshold, held, _ = threshold_on(human_scores, groups, TARGET_FPR, 0.5, seed=seed,
                                           min_group_size=smallest)
-        per_split.append({d: float(np.mean(human_scores[held & (domains == d)] >= threshold))
-                          for d in sorted(set(domains[held].tolist()))})
+        per_split.append(domain_fprs(human_scores, held, domains, threshold))
     mean = {d: float(np.mean([s[d] for s in per_split])) for d in per_split[0]}
     worst = max(mean.items(), key=lambda kv: kv[1])
     return {"splits": splits, "worst_domain": worst[0],

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mixers.sampling import selection_key
-from mixers.spec import MixtureSpec, Source
+from mixers.spec import LABELS, MixtureSpec, Source
 from provenance.corpus import (
     CorpusCounts,
     CorpusReader,
@@ -272,18 +272,14 @@ def _decorate(frame: pl.LazyFrame, source: Source, name: str, spec: MixtureSpec)
     )
 
 
-#: The values a ``from-tags`` source's label column may hold (null: never tagged).
-TAG_LABELS = tuple(label.value for label in Label)
-
-
 def foreign_tag_expr() -> pl.Expr:
     """True where a row's tag is not one of tailguard's labels (null is untagged, not foreign)."""
     label = pl.col(PROV_LABEL)
-    return label.is_not_null() & ~label.cast(pl.String).is_in(TAG_LABELS)
+    return label.is_not_null() & ~label.cast(pl.String).is_in(LABELS)
 
 
 def tag_problem(value: Any, name: str) -> str:
-    return (f"{value!r} is not a tailguard label ({', '.join(TAG_LABELS)}) in from-tags source "
+    return (f"{value!r} is not a tailguard label ({', '.join(LABELS)}) in from-tags source "
             f"{name!r}, which is mixed by its tags; write another tool's labels as these "
             "(machine -> synthetic) or tag the corpus: tailguard tag INPUT -o tagged.parquet")
 
@@ -292,7 +288,7 @@ def check_tag_dtype(dtype: pl.DataType, name: str, file: str | None = None) -> N
     """Refuse a label column that cannot hold tailguard's labels (numbers, booleans ...)."""
     if dtype not in (pl.String, pl.Categorical, pl.Null) and not isinstance(dtype, pl.Enum):
         raise InputError(f"from-tags source {name!r} has labels of type {dtype}, not text "
-                         f"({', '.join(TAG_LABELS)})", file=file, field=PROV_LABEL)
+                         f"({', '.join(LABELS)})", file=file, field=PROV_LABEL)
 
 
 def check_parquet_tags(frame: pl.LazyFrame, name: str) -> None:
