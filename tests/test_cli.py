@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from tests.loaded_modules import heavy_modules_loaded_by
 
 
 def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[list[str]]:
@@ -65,6 +66,15 @@ def test_every_command_has_help_with_an_example(command: list[str]) -> None:
 def test_the_command_list_covers_the_collapse_commands() -> None:
     assert {"collapse run", "collapse status", "bench", "report", "ledger add"} <= {
         " ".join(c) for c in COMMANDS}
+
+
+def test_help_loads_no_jit_and_no_model_library() -> None:
+    """numba alone cost ``tailguard --help`` half a second (via the ledger's text normaliser)."""
+    code = ("from click.testing import CliRunner\n"
+            "from cli import main\n"
+            "assert CliRunner().invoke(main, ['--help']).exit_code == 0")
+    heavy = ("numba", "torch", "transformers", "sklearn", "ray", "matplotlib")
+    assert heavy_modules_loaded_by(code, heavy) == []
 
 
 def test_version() -> None:

@@ -23,14 +23,13 @@ from provenance.minhash import (
     _SPACES_KEPT_BY_NFKC,
     MinHasher,
     _encode,
-    _sha1_32,
-    _xxh32,
     band_keys,
     jaccard_estimate,
     lsh_params,
     normalize,
     shingles,
 )
+from provenance.minhash_jit import sha1_32, xxh32
 
 LOREM = (
     "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt "
@@ -152,13 +151,13 @@ def test_numba_sha1_32_equals_hashlib():
         # at an offset inside a larger buffer, as the kernel calls it
         buf = np.frombuffer(b"\xff" * 7 + msg + b"\xee" * 9, dtype=np.uint8)
         expected = struct.unpack("<I", hashlib.sha1(msg).digest()[:4])[0]
-        assert _sha1_32(buf, 7, 7 + len(msg), w) == expected, len(msg)
+        assert sha1_32(buf, 7, 7 + len(msg), w) == expected, len(msg)
 
 
 def test_numba_xxh32_equals_xxhash():
     for msg in random_messages():
         buf = np.frombuffer(b"\xff" * 5 + msg + b"\xee" * 3, dtype=np.uint8)
-        assert _xxh32(buf, 5, 5 + len(msg)) == xxhash.xxh32_intdigest(msg), len(msg)
+        assert xxh32(buf, 5, 5 + len(msg)) == xxhash.xxh32_intdigest(msg), len(msg)
 
 
 # --- signatures ---------------------------------------------------------------------------
