@@ -134,11 +134,10 @@ class MinHasher:
         buf, offsets = _pack(texts)
         a, b = _permutations(self.num_perm, self.seed, self.scheme)
         out = np.empty((offsets.size - 1, self.num_perm), dtype=_SCHEME_DTYPES[self.scheme])
-        from provenance import minhash_jit  # numba: imported where it is first needed
+        from provenance.minhash_jit import signatures  # numba: loaded where first needed
 
-        kernel = (minhash_jit.signatures_affine32 if self.scheme == "affine32"
-                  else minhash_jit.signatures_legacy)
-        kernel(buf, offsets, self.ngram, HASHES.index(self.hash), a, b, out)
+        signatures(buf, offsets, self.ngram, HASHES.index(self.hash), a, b, out,
+                   self.scheme == "legacy")
         return out
 
     @property

@@ -176,40 +176,42 @@ def _scratch(offsets):
     return text, word_starts, hashes, np.empty(80, dtype=np.uint32)
 
 
-@numba.njit(cache=True, nogil=True)
-def signatures_affine32(buf, offsets, ngram, hash_kind, a, b, out):
+@numba.njit(cache=True, inline="always")
+def _min_affine32(row, hashes, n, a, b):
     """datasketch 2.x ``affine32``: ``a * fmix32(h) + b mod 2**32``, min over shingles."""
-    text, word_starts, hashes, w = _scratch(offsets)
-    num_perm = a.size
-    for d in range(offsets.size - 1):
-        n = _shingle_hashes(
-            buf, offsets[d], offsets[d + 1], ngram, hash_kind, text, word_starts, w, hashes
-        )
-        row = out[d]
-        row[:] = _MAX32
-        for j in range(n):
-            h = _fmix32(hashes[j])
-            for k in range(num_perm):
-                v = np.uint32(a[k] * h + b[k])
-                row[k] = min(row[k], v)
+    row[:] = _MAX32
+    for j in range(n):
+        h = _fmix32(hashes[j])
+        for k in range(a.size):
+            v = np.uint32(a[k] * h + b[k])
+            row[k] = min(row[k], v)
+
+
+@numba.njit(cache=True, inline="always")
+def _min_legacy(row, hashes, n, a, b):
+    """datasketch < 2.0: ``(a * h + b mod 2**64) mod (2**61 - 1)``, low 32 bits, min."""
+    row[:] = np.uint64(_MAX32)
+    for j in range(n):
+        h = np.uint64(hashes[j])
+        for k in range(a.size):
+            x = a[k] * h + b[k]
+            x = (x & _MERSENNE61) + (x >> _U61)  # x mod 2**61 - 1, up to one subtraction
+            if x >= _MERSENNE61:
+                x -= _MERSENNE61
+            row[k] = min(row[k], x & _LOW32)
 
 
 @numba.njit(cache=True, nogil=True)
-def signatures_legacy(buf, offsets, ngram, hash_kind, a, b, out):
-    """datasketch < 2.0: ``(a * h + b mod 2**64) mod (2**61 - 1)``, low 32 bits, min."""
+def signatures(buf, offsets, ngram, hash_kind, a, b, out, legacy):
+    """Every document's signature into ``out``: its shingles' hashes under each permutation
+    ``(a, b)``, min-reduced; ``legacy`` picks datasketch's scheme (uint64 ``a``, ``b``, ``out``)
+    over ``affine32`` (uint32)."""
     text, word_starts, hashes, w = _scratch(offsets)
-    num_perm = a.size
     for d in range(offsets.size - 1):
         n = _shingle_hashes(
             buf, offsets[d], offsets[d + 1], ngram, hash_kind, text, word_starts, w, hashes
         )
-        row = out[d]
-        row[:] = np.uint64(_MAX32)
-        for j in range(n):
-            h = np.uint64(hashes[j])
-            for k in range(num_perm):
-                x = a[k] * h + b[k]
-                x = (x & _MERSENNE61) + (x >> _U61)  # x mod 2**61 - 1, up to one subtraction
-                if x >= _MERSENNE61:
-                    x -= _MERSENNE61
-                row[k] = min(row[k], x & _LOW32)
+        if legacy:
+            _min_legacy(out[d], hashes, n, a, b)
+        else:
+            _min_affine32(out[d], hashes, n, a, b)

@@ -96,19 +96,21 @@ class MLPHead:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, alpha: float = 1.0, *, hidden: int = HIDDEN,
-            seed: int = 0, groups: np.ndarray | None = None) -> MLPHead:
+            seed: int = 0, groups: np.ndarray | None = None,
+            blas_threads: int | None = 1) -> MLPHead:
         """Fit on standardised columns, classes weighted equally, L2 penalty ``alpha``.
 
         With ``groups`` (e.g. each row's input file), every (group, class) cell weighs the
         same instead, so that the largest file does not set the direction alone
         (``benchmarks/ablate_detect_head.py`` measures what that does across files).
 
-        The fit runs on one BLAS thread, whatever the machine. Its matrices are small, so more
-        threads only add overhead (3,953 x 113 inputs: 1.3 s on one thread, 3.2 s on two);
-        and a thread count changes the order of every sum, which the fit amplifies: a 1e-7
-        relative change of the inputs moves the fitted head's log-odds by up to 0.9
-        (leave-one-file-out on the four labelled files). On one thread, the same data and
-        seed give the same head on a laptop and on a 64-core server.
+        The fit runs on ``blas_threads`` BLAS threads: one, whatever the machine, unless told
+        otherwise (None: as many as BLAS is allowed). Its matrices are small, so more threads
+        only add overhead (3,953 x 113 inputs: 1.5 s on one thread, 3.7 s on two,
+        ``benchmarks/bench_detect_head.py``); and a thread count changes the order of every
+        sum, which the fit amplifies: a 1e-7 relative change of the inputs moves the fitted
+        head's log-odds by up to 0.9 (leave-one-file-out on the four labelled files). On one
+        thread, the same data and seed give the same head on a laptop and on a 64-core server.
         """
         import warnings
 
@@ -124,7 +126,7 @@ class MLPHead:
         z = np.clip((x - mean) / scale, -20, 20)
         weight = _cell_weights(y, np.zeros(len(y), dtype=np.int64) if groups is None
                                else np.unique(np.asarray(groups), return_inverse=True)[1])
-        with warnings.catch_warnings(), threadpool_limits(1):
+        with warnings.catch_warnings(), threadpool_limits(blas_threads):
             warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter bounds the time
             # L-BFGS on the whole set: deterministic, and seconds for thousands of documents
             model = MLPClassifier((hidden,), alpha=alpha, solver="lbfgs", max_iter=300,
