@@ -15,7 +15,7 @@ for two generations, two seeds and the policies that tell the story (replace, re
 scrape, filter:oracle; for the LM also the watermark and ledger filters). The full plan runs
 every family at its defaults.
 
-The families are independent, and with ``jobs > 1`` they run at once, each in a spawned worker
+The families are independent, and with ``jobs > 1`` they run at once, each in a worker
 process on one torch thread (the costliest, the LM, also spreads its chains over ``jobs``
 processes).
 Each family writes only its own run folder; the combined results are read from those folders
@@ -283,7 +283,7 @@ def _family_worker(work: tuple[BenchFamily, dict[str, Any]]) -> float:
 
 def _run_in_workers(plan: Sequence[BenchFamily], out: Path, device: str, threads: int,
                     jobs: int, progress: bool, plots: bool) -> dict[str, float]:
-    """The families ``jobs`` at a time in spawned processes, the costliest first; one bar
+    """The families ``jobs`` at a time in worker processes, the costliest first; one bar
     for all of them, moved by what their folders hold (on no terminal: a line as each ends,
     and the LM's line per generation)."""
     rank = {family: k for k, family in enumerate(COSTLIEST_FIRST)}
@@ -352,7 +352,7 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False,
     the models are small, and where the cores are shared more threads wait on each other (the
     VAE's tests measured up to 30x slower steps with two threads than with one).
 
-    ``jobs`` families run at once, each in a spawned process of its own with ``threads``
+    ``jobs`` families run at once, each in a worker process of its own with ``threads``
     torch threads (1 when None), the costliest first (:data:`COSTLIEST_FIRST`); that one, the
     run's long pole, also runs its chains ``jobs`` at a time (see
     :func:`~collapse_eval.engine.run_collapse`). Default (None): for ``quick``, the
@@ -362,8 +362,8 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False,
     ``threads``). A family that fails stops the others and raises
     :class:`~provenance.errors.BenchFamilyError`, one line naming it; the combined results
     are written only when every family has ended, and what the families finished stays for
-    the rerun. Workers are spawned, so a script must call this under
-    ``if __name__ == "__main__":``.
+    the rerun. Workers import the caller's main module, so a script must call this
+    under ``if __name__ == "__main__":`` (see :mod:`collapse_eval.process_pool`).
 
     ``plots=False`` skips each family's own PNGs (``<family>/plots``), about half of a small
     run's time; the results do not change, and the report still draws its figures from them

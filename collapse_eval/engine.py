@@ -10,7 +10,7 @@ how to read the results back. The engine owns the rest, the same way for all of 
 * resume: a chain continues after its last complete generation, with the results an
   uninterrupted run would give;
 * ``jobs``: chains are independent once the world's shared work is done (the LM's generation 0),
-  so ``jobs > 1`` runs them in spawned worker processes, the costliest first, each rebuilding
+  so ``jobs > 1`` runs them in worker processes, the costliest first, each rebuilding
   the world from the run folder; the results are those of ``jobs=1`` (for the same ``threads``);
 * the progress bar (or, with no terminal for it, a line per finished generation), the results
   table, the plots, ``run.json`` and a summary.
@@ -49,7 +49,11 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from collapse_eval.process_pool import refuse_while_importing_main, run_in_pool
+from collapse_eval.process_pool import (
+    refuse_while_importing_main,
+    run_in_pool,
+    start_worker_server,
+)
 from collapse_eval.run_lock import claim_run_dir, refuse_if_running
 from provenance.atomic import atomic_path
 from provenance.devices import resolve_device, torch_threads
@@ -410,12 +414,12 @@ def run_collapse(
     threads (None: torch's default; small models train fastest on one thread on busy cores).
 
     With ``jobs > 1``, once the shared work is done here (the LM's generation 0), that many
-    chains run at a time, the costliest first, each in a spawned process with ``threads``
-    torch threads (1 when None). The results are those of ``jobs=1`` for the same
-    ``threads``, and a run may be resumed with other ``jobs``. A chain that fails stops the
-    others and raises :class:`~provenance.errors.ChainWorkerError` (a
-    :class:`~provenance.errors.TailguardError`) naming it; every finished generation stays for
-    ``resume``. Workers are spawned, so a script must call this under
+    chains run at a time, the costliest first, each in a worker process with ``threads``
+    torch threads (1 when None; see :mod:`collapse_eval.process_pool`). The results are those
+    of ``jobs=1`` for the same ``threads``, and a run may be resumed with other ``jobs``. A
+    chain that fails stops the others and raises :class:`~provenance.errors.ChainWorkerError`
+    (a :class:`~provenance.errors.TailguardError`) naming it; every finished generation stays
+    for ``resume``. Workers import the caller's main module, so a script must call this under
     ``if __name__ == "__main__":``. ``on_generation(chain label, generation)`` hears of each
     generation finished in this process.
     """
@@ -474,6 +478,8 @@ def _drive(world: World, family: str, jobs: int, threads: int | None, progress: 
             if logging and line is not None:
                 print(line, file=sys.stderr, flush=True)
 
+        if jobs > 1 and sum(world.steps_done(c) < world.steps(c) for c in chains) > 1:
+            start_worker_server()  # its imports overlap the shared work below
         bar.set_description(f"{family} shared")
         resumed = world.run_shared(shared_finished)
         bar.update(resumed)
@@ -500,7 +506,7 @@ def _drive(world: World, family: str, jobs: int, threads: int | None, progress: 
 def _run_in_workers(world: World, todo: list[Hashable], done: dict[Hashable, int], bar: Any,
                     log: Callable[[Hashable, int], None], jobs: int,
                     threads: int) -> None:
-    """The chains ``jobs`` at a time in spawned processes, the costliest first; the bar
+    """The chains ``jobs`` at a time in worker processes, the costliest first; the bar
     moves with what their folders hold."""
     order = sorted(todo, key=lambda c: -world.cost(c))  # stable: ties keep the run order
     workers = min(jobs, len(order))

@@ -1,17 +1,26 @@
-"""Work in spawned worker processes, shared by the chains of a collapse run
+"""Work in worker processes, shared by the chains of a collapse run
 (:mod:`collapse_eval.engine`) and the benchmark's families (:mod:`collapse_eval.bench`).
 
-Workers are spawned, never forked (a forked torch can deadlock), so each imports the caller's
-main module: :func:`refuse_while_importing_main` stops a script that starts its pool at import
-time before it touches a run folder. :func:`run_in_pool` hands the tasks out in the order given,
-lets the caller look at the run folders between finishes (the progress bar), and on the first
-failure, an interrupt or a SIGTERM stops every worker before it raises, so nothing runs on
-behind the caller's back. Whatever the workers write goes through the run folders' atomic writes:
-a generation cut short has no completion record, and a resume runs it again.
+Workers are never forked from the caller (a forked torch can deadlock). Where the platform has
+it (Linux, macOS), they are forked from a *fork server*: a fresh process, started once per
+caller, that imports torch, transformers' GPT-2 and tailguard's engines before it serves its
+first worker, so a worker starts in a fraction of a second instead of importing them again
+(about 8 s of one core each on a 2-core VM, ``benchmarks/bench_worker_start.py``). Elsewhere
+(Windows) they are spawned. Either way a worker runs with the caller's environment variables and
+working directory as they are when its pool starts, and imports the caller's main module:
+:func:`refuse_while_importing_main` stops a script that starts its pool at import time before it
+touches a run folder.
+
+:func:`run_in_pool` hands the tasks out in the order given, lets the caller look at the run
+folders between finishes (the progress bar), and on the first failure, an interrupt or a SIGTERM
+stops every worker before it raises, so nothing runs on behind the caller's back. Whatever the
+workers write goes through the run folders' atomic writes: a generation cut short has no
+completion record, and a resume runs it again.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -19,10 +28,48 @@ from typing import Any
 
 from provenance.errors import ConfigError
 
-__all__ = ["POLL_SECONDS", "exit_on_sigterm", "refuse_while_importing_main", "run_in_pool"]
+__all__ = ["POLL_SECONDS", "exit_on_sigterm", "refuse_while_importing_main", "run_in_pool",
+           "start_worker_server"]
 
 #: Seconds between looks at the workers' run folders (the progress bar).
 POLL_SECONDS = 2.0
+#: What the fork server imports once, so that its workers do not (a module missing here is
+#: skipped): together about 8 s of one core on a 2-core VM, 5 s of it transformers' GPT-2.
+PRELOAD = ("numpy", "polars", "torch", "transformers.models.gpt2.modeling_gpt2",
+           "collapse_eval.engine", "collapse_eval.bench")
+
+
+def worker_context() -> Any:
+    """The multiprocessing context of the workers: a fork server that has imported
+    :data:`PRELOAD`, where the platform has one; else spawn."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))  # read when the server starts, once
+    return context
+
+
+def start_worker_server() -> None:
+    """Start the fork server now (where there is one), so that its imports overlap the
+    caller's own work before the first pool (a collapse run's shared generation 0)."""
+    context = worker_context()
+    if context.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def _start_worker(environ: dict[str, str], cwd: str,
+                  then: Callable[[], None] | None) -> None:
+    """A worker's first step: the caller's environment and folder as the pool started (a
+    worker forked from the fork server would otherwise have the server's), then ``then``."""
+    os.environ.clear()
+    os.environ.update(environ)
+    os.chdir(cwd)
+    if then is not None:
+        then()
 
 
 def refuse_while_importing_main(call: str) -> None:
@@ -52,7 +99,7 @@ def run_in_pool(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int, *,
                 poll: Callable[[], None] | None = None,
                 done: Callable[[int, Any], None] | None = None,
                 initializer: Callable[[], None] | None = None) -> None:
-    """Run ``fn(task)`` for every task in ``workers`` spawned processes, handed out in order.
+    """Run ``fn(task)`` for every task in ``workers`` worker processes, handed out in order.
 
     ``poll()`` is called after each finish and at least every :data:`POLL_SECONDS`;
     ``done(i, result)`` for each task that finished, in the order of their indices where
@@ -61,10 +108,9 @@ def run_in_pool(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int, *,
     error; so is any exception of the caller's own (an interrupt, ``done`` raising).
     ``fn``, the tasks and the results must pickle, and ``fn`` be importable by the workers.
     """
-    import multiprocessing
-
-    executor = ProcessPoolExecutor(max_workers=workers, initializer=initializer,
-                                   mp_context=multiprocessing.get_context("spawn"))
+    executor = ProcessPoolExecutor(max_workers=workers, initializer=_start_worker,
+                                   initargs=(dict(os.environ), os.getcwd(), initializer),
+                                   mp_context=worker_context())
     futures: dict[Future, int] = {}
     try:
         for i, task in enumerate(tasks):

@@ -20,13 +20,12 @@ from click.testing import CliRunner
 from cli import main
 from collapse_eval.engine import CollapseRun, run_collapse
 from provenance.errors import ChainWorkerError
-from tests.collapse_eval.text.lm_settings import SMALL_RECIPE, small_config
+from tests.collapse_eval.text.lm_settings import FAST_RECIPE, small_config
 
 POLICIES = ("replace", "retain:0.1", "filter:ledger")
 SLUGS = ("replace", "retain_0.1", "filter_ledger")
 DOCS, ARTICLES, GENERATIONS = 600, 8, 2
-#: test_text_loop's recipe with 32-token blocks, width 32 and one epoch: a third of the time
-RECIPE = {**SMALL_RECIPE, "n_positions": 32, "block": 32, "n_embd": 32, "epochs": 1}
+RECIPE = FAST_RECIPE
 VOLATILE = ("train_tokens_per_s",)  # a timing, not a result
 
 
@@ -157,6 +156,12 @@ def test_one_process_logs_the_generations_it_finishes(one_process, tmp_path: Pat
     assert logged == [("filter:ledger", "2")]  # one process logs what it finished, too
     assert run.resumed_generations == 1 + len(POLICIES) * GENERATIONS - 1
     assert _results(run.results).equals(_results(one_process.results))
+    # run.json's seconds are this invocation's; generation_seconds the whole run's, resumed
+    info = json.loads((copy / "run.json").read_text())
+    timings = [sum(json.loads(p.read_text())["timing"].values())
+               for p in copy.rglob("metrics.json")]
+    assert len(timings) == 1 + len(POLICIES) * GENERATIONS
+    assert info["generation_seconds"] == pytest.approx(sum(timings), abs=0.1)
 
 
 def test_the_growing_chain_is_handed_out_first():

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -22,9 +23,9 @@ from cli import main
 from collapse_eval.engine import CollapseRun, run_collapse
 from collapse_eval.text.config import LMCollapseConfig
 from provenance.errors import ConfigError, TailguardWarning
-from tests.collapse_eval.text.lm_settings import SMALL_RECIPE, small_config
+from tests.collapse_eval.text.lm_settings import FAST_RECIPE, SMALL_RECIPE, small_config
 
-DOCS = 4000
+DOCS = 3000
 ORDERING_POLICIES = ("replace", "filter:watermark", "retain:0.1")
 
 
@@ -103,26 +104,6 @@ def test_outputs_and_the_paper_histograms(ordering_run):
     # generation 0 is shared: one model, the same row under every policy
     gen0 = ordering_run.results.filter(pl.col("generation") == 0)
     assert gen0.group_by("metric").agg(pl.col("value").n_unique())["value"].max() == 1
-
-
-def test_a_resumed_run_gives_the_uninterrupted_results(ordering_run, tmp_path: Path):
-    copy = tmp_path / "run"
-    shutil.copytree(ordering_run.out_dir, copy)
-    last = copy / "seed-0" / "retain_0.1" / "generation-000002"
-    (last / "metrics.json").unlink()  # killed before the generation was complete
-    resumed = run_collapse(small_config(ORDERING_POLICIES, 2, DOCS), copy, resume=True,
-                           progress=False, threads=1, device="cpu", plots=False)
-    assert resumed.resumed_generations == 1 + 2 + 2 + 1
-    # run.json's seconds are this invocation's; generation_seconds the whole run's, resumed
-    info = json.loads((copy / "run.json").read_text())
-    timings = [sum(json.loads(p.read_text())["timing"].values())
-               for p in copy.rglob("metrics.json")]
-    assert len(timings) == 7 and info["generation_seconds"] == pytest.approx(sum(timings),
-                                                                             abs=0.1)
-    volatile = ("train_tokens_per_s",)
-    a = ordering_run.results.filter(~pl.col("metric").is_in(volatile))
-    b = resumed.results.filter(~pl.col("metric").is_in(volatile))
-    assert a.equals(b)
 
 
 def test_status_reads_a_partial_run_and_writes_nothing(ordering_run, tmp_path: Path,
@@ -257,15 +238,17 @@ def test_every_policy_and_tagger_runs(tmp_path: Path, tiny_gpt2):
     policies = ("accumulate", "scrape", "filter:oracle", "filter:ledger", "filter:detector",
                 "filter:discriminator", "reweight")
     # The detector's scorer: a tiny LM that never read the run's articles (the default,
-    # SmolLM2-135M, is too slow for the default suite on a CPU).
-    config = small_config(policies, 1, 600, articles=8, detector_model=str(tiny_gpt2.path))
+    # SmolLM2-135M, is too slow for the default suite on a CPU). The run's own model is
+    # FAST_RECIPE's: each policy's tagging is checked here, not what the model learns.
+    config = replace(small_config(policies, 1, 600, articles=8,
+                                  detector_model=str(tiny_gpt2.path)), recipe=FAST_RECIPE)
     run = run_collapse(config, tmp_path / "all", progress=False, threads=1, device="cpu",
                        plots=False)
     tpr, fpr = _final(run.results, "tagger_tpr", 1), _final(run.results, "tagger_fpr", 1)
     assert tpr["filter:oracle"] == 1.0 and fpr["filter:oracle"] == 0.0
     assert tpr["filter:ledger"] == 1.0 and fpr["filter:ledger"] == 0.0  # exact matches
     # The trained detector learns the direction from generation 1 vs held-out humans, so it
-    # catches the synthetic documents. Its FPR here is high (0.71 measured): the held-out
+    # catches the synthetic documents. Its FPR here is high (0.28 measured): the held-out
     # human documents are one article of 8 and the web's are the others, so the human text it
     # learned from is one topic (evidence.trained_detector's docstring gives a 100-article run).
     assert tpr["filter:detector"] >= 0.9
