@@ -56,10 +56,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path,
                         default=ROOT / "benchmarks" / "results" / "bench_worker_start.json")
     args = parser.parse_args()
-    method = worker_context().get_start_method()
-    spawn_s = spawned_pool(args.workers)
-    first_s = tailguard_pool(args.workers)  # starts the fork server
+    spawn_s = spawned_pool(args.workers)  # first: worker_context() starts the fork server
+    first_s = tailguard_pool(args.workers)
     warm_s = tailguard_pool(args.workers)
+    method = worker_context().get_start_method()
     print(f"{args.workers} workers, each building a small GPT-2 (tailguard's start method: "
           f"{method})")
     print(f"  spawn (the obvious pool)                 {spawn_s:6.2f} s")

@@ -6,10 +6,10 @@ it (Linux, macOS), they are forked from a *fork server*: a fresh process, starte
 caller, that imports torch, transformers' GPT-2 and tailguard's engines before it serves its
 first worker, so a worker starts in a fraction of a second instead of importing them again
 (about 8 s of one core each on a 2-core VM, ``benchmarks/bench_worker_start.py``). Elsewhere
-(Windows) they are spawned. Either way a worker runs with the caller's environment variables and
-working directory as they are when its pool starts, and imports the caller's main module:
-:func:`refuse_while_importing_main` stops a script that starts its pool at import time before it
-touches a run folder.
+(Windows, or a sandbox where the server cannot start) they are spawned. Either way a worker
+runs with the caller's environment variables and working directory as they are when its pool
+starts, and imports the caller's main module: :func:`refuse_while_importing_main` stops a script
+that starts its pool at import time before it touches a run folder.
 
 :func:`run_in_pool` hands the tasks out in the order given, lets the caller look at the run
 folders between finishes (the progress bar), and on the first failure, an interrupt or a SIGTERM
@@ -40,25 +40,28 @@ PRELOAD = ("numpy", "polars", "torch", "transformers.models.gpt2.modeling_gpt2",
 
 
 def worker_context() -> Any:
-    """The multiprocessing context of the workers: a fork server that has imported
-    :data:`PRELOAD`, where the platform has one; else spawn."""
+    """The multiprocessing context of the workers, its fork server started: one that has
+    imported :data:`PRELOAD`, where the platform has one and it starts; else spawn (a
+    sandbox that forbids the server's Unix socket still runs its pools, only slower)."""
     import multiprocessing
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
+    from multiprocessing import forkserver
+
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))  # read when the server starts, once
+    try:
+        forkserver.ensure_running()
+    except OSError:
+        return multiprocessing.get_context("spawn")
     return context
 
 
 def start_worker_server() -> None:
     """Start the fork server now (where there is one), so that its imports overlap the
     caller's own work before the first pool (a collapse run's shared generation 0)."""
-    context = worker_context()
-    if context.get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
+    worker_context()
 
 
 def _start_worker(environ: dict[str, str], cwd: str,

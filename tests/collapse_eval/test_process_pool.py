@@ -44,3 +44,18 @@ def test_a_failing_task_is_raised_through_the_callers_error() -> None:
         run_in_pool(_fail, [1, 2], 2, failed=lambda k, error: RuntimeError(str(error)))
     assert isinstance(info.value.__cause__, ValueError)
     assert not multiprocessing.active_children()
+
+
+def test_a_fork_server_that_cannot_start_leaves_spawned_workers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from multiprocessing import forkserver
+
+    def refused() -> None:
+        raise PermissionError("AF_UNIX socket refused by the sandbox")
+
+    monkeypatch.setattr(forkserver, "ensure_running", refused)
+    assert worker_context().get_start_method() == "spawn"
+    seen: list[tuple] = []
+    run_in_pool(_what_the_worker_sees, ["HOME"], 1, failed=lambda k, error: error,
+                done=lambda k, result: seen.append(result))
+    assert seen and seen[0][1] == os.getcwd()
