@@ -19,8 +19,10 @@ def _what_the_worker_sees(name: str) -> tuple[str | None, str, list[str]]:
     return os.environ.get(name), os.getcwd(), sorted(m for m in PRELOAD if m in sys.modules)
 
 
-def _fail(task: int) -> None:
-    raise ValueError(f"task {task} failed")
+def _fail_the_first(task: int) -> int:
+    if task == 1:
+        raise ValueError(f"task {task} failed")
+    return task
 
 
 def test_workers_see_the_callers_environment_and_folder_as_the_pool_starts(
@@ -41,7 +43,8 @@ def test_workers_see_the_callers_environment_and_folder_as_the_pool_starts(
 
 def test_a_failing_task_is_raised_through_the_callers_error() -> None:
     with pytest.raises(RuntimeError, match="task 1 failed") as info:
-        run_in_pool(_fail, [1, 2], 2, failed=lambda k, error: RuntimeError(str(error)))
+        run_in_pool(_fail_the_first, [1, 2], 2,
+                    failed=lambda k, error: RuntimeError(str(error)))
     assert isinstance(info.value.__cause__, ValueError)
     assert not multiprocessing.active_children()
 
