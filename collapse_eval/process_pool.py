@@ -64,13 +64,12 @@ def start_worker_server() -> None:
     worker_context()
 
 
-def _start_worker(environ: dict[str, str], cwd: str,
-                  then: Callable[[], None] | None) -> None:
-    """A worker's first step: the caller's environment and folder as the pool started (a
-    worker forked from the fork server would otherwise have the server's), then ``then``."""
+def _start_worker(environ: dict[str, str], then: Callable[[], None] | None) -> None:
+    """A worker's first step: the caller's environment as the pool started (a worker forked
+    from the fork server would otherwise have the server's), then ``then``. The caller's
+    folder needs no handing over: multiprocessing's preparation data carries it."""
     os.environ.clear()
     os.environ.update(environ)
-    os.chdir(cwd)
     if then is not None:
         then()
 
@@ -112,7 +111,7 @@ def run_in_pool(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int, *,
     ``fn``, the tasks and the results must pickle, and ``fn`` be importable by the workers.
     """
     executor = ProcessPoolExecutor(max_workers=workers, initializer=_start_worker,
-                                   initargs=(dict(os.environ), os.getcwd(), initializer),
+                                   initargs=(dict(os.environ), initializer),
                                    mp_context=worker_context())
     futures: dict[Future, int] = {}
     try:

@@ -30,13 +30,15 @@ def test_workers_see_the_callers_environment_and_folder_as_the_pool_starts(
     seen: dict[int, tuple] = {}
     for round_, value in enumerate(("first", "second")):  # the second pool: the same server
         monkeypatch.setenv("TAILGUARD_POOL_PROBE", value)
-        monkeypatch.chdir(tmp_path)
+        (tmp_path / value).mkdir()
+        monkeypatch.chdir(tmp_path / value)
         run_in_pool(_what_the_worker_sees, ["TAILGUARD_POOL_PROBE"] * 2, 2,
                     failed=lambda k, error: error,
                     done=lambda k, result, r=round_: seen.__setitem__(2 * r + k, result))
         monkeypatch.delenv("TAILGUARD_POOL_PROBE")
     assert [env for env, _, _ in seen.values()] == ["first", "first", "second", "second"]
-    assert {cwd for _, cwd, _ in seen.values()} == {str(tmp_path)}
+    assert [cwd for _, cwd, _ in seen.values()] == [str(tmp_path / v) for v in
+                                                    ("first", "first", "second", "second")]
     if worker_context().get_start_method() == "forkserver":  # Linux and macOS
         assert all(imported == sorted(PRELOAD) for _, _, imported in seen.values())
 
