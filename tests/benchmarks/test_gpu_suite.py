@@ -34,6 +34,7 @@ def _fine(ctx: gpu_suite.Context) -> gpu_suite.Measured:
     return gpu_suite.Measured(unit="things/s", headline="42 things/s", results={"things": 42})
 
 
+@pytest.mark.slow  # ~50 s, most of it SmolLM2 on the CPU (pytest -m slow; CI runs it)
 def test_the_tiny_dry_run_writes_every_part_and_a_summary(tmp_path: Path) -> None:
     """The device's command at toy size on the CPU: every part ok, its JSON complete."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

@@ -206,6 +206,7 @@ def _assert_replace_collapses_fastest(results: pl.DataFrame, strict_rarest: bool
     assert _final(results, "encoder_std")["replace"] < _final(first, "encoder_std")["replace"]
 
 
+@pytest.mark.slow  # ~1 min (pytest -m slow; CI runs it): the main job runs the VAE too
 def test_replace_loses_recall_and_the_rarest_class_fastest(tmp_path: Path) -> None:
     config = CollapseConfig("vae", POLICIES, generations=2, samples=4000, seeds=(0,),
                             family_options=FAST)
