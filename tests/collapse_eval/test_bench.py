@@ -230,6 +230,7 @@ def test_the_command_runs_families_at_once_by_default_with_quick(tmp_path: Path)
     assert pl.read_parquet(tmp_path / "b" / "results.parquet").equals(before)
 
 
+@pytest.mark.slow  # a real kill, ~25-40 s (pytest -m slow; CI runs it)
 def test_a_terminated_bench_stops_its_workers_and_leaves_no_data(tmp_path: Path) -> None:
     """SIGTERM (a scheduler's limit, ``kill``) ends the command; the workers, told the same,
     end their families through their ``finally`` blocks: no process left, no claim left,

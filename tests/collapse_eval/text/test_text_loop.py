@@ -416,6 +416,7 @@ def test_cli_runs_the_lm_family_and_rejects_numeric_options(
     assert report["baselines"]["bigram_ppl"] > 1
 
 
+@pytest.mark.slow  # a real kill, ~35 s (pytest -m slow; CI runs it)
 def test_a_running_run_holds_its_folder_and_a_killed_one_is_told_apart(tmp_path: Path):
     """A real run in another process: status names it, a second run into its folder is
     refused; killed, status says it stopped and a resume takes the folder over."""
