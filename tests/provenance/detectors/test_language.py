@@ -60,6 +60,7 @@ def test_a_language_lingua_cannot_name_but_knows_is_not_english_is_refused() -> 
                            "potrošiti na javni prijevoz, jer su se mnogi građani žalili na "
                            "kašnjenja, a vijeće je to jednoglasno podržalo.")
     assert found is not None and found.startswith("Bosnian")
+    assert found.endswith("Croatian 0.43")  # the reason names lingua's runner-up where unsure
 
 
 def test_what_it_cannot_place_is_left_to_the_detector() -> None:
