@@ -1,11 +1,11 @@
 """The supervised detector's head fit: one BLAS thread (tailguard) against the BLAS default.
 
-``tailguard detect-train`` fits the head (:class:`provenance.detectors.supervised.MLPHead`, a
-one-hidden-layer network by L-BFGS) about a hundred times: the penalty chosen across files, five
-out-of-fold fits, the cascade's held-out files, every group of the grouped cross-validation.
-The obvious way to write it is scikit-learn's ``MLPClassifier`` as it comes, whose matrix
-products use every core BLAS offers (``MLPHead.fit(..., blas_threads=None)``); tailguard fits
-on one thread. This times both on inputs of
+``tailguard detect-train`` fits the head (:class:`provenance.detectors.supervised.MLPHead`,
+five one-hidden-layer networks by L-BFGS, averaged) about a hundred times: the penalty chosen
+across files, five out-of-fold fits, the cascade's held-out files, every group of the grouped
+cross-validation. The obvious way to write it is scikit-learn's ``MLPClassifier`` as it comes,
+whose matrix products use every core BLAS offers (``MLPHead.fit(..., blas_threads=None)``);
+tailguard fits on one thread. This times both on inputs of
 the shipped detector's shape (3,953 documents, 113 columns; synthetic values, so that it runs
 without ``../shared``: L-BFGS runs its 300 iterations either way) and checks that the fitted
 weights do not depend on the thread count.

@@ -47,6 +47,7 @@ from provenance.detectors.human_reference import (
 )
 from provenance.detectors.ngram import NgramClassifier, NgramParams
 from provenance.detectors.supervised import (
+    HEAD_SEEDS,
     MLPHead,
     Stage1,
     SupervisedDetector,
@@ -62,8 +63,8 @@ if TYPE_CHECKING:
 
 GROUPINGS = ("generator", "domain", "dataset")
 #: Candidate L2 penalties of the head (see :meth:`Trainer.choose_alpha`). The stronger two
-#: came from ``benchmarks/ablate_detect_head.py``: held out, a penalty of 10 scored 0.752 mean
-#: AUROC over the four labelled files against 0.736 at 3; training picks among them itself.
+#: came from ``benchmarks/ablate_detect_head.py``: held out, a penalty of 10 scored 0.749 mean
+#: AUROC over the four labelled files against 0.738 at 3; training picks among them itself.
 HEAD_ALPHAS = (0.3, 3.0, 10.0, 30.0)
 
 
@@ -182,13 +183,15 @@ class Trainer:
     def __init__(self, table: FeatureTable, y: np.ndarray, char_params: NgramParams,
                  *, inner_folds: int = 3, seed: int = 0,
                  head_alphas: Sequence[float] = HEAD_ALPHAS, groups: np.ndarray | None = None,
-                 ngram_buckets: int = 2**19) -> None:
+                 ngram_buckets: int = 2**19, head_seeds: int = HEAD_SEEDS) -> None:
         self.table, self.y = table, y
         self.groups = groups
         self.char_params = char_params
         self.inner_folds = inner_folds
         self.seed = seed
         self.head_alphas = tuple(head_alphas)
+        #: networks each head averages (:meth:`~.supervised.MLPHead.fit`)
+        self.head_seeds = head_seeds
         #: a fixed L2 penalty for every fit (None: each fit chooses among ``head_alphas``)
         self.alpha: float | None = None
         self.ngram_buckets = ngram_buckets
@@ -239,9 +242,13 @@ class Trainer:
         """
         inner = self.stacked_train(rows)
         alpha = self.alpha if self.alpha is not None else self.choose_alpha(inner.x, rows)
-        head = MLPHead.fit(inner.x, self.y[rows], alpha=alpha, seed=self.seed)
+        head = self.fit_head(inner.x, self.y[rows], alpha)
         char = self.char_model(rows) if with_char else None
         return self.ngram_model(rows), char, head, inner
+
+    def fit_head(self, x: np.ndarray, y: np.ndarray, alpha: float) -> MLPHead:
+        """A head with this trainer's seed and number of averaged networks."""
+        return MLPHead.fit(x, y, alpha=alpha, seed=self.seed, seeds=self.head_seeds)
 
     def choose_alpha(self, x: np.ndarray, rows: np.ndarray) -> float:
         """The head's regularisation, chosen for generalising across groups, not fitting them.
@@ -266,8 +273,8 @@ class Trainer:
         best, best_score = self.head_alphas[0], -1.0
         for alpha in self.head_alphas:
             score = float(np.mean([
-                roc_auc(y[groups == g], MLPHead.fit(x[groups != g], y[groups != g], alpha=alpha,
-                                                    seed=self.seed).log_odds(x[groups == g]))
+                roc_auc(y[groups == g], self.fit_head(x[groups != g], y[groups != g], alpha)
+                        .log_odds(x[groups == g]))
                 for g in held]))
             if score > best_score + 1e-9:
                 best, best_score = alpha, score
@@ -312,8 +319,7 @@ class Trainer:
         if len(own) < 2:
             return None
         alpha = self.alpha if self.alpha is not None else self.choose_alpha(inner_x, rows)
-        return ReferenceFit(MLPHead.fit(x, self.y[rows], alpha=alpha, seed=self.seed), own,
-                            pooled)
+        return ReferenceFit(self.fit_head(x, self.y[rows], alpha), own, pooled)
 
 
 def reference_calibration(criterion: np.ndarray, rows: np.ndarray, y: np.ndarray,
@@ -481,6 +487,7 @@ def fit_detector(
     human_below: float = 0.1,
     char_params: NgramParams | None = None,
     seed: int = 0,
+    head_seeds: int = HEAD_SEEDS,
     progress: bool = True,
     jobs: int = 1,
 ) -> tuple[Any, dict[str, Any]]:
@@ -519,7 +526,7 @@ def fit_detector(
         raise InputError(f"too few scorable documents of each class ({counts[0]} human, "
                          f"{counts[1]} machine) for {outer_folds}-fold training")
     trainer = Trainer(table, y, char_params, inner_folds=inner_folds, seed=seed,
-                      groups=data.groups["dataset"])
+                      groups=data.groups["dataset"], head_seeds=head_seeds)
     trainer.fix_alpha(rows)  # one penalty, by leave-one-dataset-out AUROC, for every fit below
 
     # Out-of-fold scores of every scorable document: calibration and the cascade band (the
@@ -592,7 +599,8 @@ def fit_detector(
         scorer_spec=scorer.spec(), scorer_digest=scorer.scorer_id().split("/")[0],
         ngrams=ngrams, char=char, head=head, stage1=stage1, scorer=scorer,
         reference_head=None if fitted is None else fitted.head,
-        meta={"training": {"files": data.files, "seed": seed, "outer_folds": outer_folds,
+        meta={"training": {"files": data.files, "seed": seed, "head_seeds": head_seeds,
+                           "outer_folds": outer_folds,
                            "inner_folds": inner_folds, "target_fpr": target_fpr,
                            "max_auroc_loss": max_auroc_loss, "calibrate_by": calibrate_by,
                            "min_group_size": min_group_size, "fpr_guarantee": guarantee,
@@ -637,7 +645,8 @@ def train(
     smaller are held together: :func:`~provenance.thresholds.worst_group_threshold`), guarantee
     (what the threshold promises about new human text:
     :func:`~provenance.thresholds.calibrate_threshold`),
-    outer_folds, inner_folds, max_auroc_loss, human_below, char_params, seed, progress).
+    outer_folds, inner_folds, max_auroc_loss, human_below, char_params, seed, head_seeds
+    (networks averaged in each head: :meth:`~.supervised.MLPHead.fit`), progress).
 
     Examples
     --------
