@@ -116,8 +116,8 @@ class MLPHead:
         ((3, 64), True)
         """
         first = heads[0]
-        if any(h.mean.shape != first.mean.shape or not np.array_equal(h.mean, first.mean)
-               or not np.array_equal(h.scale, first.scale) for h in heads):
+        if any(not np.array_equal(h.mean, first.mean) or not np.array_equal(h.scale, first.scale)
+               for h in heads):
             raise ValueError("heads to average must share their standardisation")
         return cls(first.mean, first.scale, np.concatenate([h.w1 for h in heads], axis=1),
                    np.concatenate([h.b1 for h in heads]),
@@ -143,7 +143,7 @@ class MLPHead:
 
         The fit runs on ``blas_threads`` BLAS threads: one, whatever the machine, unless told
         otherwise (None: as many as BLAS is allowed). Its matrices are small, so more threads
-        only add overhead (3,953 x 113 inputs: 1.5 s on one thread, 3.7 s on two,
+        only add overhead (3,953 x 113 inputs, five networks: 11.7 s on one thread, 24.8 s on two,
         ``benchmarks/bench_detect_head.py``); and a thread count changes the order of every
         sum, which the fit amplifies: a 1e-7 relative change of the inputs moves the fitted
         head's log-odds by up to 0.9 (leave-one-file-out on the four labelled files). On one
