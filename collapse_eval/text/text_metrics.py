@@ -142,16 +142,21 @@ def ngram_codes(seqs: Sequence[np.ndarray], n: int, base: int) -> np.ndarray:
     if base ** n >= 2**63:
         raise ConfigError(f"{n}-grams over a vocabulary of {base} do not fit in 64 bits; "
                           "use a smaller n")
-    parts = []
-    for seq in seqs:
-        if seq.size < n:
-            continue
-        windows = np.lib.stride_tricks.sliding_window_view(seq, n)
-        code = windows[:, 0].copy()
-        for j in range(1, n):
-            code = code * base + windows[:, j]
-        parts.append(code)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    # One pass over all sequences joined end to end, then the windows that cross a join are
+    # dropped: a loop of sliding windows per sequence cost 0.3 s of every 0.4 s of a trigram
+    # recall over a generation's 4,000 documents (one numpy call per document).
+    seqs = [seq for seq in seqs if seq.size >= n]
+    if not seqs:
+        return np.zeros(0, dtype=np.int64)
+    flat = np.concatenate(seqs).astype(np.int64, copy=False)
+    code = flat[: flat.size - n + 1].copy()
+    for j in range(1, n):
+        code = code * base + flat[j: flat.size - n + 1 + j]
+    ends = np.cumsum([seq.size for seq in seqs])
+    inside = np.ones(flat.size, dtype=bool)
+    for j in range(1, n):  # the last n-1 starts of each sequence reach into the next one
+        inside[ends - j] = False
+    return code[inside[: code.size]]
 
 
 def _base(*groups: Sequence[np.ndarray]) -> int:

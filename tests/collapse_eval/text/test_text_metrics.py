@@ -38,6 +38,18 @@ def test_ngrams_never_cross_sequence_boundaries() -> None:
         ngram_codes(as_sequences([[1, 2]]), 6, base=2**11)
 
 
+def test_ngram_codes_are_each_sequences_windows_in_order() -> None:
+    """Sequences are joined for speed: the codes must still be, in order, the n-grams inside
+    each sequence (short and empty ones give none), whatever the lengths."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        seqs = [rng.integers(0, 30, rng.integers(0, 7)) for _ in range(rng.integers(0, 6))]
+        for n in (1, 2, 3, 4):
+            expected = [int("".join(f"{t:02d}" for t in seq[i:i + n]))
+                        for seq in seqs for i in range(len(seq) - n + 1)]
+            assert ngram_codes(as_sequences(seqs), n, base=100).tolist() == expected, (seqs, n)
+
+
 def test_distinct_n_by_hand() -> None:
     seqs = [[1, 2, 3, 1, 2], [1, 2, 4]]
     # bigrams: 12 23 31 12 | 12 24 -> 4 distinct of 6
