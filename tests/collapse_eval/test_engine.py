@@ -35,7 +35,12 @@ def _values(results: pl.DataFrame) -> pl.DataFrame:
             .sort("policy", "seed", "generation", "metric"))
 
 
-@pytest.mark.parametrize("family", list(TINY))
+#: the LM (~40 s) runs with the slow tests (pytest -m slow; CI runs it): the default suite
+#: runs the LM loop through the same engine in tests/collapse_eval/text
+FAMILIES = [pytest.param(f, marks=pytest.mark.slow) if f == "lm" else f for f in TINY]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_runs_resumes_and_parallelises_through_one_engine(
         family: str, tmp_path: Path) -> None:
     config = collapse_config(family, {**TINY[family], "policies": POLICIES})

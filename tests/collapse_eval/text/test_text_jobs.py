@@ -53,6 +53,7 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> CollapseRun:
     return run_collapse(_config(), out, progress=False, threads=1, device="cpu", plots=False)
 
 
+@pytest.mark.slow  # ~50 s: a second LM run of four policies (pytest -m slow; CI runs it)
 def test_two_workers_give_the_results_of_one_process(one_process, tmp_path: Path):
     out = tmp_path / "two"
     args = ["collapse", "run", "lm", "--generations", str(GENERATIONS), "--max-articles",
