@@ -584,6 +584,10 @@ def publish(run_dir: Path, name: str, title: str, commands: list[str], about: st
 
     # The commit of the code that writes the report: the checkout tailguard is imported from.
     code = Path(collapse_eval.__file__).resolve().parents[1]
+    # read before anything is written: the page's own files are in that checkout too, so a
+    # status taken afterwards called every publish "plus uncommitted changes"
+    commit = _git("rev-parse", "--short", "HEAD", cwd=code)
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", cwd=code))
     written = write_report(run_dir)
     out = RESULTS / name
     if out.exists():
@@ -603,8 +607,8 @@ def publish(run_dir: Path, name: str, title: str, commands: list[str], about: st
         "about": about,
         "commands": commands,
         "notes": notes or [],
-        "commit": _git("rev-parse", "--short", "HEAD", cwd=code),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", cwd=code)),
+        "commit": commit,
+        "dirty": dirty,
         "tailguard": tool_version(),
         "date": _dt.date.today().isoformat(),
     }
