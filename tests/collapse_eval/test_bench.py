@@ -140,6 +140,7 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> BenchResult:
                      report=False, plots=False)
 
 
+@pytest.mark.slow  # ~45 s: a second bench of three families (pytest -m slow; CI runs it)
 def test_two_workers_give_the_results_of_one_process(one_process: BenchResult, tmp_path: Path,
                                                      capfd: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "two"
@@ -211,6 +212,8 @@ def test_bench_jobs_must_be_a_positive_integer(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # ~30 s: two worker processes and a report (pytest -m slow; CI runs it,
+#                   and CI's main job is this command on every family)
 def test_the_command_runs_families_at_once_by_default_with_quick(tmp_path: Path) -> None:
     runner = CliRunner()
     assert "--jobs" in runner.invoke(main, ["bench", "--help"]).output

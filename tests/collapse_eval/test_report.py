@@ -222,7 +222,7 @@ def _colours(png: Path) -> int:
         return len(image.convert("RGB").getcolors(maxcolors=1 << 20) or [])
 
 
-@pytest.mark.parametrize("folder", ["bench_dir", "neural_bench_dir"])
+@pytest.mark.parametrize("folder", ["bench_dir", pytest.param("neural_bench_dir", marks=NEURAL)])
 def test_report_html_renders_in_a_headless_browser_with_every_image(
         folder: str, request: pytest.FixtureRequest, tmp_path: Path,
         browser: Callable[..., subprocess.CompletedProcess[str]]) -> None:

@@ -89,6 +89,7 @@ def test_two_workers_give_the_results_of_one_process(one_process, tmp_path: Path
         r[1:] for r in _records(one / "ledger.sqlite"))
 
 
+@pytest.mark.slow  # ~40 s with the one-process run it shares (pytest -m slow; CI runs it)
 def test_a_resume_with_other_jobs_gives_the_same_results(one_process, tmp_path: Path,
                                                          capfd: pytest.CaptureFixture[str]):
     copy = tmp_path / "run"

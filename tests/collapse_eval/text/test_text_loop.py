@@ -253,6 +253,7 @@ def whole_recall_at(results: pl.DataFrame, generation: int) -> dict[str, float]:
     return dict(rows.select("policy", "value").iter_rows())
 
 
+@pytest.mark.slow  # ~110 s: seven policies, two of them fitting taggers (pytest -m slow; CI)
 def test_every_policy_and_tagger_runs(tmp_path: Path, tiny_gpt2):
     policies = ("accumulate", "scrape", "filter:oracle", "filter:ledger", "filter:detector",
                 "filter:discriminator", "reweight")
@@ -465,6 +466,7 @@ def test_a_running_run_holds_its_folder_and_a_killed_one_is_told_apart(tmp_path:
                       .output)["finished"] is True
 
 
+@pytest.mark.slow  # ~35 s: beam search over a generation (pytest -m slow; CI runs it)
 def test_the_paper_setting_fine_tunes_a_pretrained_folder_with_beam_search(tiny_lm, tmp_path):
     """``--model`` + ``--decoding beam``: every generation fine-tunes the same pretrained
     weights (a model trained here and saved as a folder stands in for OPT-125m) and writes
