@@ -268,9 +268,8 @@ def test_every_policy_and_tagger_runs(tmp_path: Path, tiny_gpt2):
     assert tpr["filter:oracle"] == 1.0 and fpr["filter:oracle"] == 0.0
     assert tpr["filter:ledger"] == 1.0 and fpr["filter:ledger"] == 0.0  # exact matches
     # The trained detector learns the direction from generation 1 vs held-out humans, so it
-    # catches the synthetic documents. Its FPR here is high (0.28 measured): the held-out
-    # human documents are one article of 8 and the web's are the others, so the human text it
-    # learned from is one topic (evidence.trained_detector's docstring gives a 100-article run).
+    # catches the synthetic documents. Its scorer here is a tiny LM and its held-out humans one
+    # article of 8 (the slow detector test below measures the FPR with an outside scorer).
     assert tpr["filter:detector"] >= 0.9
     assert tpr["filter:discriminator"] > fpr["filter:discriminator"]
     share = _final(run.results, "synthetic_share", 1)
@@ -329,17 +328,15 @@ def test_the_detector_tagger_learns_its_direction_from_what_the_lab_knows(tmp_pa
     1's documents against the held-out human documents; ``zero-shot`` is Fast-DetectGPT.
 
     Measured here (8 articles, 600 documents, --detector-fpr 0.05), as FPR on the web's human
-    documents / TPR / AUROC on the web: scored by the generation-0 model, zero-shot 0.65 / 0.085
+    documents / TPR / AUROC on the web: scored by the generation-0 model, zero-shot 0.65 / 0.083
     / 0.14 (the wrong sign: the model finds its own training documents likelier than its
-    samples) and trained 0.99 / 1.0 / 0.87 (right sign, but the model trained on those human
+    samples) and trained 0.28 / 0.55 / 0.70 (right sign, but the model trained on those human
     documents, so to it they look like its samples: membership); trained with a scorer that
-    never read the run's articles, AUROC 1.0 and TPR over 0.9, but FPR 0.212: over 4x the target
-    (the held-out human documents are all one article, the web's a few others). It was 0.102
-    before f865600 (a small network instead of a logistic head, the character score out of the
-    head) and 0.238 with one network; one network's FPR moved with its seed (refitted on a kept
-    run: 0.098 / 0.117 / 0.140 for seeds 0-2), five averaged (the head since HEAD_SEEDS) much
-    less (0.127 / 0.125 / 0.130). Issue 21 promises 2x: until the detector keeps it, this test
-    says so as an expected failure, after every other check.
+    never read the run's articles, FPR 0.085 / TPR 1.0 / AUROC 0.9997: within issue 21's 2x of
+    the target. The held-out human documents are all one article and the web's a few others:
+    with the token n-gram columns (counted on that one article) the FPR was 0.212, 4x the
+    target (0.238 with one network instead of five averaged, 0.102 with the logistic head
+    before f865600); the loop's detector leaves them out (``token_ngrams=False``).
     """
     zero_shot = _detector_run(tmp_path / "zero-shot", "zero-shot")
     trained = _detector_run(tmp_path / "trained", "trained")
@@ -362,9 +359,8 @@ def test_the_detector_tagger_learns_its_direction_from_what_the_lab_knows(tmp_pa
     with sqlite3.connect(folder / "token-terms.sqlite") as db:
         rows = db.execute("SELECT count(*) FROM token_terms").fetchone()[0]
     assert rows == calibration["n_human"] + calibration["n_machine"]
-    if outside["fpr"] > 2 * 0.05:  # the goal of issue 21, not yet met (see the docstring)
-        pytest.xfail(f"FPR on the web's human documents {outside['fpr']:.3f}, over 2x the "
-                     "target 0.05 (issue 21)")
+    # issue 21's promise: FPR on the web's human documents within 2x of its target
+    assert outside["fpr"] <= 2 * 0.05, outside
 
 
 def test_config_errors_are_clear():

@@ -70,6 +70,28 @@ def test_learns_what_zero_shot_misses(tiny, memorised, trained, auroc) -> None:
     assert report["calibration"]["auroc"] > 0.8
 
 
+def test_without_token_ngrams_the_head_reads_the_language_model_alone(
+        tiny, memorised, trained, auroc) -> None:
+    """``token_ngrams=False`` (the LM loop's detector): the n-gram models count nothing, the
+    choice is recorded in the folder, and the LM's columns still separate what zero-shot
+    cannot."""
+    out, _ = trained
+    lean = out.parent / "no-token-ngrams"
+    train([out.parent / "labelled.jsonl"], lean, model=str(tiny.path), max_tokens=MAX_TOKENS,
+          min_tokens=16, cv=(), outer_folds=3, inner_folds=2, progress=False,
+          char_params=NgramParams(n_features=2**12, min_tokens=1), human_below=0.2,
+          cache=out.parent / "terms.sqlite", device="cpu", target_fpr=0.05,
+          token_ngrams=False)
+    detector = load_detector(lean, device="cpu").detector
+    assert detector.ngrams.unigram.sum() == 0 and detector.ngrams.trigram.sum() == 0
+    spec = json.loads((lean / "detector.json").read_text())["detector"]
+    assert spec["training"]["token_ngrams"] is False
+    with_ngrams = load_detector(out, device="cpu").detector
+    assert with_ngrams.ngrams.unigram.sum() > 0 and with_ngrams.meta["training"]["token_ngrams"]
+    human_new, machine_new = memorised["human"][60:90], tiny.samples[32:]
+    assert auroc(detector.score(machine_new), detector.score(human_new)) > 0.8
+
+
 def test_saved_folder_reports_cross_validation_and_holds_no_pickle(trained) -> None:
     out, report = trained
     names = sorted(p.name for p in out.iterdir())
