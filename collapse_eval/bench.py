@@ -16,8 +16,9 @@ scrape, filter:oracle; for the LM also the watermark filter). The full plan runs
 at its defaults; the LM's ledger filter is left to it, because in the LM loop the ledger holds
 every document a model published and matches each exactly, so ``filter:ledger`` keeps the very
 mixture ``filter:oracle`` keeps and trains the same models again: measured on the quick plan,
-equal to the last digit in every metric of both seeds, and 4 of the LM's 26 generations (about
-2.5 of the main job's 10 minutes on 2 cores).
+equal to the last digit in every metric of both seeds, and 4 of the LM's 26 generations. With
+it the main job took 589 s on a 2-core VM (626 s in CI), without it and with faster text
+metrics 503 s (553 s in CI).
 
 The families are independent, and with ``jobs > 1`` they run at once, each in a worker
 process on one torch thread (the costliest, the LM, also spreads its chains over ``jobs``
